@@ -1,0 +1,85 @@
+"""Hard-concrete (L0) gates, Louizos, Welling and Kingma (ICLR 2018).
+
+A gate holds one ``log_alpha`` per unit. In training every call draws a fresh stretched, clipped
+concrete sample z in [0, 1]; at eval the mask is deterministic: the expected number of kept units
+(rounded) with the largest ``log_alpha`` keep their test-time value, the rest are exactly 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class HardConcrete(nn.Module):
+    """A vector of ``num_units`` hard-concrete gates.
+
+    Args:
+        num_units: number of gated units (1 for a whole-layer gate).
+        init_keep_prob: initial P(z > 0) of every unit; close to 1 so that pruning starts from the
+            full model.
+        temperature: concrete temperature beta (2/3 in the L0 literature).
+        stretch: the interval (l, r) the sigmoid is stretched to before clipping to [0, 1].
+        init_std: std of the noise added to the initial log_alpha (breaks ties for the eval top-k).
+        min_keep: units that the deterministic eval mask always keeps (1 for CNN channels, whose
+            layer cannot disappear; 0 elsewhere).
+    """
+
+    def __init__(
+        self,
+        num_units: int,
+        init_keep_prob: float = 0.99,
+        temperature: float = 2.0 / 3.0,
+        stretch: tuple = (-0.1, 1.1),
+        init_std: float = 0.01,
+        min_keep: int = 0,
+    ) -> None:
+        super().__init__()
+        if num_units < 1:
+            raise ValueError(f"num_units: must be >= 1, got {num_units}")
+        if not 0.0 < init_keep_prob < 1.0:
+            raise ValueError(f"init_keep_prob: must be in (0, 1), got {init_keep_prob}")
+        low, high = stretch
+        if not (low < 0.0 and high > 1.0):
+            raise ValueError(f"stretch: expected l < 0 < 1 < r, got {stretch}")
+        self.num_units = num_units
+        self.temperature = temperature
+        self.low, self.high = float(low), float(high)
+        self.min_keep = min_keep
+        # P(z > 0) = sigmoid(log_alpha - beta * log(-l / r)), solved for log_alpha.
+        self.log_ratio = math.log(-self.low / self.high)
+        mean = math.log(init_keep_prob / (1.0 - init_keep_prob)) + temperature * self.log_ratio
+        self.log_alpha = nn.Parameter(torch.randn(num_units) * init_std + mean)
+
+    def extra_repr(self) -> str:
+        return f"num_units={self.num_units}, temperature={self.temperature:.3f}, stretch=({self.low}, {self.high})"
+
+    def keep_prob(self) -> Tensor:
+        """P(z > 0) per unit: differentiable in log_alpha; its sum is the expected L0 norm."""
+        return torch.sigmoid(self.log_alpha - self.temperature * self.log_ratio)
+
+    def sample(self) -> Tensor:
+        """A fresh training sample z in [0, 1] (reparameterised, so gradients reach log_alpha)."""
+        eps = 1e-6
+        u = torch.rand_like(self.log_alpha).clamp(eps, 1.0 - eps)
+        s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + self.log_alpha) / self.temperature)
+        return (s * (self.high - self.low) + self.low).clamp(0.0, 1.0)
+
+    def num_kept(self) -> int:
+        """Units the deterministic mask keeps: the expected L0 norm rounded, at least ``min_keep``."""
+        return max(self.min_keep, min(self.num_units, int(round(float(self.keep_prob().sum())))))
+
+    def deterministic(self) -> Tensor:
+        """Eval mask: test-time values of the top-``num_kept`` units by log_alpha, zeros elsewhere."""
+        values = (torch.sigmoid(self.log_alpha) * (self.high - self.low) + self.low).clamp(0.0, 1.0)
+        kept = self.num_kept()
+        mask = torch.zeros_like(values)
+        if kept:
+            index = torch.topk(self.log_alpha, kept).indices
+            mask[index] = values[index]
+        return mask
+
+    def forward(self) -> Tensor:
+        return self.sample() if self.training else self.deterministic()

@@ -1,0 +1,25 @@
+"""espnet_prune: structured pruning of wav2vec2 / HuBERT while fine-tuning in ESPnet."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="espnet_prune",
+    version="0.1.0",
+    description="HJ-Pruning of self-supervised speech models (wav2vec2, HuBERT) as an ESPnet plugin",
+    packages=find_packages(include=["espnet_prune", "espnet_prune.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "espnet>=202402",
+        "torch>=2.1",
+        "torchaudio>=2.1",
+        "sentencepiece>=0.1.99",
+        "jiwer>=3.0",
+        "pyyaml>=5.1",
+        "soundfile>=0.12",
+        "matplotlib>=3.5",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "transformers>=4.30", "safetensors>=0.3"],
+        "bench": ["torch-pruning>=1.3"],
+    },
+)
