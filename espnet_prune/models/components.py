@@ -9,8 +9,9 @@ Each prunable structure has a named insertion point, an attribute that holds a g
 - ``FeedForward.layer_gate``           the whole feed-forward branch
 
 A gate is any module whose call returns a 1-D mask (one value per unit). With no gate attached the
-blocks run the plain dense computation. Where a gate meets a LayerNorm, the norm's statistics are
-taken over the kept units only (mask > 0), so that physically removing the zero units later is exact.
+blocks run the plain dense computation. Two rules keep the later physical removal of zero units exact:
+where a gate meets a LayerNorm, the norm's statistics are taken over the kept units only (mask > 0);
+and a branch whose units are all zero contributes nothing, its output bias included.
 """
 
 from __future__ import annotations
@@ -163,6 +164,17 @@ class ConvPositionalEmbedding(nn.Module):
         return F.gelu(x).transpose(1, 2)
 
 
+def _branch_output_scale(
+    unit_mask: Optional[Tensor], layer_gate: Optional[nn.Module], like: Tensor
+) -> Optional[Tensor]:
+    """Scalar a gated branch's output is multiplied by: its layer gate, and 0 if no unit is left."""
+    scale = layer_gate() if layer_gate is not None else None
+    if unit_mask is not None:
+        alive = (unit_mask > 0).any().to(like.dtype)
+        scale = alive if scale is None else scale * alive
+    return scale
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with any number of heads of a fixed width."""
 
@@ -186,12 +198,12 @@ class SelfAttention(nn.Module):
         v = self.v_proj(x).view(shape).transpose(1, 2)
         dropout = self.dropout if self.training else 0.0
         context = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=dropout)
-        if self.head_gate is not None:
-            context = context * self.head_gate()[None, :, None, None]
+        head_mask = self.head_gate() if self.head_gate is not None else None
+        if head_mask is not None:
+            context = context * head_mask[None, :, None, None]
         out = self.out_proj(context.transpose(1, 2).reshape(batch, frames, self.num_heads * self.head_dim))
-        if self.layer_gate is not None:
-            out = out * self.layer_gate()
-        return out
+        scale = _branch_output_scale(head_mask, self.layer_gate, out)
+        return out if scale is None else out * scale
 
 
 class FeedForward(nn.Module):
@@ -208,12 +220,12 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.activation_dropout(F.gelu(self.intermediate_dense(x)))
-        if self.unit_gate is not None:
-            x = x * self.unit_gate()
+        unit_mask = self.unit_gate() if self.unit_gate is not None else None
+        if unit_mask is not None:
+            x = x * unit_mask
         x = self.output_dense(x)
-        if self.layer_gate is not None:
-            x = x * self.layer_gate()
-        return self.dropout(x)
+        scale = _branch_output_scale(unit_mask, self.layer_gate, x)
+        return self.dropout(x if scale is None else x * scale)
 
 
 class EncoderLayer(nn.Module):

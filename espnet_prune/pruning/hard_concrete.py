@@ -69,7 +69,7 @@ class HardConcrete(nn.Module):
 
     def num_kept(self) -> int:
         """Units the deterministic mask keeps: the expected L0 norm rounded, at least ``min_keep``."""
-        return max(self.min_keep, min(self.num_units, int(round(float(self.keep_prob().sum())))))
+        return max(self.min_keep, min(self.num_units, int(round(float(self.keep_prob().detach().sum())))))
 
     def deterministic(self) -> Tensor:
         """Eval mask: test-time values of the top-``num_kept`` units by log_alpha, zeros elsewhere."""

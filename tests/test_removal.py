@@ -1,0 +1,79 @@
+"""Mask removal is exact: the removed model equals the gated eval model, and costs match."""
+
+import pytest
+import torch
+
+from espnet_prune.models import Wav2Vec2Config, Wav2Vec2Model
+from espnet_prune.pruning.cost import count, measure_macs, measure_params
+from espnet_prune.pruning.gating import GateConfig, attach_gates, iter_gates
+from espnet_prune.pruning.removal import pruned_config, remove_masks
+
+
+def _config(mode: str, layer_norm_first: bool) -> Wav2Vec2Config:
+    return Wav2Vec2Config(
+        conv_layers=[(32, 10, 5), (24, 3, 2), (32, 3, 2), (16, 2, 2)],
+        extractor_mode=mode,
+        conv_bias=mode == "layer_norm",
+        embed_dim=48,
+        num_heads=[4, 4, 3, 4],
+        head_dim=12,
+        ffn_dims=[64, 64, 40, 64],
+        layer_norm_first=layer_norm_first,
+        pos_conv_kernel=16,
+        pos_conv_groups=4,
+    )
+
+
+def _randomly_gated(config: Wav2Vec2Config, seed: int) -> Wav2Vec2Model:
+    torch.manual_seed(seed)
+    model = attach_gates(Wav2Vec2Model(config), GateConfig())
+    with torch.no_grad():
+        for _, gate in iter_gates(model):
+            gate.log_alpha.normal_(0.5, 2.0)
+        layers = model.encoder.layers
+        layers[1].attention.head_gate.log_alpha.fill_(-10.0)  # every head of layer 1 pruned
+        layers[2].feed_forward.layer_gate.log_alpha.fill_(-10.0)  # whole FFN of layer 2 pruned
+        layers[3].feed_forward.unit_gate.log_alpha.fill_(-10.0)  # every unit of layer 3 pruned
+        model.feature_extractor.conv_layers[1].channel_gate.log_alpha.fill_(-10.0)  # CNN layer down to 1 channel
+        model.feature_extractor.conv_layers[3].channel_gate.log_alpha[2:].fill_(-10.0)  # last CNN layer: few
+    return model.eval()
+
+
+@pytest.mark.parametrize("mode", ["group_norm", "layer_norm"])
+@pytest.mark.parametrize("layer_norm_first", [False, True])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_removed_model_equals_gated_eval_model(mode, layer_norm_first, seed):
+    gated = _randomly_gated(_config(mode, layer_norm_first), seed)
+    removed, config = remove_masks(gated)
+    assert config.num_heads[1] == 0 and config.ffn_dims[2] == 0 and config.ffn_dims[3] == 0
+    assert config.conv_layers[1][0] == 1 and config.conv_layers[3][0] <= 2
+    assert not list(iter_gates(removed))
+
+    torch.manual_seed(seed + 10)
+    waves, lengths = torch.randn(3, 9000), torch.tensor([9000, 7000, 5123])
+    with torch.no_grad():
+        expected, actual = gated(waves, lengths), removed(waves, lengths)
+    valid = ~expected.padding_mask
+    assert torch.equal(expected.lengths, actual.lengths)
+    for mine, theirs in zip(expected.hidden_states + [expected.last_hidden_state],
+                            actual.hidden_states + [actual.last_hidden_state]):
+        assert (mine - theirs)[valid].abs().max() <= 1e-4
+
+    # The removed model's measured size and MACs are the cost model's numbers for its config.
+    report = count(config, seconds=1.0)
+    assert measure_params(removed) == report.params
+    assert measure_macs(removed, seconds=1.0) == pytest.approx(report.macs, rel=0.01)
+    assert pruned_config(gated) == config
+    assert report.params < count(gated.config, seconds=1.0).params
+
+
+def test_removal_leaves_the_gated_model_unchanged_and_keeps_ungated_structures_whole():
+    config = _config("group_norm", False)
+    torch.manual_seed(0)
+    model = attach_gates(Wav2Vec2Model(config), GateConfig(conv_channels=False, ffn_units=False))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.eval()
+    _, removed_config = remove_masks(model)
+    assert removed_config.conv_layers == config.conv_layers
+    assert all(d in (0, config.ffn_dims[i]) for i, d in enumerate(removed_config.ffn_dims))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
