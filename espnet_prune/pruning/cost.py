@@ -26,7 +26,7 @@ Where the LayerNorms belong:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -115,7 +115,7 @@ class CostBreakdown:
         ]
         header = f"{'component':<20}{'params (M)':>12}{f'GMACs @ {self.seconds:g} s':>16}"
         lines = [header, "-" * len(header)]
-        lines += [f"{name:<20}{float(params) / 1e6:>12.3f}{float(macs) / 1e9:>16.3f}" for name, params, macs in rows]
+        lines += [f"{name:<20}{_plain(params) / 1e6:>12.3f}{_plain(macs) / 1e9:>16.3f}" for name, params, macs in rows]
         return "\n".join(lines)
 
 
@@ -295,14 +295,19 @@ def expected_cost(model: Wav2Vec2Model, seconds: float = 10.0, sample_rate: int 
 
 
 def _plain(value: Number) -> Union[int, float]:
-    return float(value) if isinstance(value, Tensor) else value
+    return value.item() if isinstance(value, Tensor) else value
 
 
 # --- measurement with torch's flop counter -----------------------------------------------------------
 
 
-def _attention_flops(query_shape, key_shape, value_shape, *args: Any, out_shape=None, **kwargs: Any) -> int:
-    """FLOPs of softmax(QK^T)V: two batched matmuls (same formula torch uses for the GPU kernels)."""
+def _attention_flops(
+    query_shape: Sequence[int], key_shape: Sequence[int], value_shape: Sequence[int], *args: Any, **kwargs: Any
+) -> int:
+    """FLOPs of softmax(QK^T)V: two batched matmuls (torch's formula for the GPU kernels).
+
+    Called by the flop counter with the op's argument shapes; the rest (dropout, scale, out_shape) is unused.
+    """
     batch, heads, query_len, head_dim = query_shape
     key_len, value_dim = key_shape[2], value_shape[3]
     return 2 * batch * heads * query_len * key_len * (head_dim + value_dim)
