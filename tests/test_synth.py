@@ -1,0 +1,105 @@
+"""espeak-ng demo corpora: generators (always) and a few real syntheses (skipped without espeak-ng)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from espnet_prune.data.errors import DataPrepError
+from espnet_prune.data.kaldi import read_data_dir, validate_data_dir
+from espnet_prune.data.librispeech import prepare_librispeech
+from espnet_prune.data.slurp import prepare_slurp
+from espnet_prune.data.synth import (
+    INTENT_TEMPLATES,
+    VOICES,
+    expand_template,
+    build_librispeech_corpus,
+    build_slurp_corpus,
+    build_slurp_from_annotations,
+    generate_commands,
+    generate_sentences,
+    synthesize,
+)
+
+SLURP_ANNOTATIONS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "slurp"
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+
+
+def test_sentence_generator_is_deterministic_distinct_and_small() -> None:
+    sentences = generate_sentences(800, seed=3)
+    assert sentences == generate_sentences(800, seed=3) != generate_sentences(800, seed=4)
+    assert len(set(sentences)) == 800
+    vocabulary = {w for s in sentences for w in s.split()}
+    assert 150 <= len(vocabulary) <= 300
+    assert all(s == s.upper() for s in sentences)
+
+
+def test_command_generator_holds_out_phrasings() -> None:
+    splits = generate_commands(800, 100, 150, seed=0)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 800, "devel": 100, "test": 150}
+    assert len(INTENT_TEMPLATES) >= 10 and {(s, a) for s, a, _ in splits["test"]} == set(INTENT_TEMPLATES)
+    train_phrasings = {s for train, _ in INTENT_TEMPLATES.values() for t in train for s in expand_template(t)}
+    test_sentences = {s for _, _, s in splits["test"]}
+    assert not train_phrasings & (test_sentences | {s for _, _, s in splits["devel"]})
+    assert not test_sentences & {s for _, _, s in splits["devel"]}
+
+
+@needs_espeak
+def test_synthesize_16k_speech(tmp_path: Path) -> None:
+    for i, voice in enumerate(VOICES[:3]):
+        out = tmp_path / f"{i}.flac"
+        duration = synthesize("turn on the lights in the kitchen", out, voice.name, voice.speed, voice.pitch)
+        audio, rate = sf.read(str(out))
+        assert rate == 16000 and audio.ndim == 1 and len(audio) / rate == pytest.approx(duration)
+        assert 0.8 < duration < 5.0  # seven words at 150-175 words per minute
+        assert np.sqrt(np.mean(audio**2)) > 0.01
+
+
+@needs_espeak
+def test_librispeech_demo_corpus_reads_as_librispeech(tmp_path: Path) -> None:
+    root, stats = build_librispeech_corpus(tmp_path, n_train=3, n_dev=1, n_test=1, utts_per_sentence=2,
+                                           num_speakers=3)
+    assert root == tmp_path / "LibriSpeech" and stats.utterances == 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["LibriSpeech"]
+    subsets = ["train-clean-100", "dev-clean", "test-clean"]
+    prepared = prepare_librispeech(root, subsets, tmp_path / "data")
+    assert [prepared[s].num_utterances for s in subsets] == [6, 2, 2]
+    texts = {s: {u.text for u in read_data_dir(tmp_path / "data" / prepared[s].name)} for s in subsets}
+    assert len(texts["train-clean-100"]) == 3
+    assert not texts["train-clean-100"] & (texts["dev-clean"] | texts["test-clean"])
+    with pytest.raises(DataPrepError, match="LibriSpeech: already exists"):
+        build_librispeech_corpus(tmp_path, n_train=1, n_dev=1, n_test=1, utts_per_sentence=1)
+
+
+@needs_espeak
+def test_slurp_demo_corpus_reads_as_slurp(tmp_path: Path) -> None:
+    build_slurp_corpus(tmp_path, n_train=4, n_devel=2, n_test=2, recordings_per_sentence=1)
+    prepared = prepare_slurp(tmp_path / "dataset" / "slurp", tmp_path / "audio", tmp_path / "data")
+    assert {k: v.num_utterances for k, v in prepared.items()} == {"train": 4, "devel": 2, "test": 2}
+    utt = read_data_dir(tmp_path / "data" / "test")[0]
+    assert utt.speaker.startswith("demo-") and utt.utt_id.startswith(f"{utt.speaker}_audio-")
+    assert utt.text.split()[0] in {f"{s}_{a}" for s, a in INTENT_TEMPLATES}
+
+
+@needs_espeak
+def test_slurp_from_real_annotations(tmp_path: Path) -> None:
+    if not (SLURP_ANNOTATIONS / "devel.jsonl").exists():
+        pytest.skip(f"shared data not available: {SLURP_ANNOTATIONS}")
+    build_slurp_from_annotations(SLURP_ANNOTATIONS, tmp_path, limit=4, devel_every=2)
+    annotations = tmp_path / "dataset" / "slurp"
+    records = {name: [json.loads(line) for line in (annotations / f"{name}.jsonl").read_text().splitlines()]
+               for name in ("train", "devel", "test")}
+    assert {k: len(v) for k, v in records.items()} == {"train": 2, "devel": 2, "test": 4}
+    real = {json.loads(line)["slurp_id"]: json.loads(line) for line in (SLURP_ANNOTATIONS / "test.jsonl").open()}
+    for record in records["test"]:
+        assert record["recordings"] == real[record["slurp_id"]]["recordings"][:1]
+        assert (tmp_path / "audio" / "slurp_real" / record["recordings"][0]["file"]).is_file()
+    prepare_slurp(annotations, tmp_path / "audio", tmp_path / "data")
+    for name in ("train", "devel", "test"):
+        assert validate_data_dir(tmp_path / "data" / name) == len(records[name])
