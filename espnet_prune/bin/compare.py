@@ -1,0 +1,104 @@
+"""The comparison table a recipe prints at the end: params, MACs, CPU latency and error rates per model.
+
+    python -m espnet_prune.bin.compare --dump_dir dump/raw --sets test_clean \
+        --run dense=exp/asr_demo_dense --run HJ-MAC=exp/asr_demo_hj_mac/pruned [--intent_first] \
+        --out exp/demo_table.md
+
+A run dir holds config.yaml and the model (model.pth after mask removal, else latest.pth) and the
+decoding outputs decode_*/<set>/1best_recog/text of recipe stage 13. Latency is the median wall time of
+the SSL model on --seconds of random audio with --num_threads CPU threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+
+from espnet_prune.eval.scoring import score
+from espnet_prune.pruning.cost import count
+
+
+def _model_file(run_dir: Path) -> Path:
+    for name in ("model.pth", "latest.pth"):
+        if (run_dir / name).is_file():
+            return run_dir / name
+    raise FileNotFoundError(f"{run_dir}: neither model.pth nor latest.pth")
+
+
+def _decode_dir(run_dir: Path) -> Path:
+    found = sorted(run_dir.glob("decode_*"))
+    if not found:
+        raise FileNotFoundError(f"{run_dir}: no decode_* dir (run stage 13 first)")
+    return found[0]
+
+
+def measure_run(run_dir: Path, seconds: float, repeats: int) -> Tuple[int, int, float]:
+    """(SSL params, SSL MACs at ``seconds``, median CPU latency in s) of a run's (removed) model."""
+    from espnet_prune.bin.profile import measure_latency
+    from espnet_prune.espnet import PrunedASRTask
+    from espnet_prune.espnet.ssl import find_prunable
+    from espnet_prune.pruning.removal import remove_masks
+
+    model, _ = PrunedASRTask.build_model_from_file(run_dir / "config.yaml", _model_file(run_dir))
+    found = find_prunable(model)
+    if len(found) != 1:
+        raise ValueError(f"{run_dir / 'config.yaml'}: expected one pruned_wav2vec2 module, found {len(found)}")
+    ssl = found[0][1].eval()
+    ssl_model = remove_masks(ssl.model)[0] if ssl.controller is not None else ssl.model
+    cost = count(ssl_model.config, seconds)
+    return cost.params, cost.macs, measure_latency(ssl_model, seconds, repeats)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", action="append", required=True, metavar="NAME=DIR", help="a model to compare")
+    parser.add_argument("--dump_dir", type=Path, required=True, help="folder of the reference data dirs")
+    parser.add_argument("--sets", nargs="+", required=True, help="test sets")
+    parser.add_argument("--intent_first", action="store_true", help="first token is an intent (SLU)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="audio duration for MACs and latency")
+    parser.add_argument("--num_threads", type=int, default=2, help="CPU threads for the latency")
+    parser.add_argument("--repeats", type=int, default=5, help="timed passes (median reported)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = get_parser().parse_args(argv)
+    torch.set_num_threads(args.num_threads)
+    rows: List[List[str]] = []
+    reference: Optional[Tuple[int, int, float]] = None
+    try:
+        for spec in args.run:
+            name, sep, run_dir = spec.partition("=")
+            if not sep:
+                raise ValueError(f"--run {spec!r}: expected NAME=DIR")
+            params, macs, latency = measure_run(Path(run_dir), args.seconds, args.repeats)
+            reference = reference or (params, macs, latency)
+            decode_dir = _decode_dir(Path(run_dir))
+            row = [name, f"{params / 1e6:.2f} ({params / reference[0]:.0%})",
+                   f"{macs / 1e9:.3f} ({macs / reference[1]:.0%})", f"{latency * 1000:.0f} ({latency / reference[2]:.0%})"]
+            for dset in args.sets:
+                result = score(args.dump_dir / dset / "text", decode_dir / dset / "1best_recog" / "text", args.intent_first)
+                if args.intent_first:
+                    row.append(f"{100 * result.intent_accuracy:.1f}")
+                row += [f"{100 * result.wer:.1f}", f"{100 * result.cer:.1f}"]
+            rows.append(row)
+    except (ValueError, FileNotFoundError) as exc:
+        sys.exit(f"compare: error: {exc}")
+    header = ["model", "SSL params M", f"GMACs / {args.seconds:g} s", f"CPU ms / {args.seconds:g} s"]
+    for dset in args.sets:
+        header += ([f"{dset} intent acc %"] if args.intent_first else []) + [f"{dset} WER %", f"{dset} CER %"]
+    table = "\n".join(
+        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+    )
+    print(table)
+    if args.out is not None:
+        args.out.write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()

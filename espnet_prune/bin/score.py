@@ -1,0 +1,94 @@
+"""Recipe scoring stage: WER (and intent accuracy) per test set, written like ESPnet's RESULTS.md.
+
+    python -m espnet_prune.bin.score --dump_dir dump/raw --decode_dir exp/asr/pruned/decode_greedy \
+        --sets test_clean test_other --asr_train_config exp/asr/pruned/config.yaml \
+        --asr_model_file exp/asr/pruned/model.pth [--intent_first] --out exp/asr/pruned/RESULTS.md
+
+Hypotheses are read from <decode_dir>/<set>/1best_recog/text (ESPnet's inference output), references
+from <dump_dir>/<set>/text. The table also gives the model's parameters and MACs at --seconds of audio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+from espnet_prune.eval.scoring import SetScore, score
+from espnet_prune.models import Wav2Vec2Config
+from espnet_prune.pruning.cost import count
+
+
+def model_geometry(asr_train_config: Path, asr_model_file: Optional[Path]) -> Tuple[Wav2Vec2Config, int]:
+    """Geometry of the SSL model (after mask removal for a gated run) and the ESPnet model's params."""
+    from espnet_prune.espnet import PrunedASRTask
+    from espnet_prune.espnet.ssl import find_prunable
+    from espnet_prune.pruning.removal import pruned_config
+
+    model, _ = PrunedASRTask.build_model_from_file(asr_train_config, asr_model_file)
+    found = find_prunable(model)
+    if len(found) != 1:
+        raise ValueError(f"{asr_train_config}: expected one pruned_wav2vec2 encoder/frontend, found {len(found)}")
+    ssl = found[0][1].eval()
+    config = pruned_config(ssl.model) if ssl.controller is not None else ssl.model.config
+    head_params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(found[0][0] + "."))
+    return config, count(config).params + head_params
+
+
+def results_markdown(
+    title: str, scores: Sequence[Tuple[str, SetScore]], config: Wav2Vec2Config, total_params: int, seconds: float
+) -> str:
+    """An ESPnet-style RESULTS.md section."""
+    cost = count(config, seconds)
+    lines = [
+        f"## {title}",
+        f"- date: {datetime.date.today().isoformat()}",
+        f"- SSL model: {cost.params / 1e6:.2f} M params, {cost.macs / 1e9:.3f} GMACs per {seconds:g} s "
+        f"(CNN {cost.cnn_macs / 1e9:.3f} G); whole ASR model {total_params / 1e6:.2f} M params",
+        "",
+    ]
+    intent = any(s.intent_accuracy is not None for _, s in scores)
+    header = "|dataset|#utts|#words|WER (%)|CER (%)|" + ("intent acc (%)|" if intent else "")
+    lines += [header, "|" + "---|" * (header.count("|") - 1)]
+    for name, s in scores:
+        row = f"|{name}|{s.utterances}|{s.words}|{100 * s.wer:.1f}|{100 * s.cer:.1f}|"
+        if intent:
+            row += f"{100 * s.intent_accuracy:.1f}|"
+        lines.append(row)
+    return "\n".join(lines) + "\n"
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dump_dir", type=Path, required=True, help="folder of the reference data dirs")
+    parser.add_argument("--decode_dir", type=Path, required=True, help="folder with one decoding dir per set")
+    parser.add_argument("--sets", nargs="+", required=True, help="test sets to score")
+    parser.add_argument("--asr_train_config", type=Path, required=True, help="config.yaml of the decoded model")
+    parser.add_argument("--asr_model_file", type=Path, default=None, help="its weights")
+    parser.add_argument("--intent_first", action="store_true", help="first token is an intent (SLU)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="reference duration for MACs")
+    parser.add_argument("--out", type=Path, required=True, help="RESULTS.md to write")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = get_parser().parse_args(argv)
+    try:
+        scores = [
+            (name, score(args.dump_dir / name / "text", args.decode_dir / name / "1best_recog" / "text", args.intent_first))
+            for name in args.sets
+        ]
+        config, total_params = model_geometry(args.asr_train_config, args.asr_model_file)
+    except (ValueError, FileNotFoundError) as exc:
+        sys.exit(f"score: error: {exc}")
+    text = "# RESULTS\n" + results_markdown(str(args.decode_dir), scores, config, total_params, args.seconds)
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(args.out)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

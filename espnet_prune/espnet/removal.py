@@ -1,0 +1,68 @@
+"""Mask removal for a whole ESPnet ASR model: a smaller ungated model and the config that describes it."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from typing import Tuple
+
+import torch
+from espnet2.asr.espnet_model import ESPnetASRModel
+
+from espnet_prune.espnet.ssl import ConfigError, PrunableSSL, find_prunable
+from espnet_prune.espnet.task import MODEL_NAME, PrunedASRTask
+from espnet_prune.pruning.removal import remove_masks
+
+
+def gated_module(model: torch.nn.Module) -> Tuple[str, PrunableSSL]:
+    """(qualified name, module) of the one gated pruned_wav2vec2 of ``model``."""
+    gated = [(name, m) for name, m in find_prunable(model) if m.controller is not None]
+    if len(gated) != 1:
+        raise ConfigError(
+            f"expected one pruned_wav2vec2 encoder/frontend with a pruning block, found {len(gated)}: "
+            "is this the config of a pruning run (not of an already removed model)?"
+        )
+    return gated[0]
+
+
+@torch.no_grad()
+def remove_asr_masks(model: ESPnetASRModel, args: argparse.Namespace) -> Tuple[ESPnetASRModel, argparse.Namespace]:
+    """The ESPnet model with its gated SSL module replaced by the removed one, and its training args.
+
+    The new args describe the removed model explicitly (``model_config`` with the kept sizes, no
+    ``pruning``, no checkpoint, no CNN freezing, ``model: espnet``); the weights outside the SSL module
+    are copied unchanged. The result equals ``model`` in eval mode.
+    """
+    name, ssl = gated_module(model)
+    small, small_config = remove_masks(ssl.model.eval())
+    owner = name.split(".")[0]  # "encoder" or "frontend"
+    key = f"{owner}_conf"
+    new_args = copy.deepcopy(args)
+    conf = dict(getattr(args, key))
+    for dropped in ("ssl_checkpoint", "preset", "model_overrides", "output_layer"):
+        conf.pop(dropped, None)
+    conf.update(model_config=small_config.to_dict(), pruning=None, freeze_cnn_updates=0)
+    setattr(new_args, key, conf)
+    if getattr(new_args, "model", None) == MODEL_NAME:
+        new_args.model = "espnet"
+    new_model = PrunedASRTask.build_model(new_args)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(f"{name}.")}
+    state.update({f"{name}.model.{k}": v for k, v in small.state_dict().items()})
+    new_model.load_state_dict(state)
+    return new_model.eval(), new_args
+
+
+@torch.no_grad()
+def max_encode_difference(a: ESPnetASRModel, b: ESPnetASRModel, seconds: float = 1.0, seed: int = 0) -> float:
+    """Largest absolute difference of the two models' eval-mode encoder outputs on a random batch,
+    relative to the output scale (lengths must agree exactly, else inf)."""
+    generator = torch.Generator().manual_seed(seed)
+    samples = int(seconds * 16000)
+    speech = torch.randn(2, samples, generator=generator) * 0.1
+    lengths = torch.tensor([samples, samples * 2 // 3])
+    out_a, len_a = a.eval().encode(speech, lengths)
+    out_b, len_b = b.eval().encode(speech, lengths)
+    if out_a.shape != out_b.shape or not torch.equal(len_a, len_b):
+        return float("inf")
+    valid = torch.arange(out_a.shape[1])[None, :] < len_a[:, None]
+    return float((out_a - out_b)[valid].abs().max() / out_a[valid].abs().max().clamp(min=1.0))

@@ -1,0 +1,274 @@
+"""The ESPnet glue without data: registration, model building, loss and stats, optimizer groups, CNN freezing,
+pretrained loading (with ESPnet's --init), and build-time errors for bad configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import pytest
+import torch
+import yaml
+
+from espnet_prune.espnet import PrunableSSL, PrunedASRTask, PrunedESPnetASRModel
+from espnet_prune.bin import asr_train
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_CONFIG = REPO / "conf" / "train" / "tiny_hj_mac_50.yaml"
+TINY_MODEL = REPO / "conf" / "model" / "tiny_wav2vec2.yaml"
+TOKENS = ["<blank>", "<unk>", "<space>", "A", "B", "C", "<sos/eos>"]
+
+
+@pytest.fixture
+def base_args(tmp_path) -> List[str]:
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("\n".join(TOKENS) + "\n")
+    return ["--config", str(TINY_CONFIG), "--encoder_conf", f"model_config={TINY_MODEL}",
+            "--token_list", str(tokens), "--output_dir", str(tmp_path / "exp")]
+
+
+def _build(args: List[str]):
+    parsed = PrunedASRTask.get_parser().parse_args(args)
+    return PrunedASRTask.build_model(parsed), parsed
+
+
+def _batch(batch: int = 2):
+    torch.manual_seed(0)
+    speech = torch.randn(batch, 16000) * 0.1
+    lengths = torch.tensor([16000, 12000][:batch])
+    text = torch.tensor([[3, 4, 5], [5, 3, -1]][:batch])
+    return dict(speech=speech, speech_lengths=lengths, text=text, text_lengths=torch.tensor([3, 2][:batch]))
+
+
+def _tiny_hf_dir(path: Path) -> Path:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.Wav2Vec2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        conv_dim=(16, 32, 32), conv_kernel=(10, 3, 2), conv_stride=(5, 2, 2),
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, vocab_size=8,
+    )
+    torch.manual_seed(0)
+    transformers.Wav2Vec2Model(config).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("module", ["asr_train", "asr_inference", "remove_masks", "profile"])
+def test_entry_points_have_help(module, capsys) -> None:
+    entry = __import__(f"espnet_prune.bin.{module}", fromlist=["main"])
+    with pytest.raises(SystemExit) as exit_:
+        entry.main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage" in out
+    if module == "asr_train":
+        assert "pruned_wav2vec2" in out and "pruned_espnet" in out
+
+
+def test_pruning_model_adds_the_lagrangian_and_reports_stats(base_args) -> None:
+    model, args = _build(base_args)
+    assert isinstance(model, PrunedESPnetASRModel) and args.model == "pruned_espnet"
+    assert set(args.encoder_conf) == {"model_config", "pruning", "freeze_cnn_updates", "normalize_waveform"}
+    controller = model.encoder.ssl.controller
+    with torch.no_grad():
+        controller.lambdas.fill_(1.0)  # make the pruning term non-zero
+    model.train()
+    loss, stats, _ = model(**_batch())
+    assert int(controller.forward_passes) == 1
+    assert torch.allclose(loss, stats["loss_task"] + stats["loss_pruning"])
+    assert float(stats["loss_pruning"]) != 0.0
+    for key in ("loss_ctc", "expected_params", "expected_gmacs", "sparsity_macs", "target_macs", "lambda1_macs",
+                "lambda2_macs"):
+        assert key in stats
+    model.eval()
+    with torch.no_grad():
+        model(**_batch())
+    assert int(controller.forward_passes) == 1  # validation does not advance the warm-up
+
+
+def test_dense_fine_tuning_keeps_espnets_model(base_args) -> None:
+    model, args = _build(base_args + ["--encoder_conf", "pruning=null"])
+    assert args.model == "espnet" and type(model).__name__ == "ESPnetASRModel"
+    assert model.encoder.ssl.controller is None
+    optimizer = PrunedASRTask.build_optimizers(args, model)[0]
+    assert len(optimizer.param_groups) == 1
+
+
+@pytest.mark.parametrize("exclude_weight_decay", [False, True])
+def test_optimizer_groups_and_ascent_under_warmup(base_args, exclude_weight_decay) -> None:
+    model, args = _build(base_args + [
+        "--optim", "adamw", "--optim_conf", "lr=0.001", "--optim_conf", "weight_decay=0.01",
+        "--encoder_conf", "pruning.warmup_updates=0", "--encoder_conf", "pruning.gate_lr=0.03",
+        "--encoder_conf", "pruning.lambda_lr=0.04", "--exclude_weight_decay", str(exclude_weight_decay).lower(),
+        "--scheduler", "warmuplr", "--scheduler_conf", "warmup_steps=5",
+    ])
+    optimizer = PrunedASRTask.build_optimizers(args, model)[0]
+    ssl = model.encoder.ssl
+    lambdas = ssl.controller.lambdas
+    gates = {id(p) for n, p in model.named_parameters() if n.endswith("log_alpha")}
+    by_param = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+    assert {(g["lr"], g["weight_decay"]) for g in map(by_param.get, gates)} == {(0.03, 0.0)}
+    assert (by_param[id(lambdas)]["lr"], by_param[id(lambdas)]["weight_decay"]) == (0.04, 0.0)
+    assert by_param[id(model.encoder.ssl.model.encoder.layers[0].attention.q_proj.weight)]["lr"] == 0.001
+
+    from espnet2.schedulers.warmup_lr import WarmupLR
+
+    scheduler = WarmupLR(optimizer, warmup_steps=5)
+    for _ in range(3):  # expected sparsity ~0 is below the target 0.5: the lambdas must grow in magnitude
+        optimizer.zero_grad()
+        loss, _ = ssl.pruning_loss()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        assert all(group["lr"] > 0 for group in optimizer.param_groups)
+    assert float(lambdas[0, 0]) < 0 < float(lambdas[0, 1])  # ascent on lambda1 * gap + lambda2 * gap^2, gap < 0
+
+
+def test_frontend_with_weighted_layer_sum(base_args, tmp_path) -> None:
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    del config["input_size"], config["encoder_conf"]
+    config.update(
+        frontend="pruned_wav2vec2",
+        frontend_conf={"model_config": str(TINY_MODEL), "multilayer_feature": True,
+                       "pruning": str(REPO / "conf" / "pruning" / "hj_size_50.yaml")},
+        normalize="utterance_mvn",
+        encoder="transformer",
+        encoder_conf={"output_size": 16, "attention_heads": 2, "linear_units": 32, "num_blocks": 1},
+    )
+    (tmp_path / "frontend.yaml").write_text(yaml.safe_dump(config))
+    model, args = _build(["--config", str(tmp_path / "frontend.yaml")] + base_args[4:])
+    assert isinstance(model, PrunedESPnetASRModel) and model.frontend.output_size() == 32
+    assert args.frontend_conf["multilayer_feature"] and "model_config" in args.frontend_conf
+    model.train()
+    loss, stats, _ = model(**_batch())
+    loss.sum().backward()
+    assert "sparsity_params" in stats
+    assert model.frontend.layer_weights.grad is not None and model.frontend.layer_weights.numel() == 3
+
+
+def test_cnn_frozen_for_the_first_updates_while_its_gates_learn() -> None:
+    ssl = PrunableSSL("encoder_conf", model_config=str(TINY_MODEL), pruning={"variant": "mac"}, freeze_cnn_updates=1)
+    ssl.set_accum_grad(2)
+    ssl.train()
+    conv = ssl.model.feature_extractor.conv_layers[1].conv.weight
+    gate = ssl.model.feature_extractor.conv_layers[1].channel_gate.log_alpha
+    for step in range(3):  # passes 1, 2 are update 0 (frozen); pass 3 is update 1
+        ssl.zero_grad()
+        ssl(torch.randn(1, 4000), torch.tensor([4000])).last_hidden_state.sum().backward()
+        assert gate.grad is not None
+        assert (conv.grad is None) == (step < 2), step
+
+
+def test_checkpoint_survives_init_and_config_yaml_needs_no_checkpoint(base_args, tmp_path) -> None:
+    from espnet_prune.models.importers import load_pretrained
+
+    hf = _tiny_hf_dir(tmp_path / "hf")
+    reference, _ = load_pretrained(hf)
+    model, args = _build(base_args + ["--encoder_conf", "model_config=null", "--encoder_conf", f"ssl_checkpoint={hf}",
+                                      "--encoder_conf", "output_layer=1", "--init", "xavier_uniform"])
+    ssl = model.encoder.ssl
+    assert ssl.config.num_layers == 1 and not ssl.controller.lambdas.any()
+    expected = {k: v for k, v in reference.state_dict().items() if not k.startswith("encoder.layers.1.")}
+    actual = {k: v for k, v in ssl.model.state_dict().items() if "_gate." not in k}
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
+    # config.yaml gets the explicit geometry: rebuilding needs no checkpoint and gives the same model
+    assert "ssl_checkpoint" not in args.encoder_conf and args.encoder_conf["model_config"]["num_heads"] == [4]
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(vars(args)))
+    weights = tmp_path / "model.pth"
+    torch.save(model.state_dict(), weights)
+    rebuilt, _ = PrunedASRTask.build_model_from_file(config, weights)
+    assert all(torch.equal(v, rebuilt.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def _bad_checkpoint(tmp_path: Path) -> str:
+    path = tmp_path / "not_wav2vec2.pt"
+    torch.save({"decoder.weight": torch.zeros(3, 3)}, path)
+    return str(path)
+
+
+def _bert_dir(tmp_path: Path) -> str:
+    path = tmp_path / "bert"
+    path.mkdir()
+    (path / "config.json").write_text('{"model_type": "bert", "hidden_size": 32}')
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--encoder_conf", "pruning.variant=l1"], "encoder_conf.pruning.variant: 'l1' is not one of"),
+        (["--encoder_conf", "pruning.target_sparsity=1.5"], "encoder_conf.pruning.target_sparsity: must be a number in"),
+        (["--encoder_conf", "pruning.target_sparsity=0"], "encoder_conf.pruning.target_sparsity: must be a number in"),
+        (["--encoder_conf", "pruning.gates.init_keep=0.5"], "encoder_conf.pruning.gates: unknown key(s) ['init_keep']"),
+        (["--encoder_conf", "model_config=null", "--encoder_conf", "ssl_checkpoint=/nonexistent/wav2vec_small.pt"],
+         "encoder_conf.ssl_checkpoint: '/nonexistent/wav2vec_small.pt' does not exist"),
+        (["--encoder_conf", "model_config=null", "--encoder_conf", "ssl_checkpoint={bad}"],
+         "is not a supported wav2vec2/HuBERT checkpoint"),
+        (["--encoder_conf", "model_config=null", "--encoder_conf", "ssl_checkpoint={bert}"],
+         "model_type='bert' is not supported"),
+        (["--encoder_conf", "preset=wav2vec2_base"], "give exactly one of ssl_checkpoint, model_config, preset"),
+        (["--encoder_conf", "model_overrides={{embed_dim: 64}}"], "model_overrides: ['embed_dim'] cannot be"),
+        (["--keep_nbest_models", "10"], "keep_nbest_models: [10] would average gated checkpoints"),
+        (["--input_size", "none"], "set `input_size: 1`"),
+        (["--input_size", "none", "--frontend", "default"], "set `input_size: 1`"),
+        (["--normalize", "utterance_mvn"], "normalize: the pruned_wav2vec2 encoder reads raw waveforms"),
+    ],
+)
+def test_bad_configs_fail_at_build_time_with_one_message(base_args, tmp_path, extra, message) -> None:
+    paths = dict(bad=_bad_checkpoint(tmp_path), bert=_bert_dir(tmp_path))
+    extra = [e.format(**paths) for e in extra]
+    with pytest.raises(SystemExit) as exit_:
+        asr_train.main(base_args + extra + ["--dry_run", "true"])
+    text = str(exit_.value.code)
+    assert text.startswith("asr_train: error: ") and message in text and "\n" not in text, text
+    assert not (tmp_path / "exp").exists()  # nothing half-written
+
+
+
+def test_remove_masks_of_a_gated_frontend_keeps_the_encoder_output(base_args, tmp_path) -> None:
+    from espnet_prune.espnet.removal import max_encode_difference, remove_asr_masks
+
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    del config["input_size"], config["encoder_conf"]
+    config.update(
+        frontend="pruned_wav2vec2", normalize=None, encoder="transformer",
+        frontend_conf={"model_config": str(TINY_MODEL), "multilayer_feature": True,
+                       "pruning": {"variant": "mac", "gates": {"init_keep_prob": 0.6}}},
+        encoder_conf={"output_size": 16, "attention_heads": 2, "linear_units": 32, "num_blocks": 1},
+    )
+    (tmp_path / "frontend.yaml").write_text(yaml.safe_dump(config))
+    model, args = _build(["--config", str(tmp_path / "frontend.yaml")] + base_args[4:])
+    removed, new_args = remove_asr_masks(model.eval(), args)
+    assert new_args.model == "espnet" and new_args.frontend_conf["pruning"] is None
+    assert new_args.frontend_conf["multilayer_feature"] and removed.frontend.ssl.controller is None
+    assert sum(p.numel() for p in removed.parameters()) < 0.8 * sum(p.numel() for p in model.parameters())
+    assert max_encode_difference(model, removed) < 1e-4
+
+
+def test_accum_grad_turns_forward_passes_into_updates(base_args) -> None:
+    model, _ = _build(base_args + ["--accum_grad", "4"])
+    assert model.encoder.ssl.controller.accum_grad == 4
+
+
+def test_profile_reports_costs_latency_and_png(tmp_path, capsys) -> None:
+    from espnet_prune.bin import profile
+
+    png = tmp_path / "profile.png"
+    profile.main(["--model_config", str(TINY_MODEL), "--seconds", "1", "--repeats", "1", "--png", str(png),
+                  "--reference_preset", "wav2vec2_base"])
+    out = capsys.readouterr().out
+    assert "GMACs @ 1 s" in out and "CPU latency" in out and "attention heads  4/12 4/12 0/12" in out
+    assert png.stat().st_size > 0
+
+
+def test_waveform_normalisation_ignores_padding() -> None:
+    from espnet_prune.espnet.ssl import normalize_waveform
+
+    torch.manual_seed(0)
+    wave = torch.randn(2, 800) * 3 + 1
+    lengths = torch.tensor([800, 500])
+    out = normalize_waveform(wave, lengths)
+    alone = normalize_waveform(wave[1:, :500], lengths[1:])
+    assert torch.allclose(out[1, :500], alone[0], atol=1e-5) and not out[1, 500:].any()
+    assert abs(float(out[0].mean())) < 1e-5 and abs(float(out[0].std(unbiased=False)) - 1) < 1e-3
