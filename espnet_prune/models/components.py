@@ -326,9 +326,9 @@ def init_weights(module: nn.Module) -> None:
             if sub.bias is not None:
                 nn.init.zeros_(sub.bias)
         elif isinstance(sub, nn.Conv1d) and not hasattr(sub, "parametrizations"):
+            # The bias keeps PyTorch's uniform init, as in fairseq: a zero bias makes every channel equal
+            # on digital silence, and a LayerNorm over channels then divides by sqrt(eps).
             nn.init.kaiming_normal_(sub.weight)
-            if sub.bias is not None:
-                nn.init.zeros_(sub.bias)
         elif isinstance(sub, ConvPositionalEmbedding):
             conv = sub.conv
             std = math.sqrt(4.0 / (conv.kernel_size[0] * conv.in_channels))
