@@ -1,0 +1,1 @@
+"""Scoring of recipe outputs (WER, intent accuracy) and result tables."""

@@ -1,0 +1,69 @@
+"""Word error rate and intent accuracy of ESPnet hypothesis files against Kaldi-style references.
+
+Both files are ``<utt_id> <text>`` lines. For SLU recipes the first token of a text is the intent
+label (``text`` = "<intent> <transcript>"), the rest the transcript.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import jiwer
+
+
+def read_text_table(path: Path) -> Dict[str, str]:
+    """``utt_id -> text`` from a Kaldi text file (an utterance id alone means an empty text)."""
+    table: Dict[str, str] = {}
+    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split(maxsplit=1)
+        if parts[0] in table:
+            raise ValueError(f"{path}:{lineno}: duplicate utterance id {parts[0]!r}")
+        table[parts[0]] = parts[1].strip() if len(parts) > 1 else ""
+    return table
+
+
+@dataclass
+class SetScore:
+    """Scores of one evaluation set."""
+
+    utterances: int
+    words: int
+    wer: float
+    cer: float
+    intent_accuracy: Optional[float] = None
+
+
+def _paired(ref_path: Path, hyp_path: Path) -> Tuple[List[str], List[str]]:
+    refs, hyps = read_text_table(ref_path), read_text_table(hyp_path)
+    missing = sorted(set(refs) - set(hyps))
+    if missing:
+        raise ValueError(f"{hyp_path}: no hypothesis for {len(missing)} reference utterance(s), e.g. {missing[0]!r}")
+    keys = sorted(refs)
+    return [refs[k] for k in keys], [hyps[k] for k in keys]
+
+
+def _error_rates(refs: List[str], hyps: List[str]) -> Tuple[float, float]:
+    # jiwer rejects empty references; an empty hypothesis is fine.
+    pairs = [(r, h) for r, h in zip(refs, hyps) if r]
+    refs, hyps = [r for r, _ in pairs], [h for _, h in pairs]
+    return jiwer.wer(refs, hyps), jiwer.cer(refs, hyps)
+
+
+def score(ref_path: Path, hyp_path: Path, intent_first: bool = False) -> SetScore:
+    """WER/CER of the transcripts; with ``intent_first`` also the accuracy of the first token."""
+    refs, hyps = _paired(ref_path, hyp_path)
+    accuracy = None
+    if intent_first:
+        ref_intents = [r.split(maxsplit=1) for r in refs]
+        hyp_intents = [h.split(maxsplit=1) for h in hyps]
+        accuracy = sum(
+            bool(h) and h[0] == r[0] for r, h in zip(ref_intents, hyp_intents)
+        ) / len(refs)
+        refs = [r[1] if len(r) > 1 else "" for r in ref_intents]
+        hyps = [h[1] if len(h) > 1 else "" for h in hyp_intents]
+    wer, cer = _error_rates(refs, hyps)
+    return SetScore(len(refs), sum(len(r.split()) for r in refs), wer, cer, accuracy)

@@ -1,0 +1,99 @@
+"""egs2/librispeech/asr1: stage 1-5 on the real LibriSpeech layout, every tuning config builds, and a
+reduced demo runs end to end through all stages."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "egs2" / "librispeech" / "asr1"
+SAMPLE = REPO.parent / "shared" / "data" / "librispeech_sample" / "LibriSpeech"
+
+
+def _recipe_copy(tmp_path: Path) -> Path:
+    """A copy of the recipe (with the shared TEMPLATE next to it) so that runs write into tmp_path."""
+    egs = tmp_path / "egs2"
+    shutil.copytree(REPO / "egs2" / "TEMPLATE", egs / "TEMPLATE", symlinks=True)
+    shutil.copytree(RECIPE, egs / "librispeech" / "asr1", symlinks=True,
+                    ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads"))
+    return egs / "librispeech" / "asr1"
+
+
+def _run(recipe: Path, *args: str, timeout: int = 600) -> str:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    result = subprocess.run(["./run.sh", *args], cwd=recipe, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def _table(path: Path) -> dict:
+    """``key -> value`` of a Kaldi table (a key alone has an empty value)."""
+    rows = (line.split(maxsplit=1) for line in path.read_text().splitlines())
+    return {row[0]: row[1] if len(row) > 1 else "" for row in rows}
+
+
+@pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"{SAMPLE} is absent")
+def test_stages_1_to_5_on_the_real_librispeech_layout(tmp_path):
+    recipe = _recipe_copy(tmp_path)
+    _run(recipe, "--librispeech_dir", str(SAMPLE), "--stop_stage", "5", "--token_type", "char")
+    for name in ("train_clean_100", "dev_clean", "dev_other", "test_clean", "test_other"):
+        data = _table(recipe / "data" / name / "text")
+        dump = _table(recipe / "dump" / "raw" / name / "text")
+        assert data == dump and data
+        assert list(data) == sorted(data)
+        for utt, text in data.items():
+            assert re.fullmatch(r"\d+-\d+-\d{4}", utt) and text == text.upper()
+        samples = _table(recipe / "dump" / "raw" / name / "utt2num_samples")
+        assert set(samples) == set(data) and all(int(n) > 0 for n in samples.values())
+        assert (recipe / "dump" / "raw" / name / "feats_type").read_text().strip() == "raw"
+    genuine = _table(recipe / "data" / "dev_clean" / "text")
+    sample_trans = (SAMPLE / "dev-clean" / "2412" / "153948" / "2412-153948.trans.txt").read_text().splitlines()
+    for line in sample_trans:
+        utt, text = line.split(maxsplit=1)
+        assert genuine[utt] == text
+    tokens = (recipe / "data" / "token_list" / "char" / "tokens.txt").read_text().split()
+    assert tokens[:2] == ["<blank>", "<unk>"] and tokens[-1] == "<sos/eos>" and "<space>" in tokens
+
+
+@pytest.mark.parametrize("config", sorted((RECIPE / "conf" / "tuning").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_tuning_config_builds_a_model(config, tmp_path):
+    from espnet_prune.espnet import PrunedASRTask
+
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("<blank>\n<unk>\na\nb\n<sos/eos>\n")
+    parser = PrunedASRTask.get_parser()
+    args = parser.parse_args(["--config", str(config), "--token_list", str(tokens), "--token_type", "char",
+                              "--encoder_conf", "ssl_checkpoint=null", "--encoder_conf", "preset=wav2vec2_base"])
+    model = PrunedASRTask.build_model(args)
+    pruning = yaml.safe_load(config.read_text())["encoder_conf"].get("pruning")
+    gated = any(name.endswith("log_alpha") for name, _ in model.named_parameters())
+    assert gated == (pruning is not None)
+    if pruning is not None:
+        assert type(model).__name__ == "PrunedESPnetASRModel"
+        assert args.keep_nbest_models == 1
+
+
+def test_reduced_demo_runs_all_stages(tmp_path):
+    recipe = _recipe_copy(tmp_path)
+    out = _run(recipe, "--demo", "true", "--demo_sentences", "24,6,6", "--demo_train_args", "--max_epoch 1")
+    table = (recipe / "exp" / "demo_table.md").read_text().splitlines()
+    assert table[0].startswith("| model | SSL params M") and "test_clean WER %" in table[0]
+    rows = {line.split("|")[1].strip(): line for line in table[2:]}
+    assert set(rows) == {"dense", "HJ-MAC"}
+    dense_params = float(rows["dense"].split("|")[2].split()[0])
+    pruned_params = float(rows["HJ-MAC"].split("|")[2].split()[0])
+    assert pruned_params < dense_params
+    assert "demo finished in" in out
+    for run in ("exp/asr_demo_dense", "exp/asr_demo_hj_mac/pruned"):
+        results = (recipe / run / "decode_ctc" / "RESULTS.md").read_text()
+        assert re.search(r"\|test_clean\|12\|\d+\|[\d.]+\|[\d.]+\|", results), results
+        hyps = _table(recipe / run / "decode_ctc" / "test_clean" / "1best_recog" / "text")
+        assert len(hyps) <= 12
+    train_log = (recipe / "exp" / "asr_demo_hj_mac" / "train.log").read_text()
+    assert "expected_gmacs" in train_log and "sparsity_macs" in train_log
