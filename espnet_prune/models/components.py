@@ -9,7 +9,9 @@ Each prunable structure has a named insertion point, an attribute that holds a g
 - ``FeedForward.layer_gate``           the whole feed-forward branch
 
 A gate is any module whose call returns a 1-D mask (one value per unit). With no gate attached the
-blocks run the plain dense computation. Two rules keep the later physical removal of zero units exact:
+blocks run the plain dense computation. A mask scales the weights that consume the gated units (the
+input channels of the next conv, the columns of an output projection) rather than the activations:
+the same function, at the cost of a weight-sized product instead of an activation-sized one. Two rules keep the later physical removal of zero units exact:
 where a gate meets a LayerNorm, the norm's statistics are taken over the kept units only (mask > 0);
 and a branch whose units are all zero contributes nothing, its output bias included.
 """
@@ -76,10 +78,22 @@ class ConvLayerBlock(nn.Module):
         self.channel_gate: Optional[nn.Module] = None
 
     def forward(
-        self, x: Tensor, lengths: Optional[Tensor], channel_mask: Optional[Tensor] = None
+        self,
+        x: Tensor,
+        lengths: Optional[Tensor],
+        channel_mask: Optional[Tensor] = None,
+        input_mask: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Optional[Tensor]]:
-        """x: (B, C_in, T) -> (B, C_out, T'). ``channel_mask`` only restricts LayerNorm statistics."""
-        x = self.conv(x)
+        """x: (B, C_in, T) -> (B, C_out, T').
+
+        ``input_mask`` (the previous layer's channel gate) scales the input channels of the conv weight;
+        ``channel_mask`` (this layer's gate) only restricts the LayerNorm statistics to kept channels.
+        """
+        if input_mask is None:
+            x = self.conv(x)
+        else:
+            weight = self.conv.weight * input_mask[None, :, None]
+            x = F.conv1d(x, weight, self.conv.bias, stride=self.stride)
         if lengths is not None:
             lengths = conv_output_lengths(lengths, self.kernel, self.stride)
         if self.norm_type == "group":
@@ -119,12 +133,10 @@ class FeatureExtractor(nn.Module):
         """
         x = waveform.unsqueeze(1)
         mask: Optional[Tensor] = None
-        last = len(self.conv_layers) - 1
-        for i, block in enumerate(self.conv_layers):
+        for block in self.conv_layers:
+            previous = mask
             mask = block.channel_gate() if block.channel_gate is not None else None
-            x, lengths = block(x, lengths, mask)
-            if mask is not None and i < last:
-                x = x * mask[None, :, None]
+            x, lengths = block(x, lengths, mask, previous)
         return x.transpose(1, 2), lengths, mask
 
 
@@ -164,15 +176,24 @@ class ConvPositionalEmbedding(nn.Module):
         return F.gelu(x).transpose(1, 2)
 
 
-def _branch_output_scale(
-    unit_mask: Optional[Tensor], layer_gate: Optional[nn.Module], like: Tensor
-) -> Optional[Tensor]:
-    """Scalar a gated branch's output is multiplied by: its layer gate, and 0 if no unit is left."""
+def gated_output_projection(
+    x: Tensor, projection: nn.Linear, unit_mask: Optional[Tensor], layer_gate: Optional[nn.Module]
+) -> Tensor:
+    """``projection(x * unit_mask) * scale`` computed with a masked weight.
+
+    ``scale`` is the branch's layer gate, times 0 when no unit is left: a branch without units then
+    contributes nothing, its bias included, like the removed branch.
+    """
+    if unit_mask is None and layer_gate is None:
+        return projection(x)
+    weight, bias = projection.weight, projection.bias
+    if unit_mask is not None:
+        weight = weight * unit_mask[None, :]
     scale = layer_gate() if layer_gate is not None else None
     if unit_mask is not None:
-        alive = (unit_mask > 0).any().to(like.dtype)
+        alive = (unit_mask > 0).any().to(weight.dtype)
         scale = alive if scale is None else scale * alive
-    return scale
+    return F.linear(x, weight * scale, bias * scale)
 
 
 class SelfAttention(nn.Module):
@@ -198,12 +219,11 @@ class SelfAttention(nn.Module):
         v = self.v_proj(x).view(shape).transpose(1, 2)
         dropout = self.dropout if self.training else 0.0
         context = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=dropout)
-        head_mask = self.head_gate() if self.head_gate is not None else None
-        if head_mask is not None:
-            context = context * head_mask[None, :, None, None]
-        out = self.out_proj(context.transpose(1, 2).reshape(batch, frames, self.num_heads * self.head_dim))
-        scale = _branch_output_scale(head_mask, self.layer_gate, out)
-        return out if scale is None else out * scale
+        context = context.transpose(1, 2).reshape(batch, frames, self.num_heads * self.head_dim)
+        unit_mask = None
+        if self.head_gate is not None:
+            unit_mask = self.head_gate().repeat_interleave(self.head_dim)
+        return gated_output_projection(context, self.out_proj, unit_mask, self.layer_gate)
 
 
 class FeedForward(nn.Module):
@@ -221,11 +241,7 @@ class FeedForward(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.activation_dropout(F.gelu(self.intermediate_dense(x)))
         unit_mask = self.unit_gate() if self.unit_gate is not None else None
-        if unit_mask is not None:
-            x = x * unit_mask
-        x = self.output_dense(x)
-        scale = _branch_output_scale(unit_mask, self.layer_gate, x)
-        return self.dropout(x if scale is None else x * scale)
+        return self.dropout(gated_output_projection(x, self.output_dense, unit_mask, self.layer_gate))
 
 
 class EncoderLayer(nn.Module):

@@ -10,7 +10,7 @@ The eval-mode (deterministic) gate values are folded into the weights that consu
   layer gate, the out-projection bias).
 - FFN units and the FFN layer gate: the output-dense columns (and its bias).
 A branch whose units are all zero (or whose layer gate is zero) is removed; the gated model gives it
-no output either (see ``components._branch_output_scale``).
+no output either (see ``components.gated_output_projection``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,68 @@
+"""The recipe's python stages: formatting, token lists and scoring."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from espnet_prune.bin import format_data, make_tokens
+from espnet_prune.data.errors import DataPrepError
+from espnet_prune.data.kaldi import Utterance, write_data_dir
+from espnet_prune.eval.scoring import read_text_table, score
+
+
+def _write(path, lines):
+    path.write_text("".join(f"{line}\n" for line in lines))
+    return path
+
+
+def test_wer_cer_and_intent_accuracy_match_hand_counts(tmp_path):
+    ref = _write(tmp_path / "ref", ["u1 alarm_set WAKE ME UP AT SEVEN", "u2 weather_query IS IT RAINING", "u3 music_play PLAY JAZZ"])
+    hyp = _write(tmp_path / "hyp", ["u3 music_play PLAY JAZZ", "u1 alarm_set WAKE ME UP AT ELEVEN", "u2 alarm_query IS IT"])
+    result = score(ref, hyp, intent_first=True)
+    assert result.utterances == 3 and result.words == 10
+    assert result.intent_accuracy == pytest.approx(2 / 3)
+    # transcripts: 1 substitution (SEVEN/ELEVEN) + 1 deletion (RAINING) over 10 words
+    assert result.wer == pytest.approx(2 / 10)
+    plain = score(ref, hyp)
+    # with the intent as a word: u2's intent is also substituted, over 13 words
+    assert plain.words == 13 and plain.wer == pytest.approx(3 / 13)
+
+
+def test_missing_hypothesis_and_duplicate_ids_name_the_file(tmp_path):
+    ref = _write(tmp_path / "ref", ["u1 A B", "u2 C"])
+    with pytest.raises(ValueError, match=r"hyp: no hypothesis for 1 reference utterance\(s\), e.g. 'u2'"):
+        score(ref, _write(tmp_path / "hyp", ["u1 A B"]))
+    with pytest.raises(ValueError, match=r"dup:2: duplicate utterance id 'u1'"):
+        read_text_table(_write(tmp_path / "dup", ["u1 A", "u1 B"]))
+    assert read_text_table(_write(tmp_path / "empty_hyp", ["u1", "u2 C"])) == {"u1": "", "u2": "C"}
+
+
+def test_char_and_bpe_token_lists_follow_espnet_layout(tmp_path):
+    text = _write(tmp_path / "text", ["a HELLO WORLD", "b HELLO THERE", "c A WORLD OF WORDS"])
+    chars = make_tokens.make_tokens(text, "char", 0, tmp_path / "char").read_text().split()
+    assert chars[:2] == ["<blank>", "<unk>"] and chars[-1] == "<sos/eos>"
+    # by descending count (ties by name): L 6, O 6, <space> 5, E 4, R 4
+    assert chars[2:7] == ["L", "O", "<space>", "E", "R"]
+    assert set(chars[2:-1]) == set("HELOWRDTAFS") | {"<space>"}
+    bpe_dir = tmp_path / "bpe"
+    tokens = make_tokens.make_tokens(text, "bpe", 15, bpe_dir).read_text().split()
+    assert (bpe_dir / "bpe.model").is_file() and tokens[0] == "<blank>" and tokens[-1] == "<sos/eos>"
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
+
+
+def test_format_drops_out_of_range_audio_and_writes_all_sets_or_none(tmp_path):
+    utts = []
+    for i, seconds in enumerate([0.2, 1.0, 3.0]):
+        path = tmp_path / f"spk-{i}.wav"
+        sf.write(path, np.zeros(int(seconds * 16000), dtype=np.float32), 16000)
+        utts.append(Utterance(f"spk-{i}", "spk", str(path), f"TEXT {i}"))
+    write_data_dir(tmp_path / "data" / "train", utts)
+    counts = format_data.format_sets(tmp_path / "data", tmp_path / "dump", ["train"], 0.5, 2.0)
+    assert counts == {"train": 1}
+    assert (tmp_path / "dump" / "train" / "utt2num_samples").read_text() == "spk-1 16000\n"
+    with pytest.raises(DataPrepError, match="no utterance between 5.0 and 9.0 s"):
+        format_data.format_sets(tmp_path / "data", tmp_path / "dump2", ["train"], 5.0, 9.0)
+    assert not (tmp_path / "dump2" / "train").exists()
+    with pytest.raises(DataPrepError, match="missing"):
+        format_data.format_sets(tmp_path / "data", tmp_path / "dump3", ["train", "absent"], 0.5, 2.0)
+    assert not (tmp_path / "dump3").exists() or not any((tmp_path / "dump3").iterdir())
