@@ -20,6 +20,14 @@ EXTRACTOR_MODES = ("group_norm", "layer_norm")
 DEFAULT_CONV_LAYERS: List[Tuple[int, int, int]] = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2
 
 
+def check_known_keys(cls: type, data: Dict[str, Any], source: str) -> None:
+    """Raise ValueError naming ``source`` and every key of ``data`` that is not a field of dataclass ``cls``."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+
+
 @dataclass
 class Wav2Vec2Config:
     """Geometry and regularisation of a wav2vec2 / HuBERT encoder.
@@ -108,10 +116,7 @@ class Wav2Vec2Config:
         """Build from a plain dict; unknown keys are an error naming the key and the source."""
         if not isinstance(data, dict):
             raise ValueError(f"{source}: expected a mapping of config keys, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        check_known_keys(cls, data, source)
         try:
             return cls(**data)
         except (TypeError, ValueError) as exc:

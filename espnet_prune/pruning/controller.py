@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from espnet_prune.models.config import check_known_keys
 from espnet_prune.models.model import Wav2Vec2Model
 from espnet_prune.pruning.cost import count, expected_cost
 from espnet_prune.pruning.gating import GateConfig
@@ -110,10 +111,7 @@ class PruningConfig:
     @classmethod
     def from_dict(cls, data: Optional[Dict[str, Any]], source: str = "pruning") -> "PruningConfig":
         data = dict(data or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        check_known_keys(cls, data, source)
         if isinstance(data.get("gates"), dict) or data.get("gates") is None:
             data["gates"] = GateConfig.from_dict(data.get("gates"), source=f"{source}.gates")
         try:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 from torch import nn
 
+from espnet_prune.models.config import check_known_keys
 from espnet_prune.models.model import Wav2Vec2Model
 from espnet_prune.pruning.hard_concrete import HardConcrete
 
@@ -31,10 +32,7 @@ class GateConfig:
     @classmethod
     def from_dict(cls, data: Optional[Dict[str, Any]], source: str = "gates") -> "GateConfig":
         data = dict(data or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        check_known_keys(cls, data, source)
         if "stretch" in data:
             data["stretch"] = tuple(data["stretch"])
         return cls(**data)
