@@ -25,7 +25,7 @@ def _recipe_copy(tmp_path: Path) -> Path:
     return egs / "librispeech" / "asr1"
 
 
-def _run(recipe: Path, *args: str, timeout: int = 600) -> str:
+def _run(recipe: Path, *args: str, timeout: int = 1200) -> str:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     result = subprocess.run(["./run.sh", *args], cwd=recipe, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -95,5 +95,16 @@ def test_reduced_demo_runs_all_stages(tmp_path):
         assert re.search(r"\|test_clean\|12\|\d+\|[\d.]+\|[\d.]+\|", results), results
         hyps = _table(recipe / run / "decode_ctc" / "test_clean" / "1best_recog" / "text")
         assert len(hyps) <= 12
+    # Stage 13 decoded in batches of 8 (best-path CTC); one utterance at a time gives the same tokens.
+    pruned = recipe / "exp" / "asr_demo_hj_mac" / "pruned"
+    subprocess.run(
+        [sys.executable, "-m", "espnet_prune.bin.asr_inference", "--ngpu", "0", "--ctc_greedy", "true",
+         "--batch_size", "1", "--asr_train_config", str(pruned / "config.yaml"), "--asr_model_file",
+         str(pruned / "model.pth"), "--data_path_and_name_and_type",
+         f"{recipe / 'dump/raw/test_clean/wav.scp'},speech,sound", "--output_dir", str(tmp_path / "single")],
+        check=True, capture_output=True, timeout=300,
+    )
+    batched = _table(pruned / "decode_ctc" / "test_clean" / "1best_recog" / "token_int")
+    assert _table(tmp_path / "single" / "1best_recog" / "token_int") == batched
     train_log = (recipe / "exp" / "asr_demo_hj_mac" / "train.log").read_text()
     assert "expected_gmacs" in train_log and "sparsity_macs" in train_log

@@ -36,7 +36,7 @@ asr_tag=""              # exp/<asr_tag>; default: the config's file name
 asr_args=""             # extra training options, e.g. "--encoder_conf ssl_checkpoint=/path/wav2vec_small.pt"
 init_from_exp=""        # initialise training from <dir>/latest.pth (e.g. a dense run: the demo's stand-in SSL model)
 inference_tag=ctc       # decode_<inference_tag>
-inference_args="--ctc_weight 1.0 --beam_size 1"  # decoding options (greedy CTC search by default)
+inference_args="--ctc_greedy true --batch_size 8"  # decoding options: batched best-path CTC by default; ESPnet beam search e.g. "--ctc_weight 1.0 --beam_size 10"
 seconds=10              # reference duration for the MACs reported by scoring
 intent_first=false      # SLU: the first token is the intent (scored as accuracy)
 help_message="Usage: $0 --asr_config conf/tuning/x.yaml [--stage N --stop_stage M --test_sets 'a b' ...]"

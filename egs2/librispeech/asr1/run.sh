@@ -23,7 +23,7 @@ ssl_checkpoint=""       # wav2vec2 / HuBERT checkpoint: fairseq or S3PRL .pt, Hu
 asr_config=conf/tuning/train_wav2vec2_base_hj_mac_50.yaml
 token_type=bpe
 nbpe=300
-inference_args="--ctc_weight 1.0 --beam_size 1"
+inference_args="--ctc_greedy true --batch_size 8"   # ESPnet beam search instead: "--ctc_weight 1.0 --beam_size 10"
 demo_sentences=600,100,100   # demo corpus: train,dev,test sentences (2 voices each)
 demo_train_args=""      # extra training options of both demo runs (e.g. "--max_epoch 1" for a smoke test)
 help_message=$(sed -n '2,11p' "$0")
@@ -33,7 +33,7 @@ help_message=$(sed -n '2,11p' "$0")
 if [ "${demo}" = true ]; then
     # The demo: a tiny wav2vec2 trained densely first (a stand-in for the pre-trained SSL model, which
     # cannot be downloaded here), then HJ-MAC pruning from it; both are decoded and compared.
-    common=(--ngpu 0 --nj 2 --train_set train_clean_100 --valid_set dev_clean --test_sets test_clean
+    common=(--ngpu 0 --nj 1 --train_set train_clean_100 --valid_set dev_clean --test_sets test_clean
             --token_type char --min_seconds 0.3 --max_seconds 15
             --local_data_opts "--demo true --demo_sentences ${demo_sentences}"
             --asr_args "${demo_train_args}" --train_cmd "${train_cmd}" --decode_cmd "${decode_cmd}")
