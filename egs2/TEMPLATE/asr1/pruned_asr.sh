@@ -162,7 +162,10 @@ if [ ${stage} -le 13 ] && [ ${stop_stage} -ge 13 ]; then
             wait "${pids[$i]}" || { log "error: decoding job ${i} failed: see ${out}/split/decode.*.log"; exit 1; }
         done
         mkdir -p ${out}/1best_recog
-        cat ${out}/split/out.*/1best_recog/text | LC_ALL=C sort > ${out}/1best_recog/text
+        for f in ${out}/split/out.000/1best_recog/*; do
+            f=$(basename "${f}")
+            cat ${out}/split/out.*/1best_recog/"${f}" | LC_ALL=C sort > ${out}/1best_recog/"${f}"
+        done
     done
 fi
 
