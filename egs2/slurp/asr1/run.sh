@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# SLURP spoken language understanding: wav2vec2-base / HuBERT-base fine-tuned to output
+# "<intent> <transcript>" while pruned with HJ-Pruning (Peng et al., ICASSP 2023), as an ESPnet recipe.
+#
+#   ./run.sh --ssl_checkpoint /path/wav2vec_small.pt --slurp_dir /corpora/slurp    # (--download true)
+#   ./run.sh --ssl_checkpoint ... --asr_config conf/tuning/train_wav2vec2_base_hj_size_50.yaml
+#   ./run.sh --demo true     # no download, CPU: espeak-ng commands, tiny dense model, HJ-MAC, table
+#   ./run.sh --demo true --demo_source real_slurp   # the real SLURP sentences spoken by espeak-ng
+#
+# Stages (see ../../TEMPLATE/asr1/pruned_asr.sh): 1 data, 2 formatting, 5 tokens, 10 statistics,
+# 11 training, 12 mask removal, 13 decoding, 14 scoring (intent accuracy + WER of the transcript).
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")"
+. ./path.sh
+. ./cmd.sh
+
+stage=1
+stop_stage=14
+ngpu=1
+nj=""                   # decoding jobs (default: 8, demo: 2)
+python=python3          # the Python that has espnet_prune installed (path.sh puts ../../../.venv first)
+slurp_dir=downloads/slurp   # SLURP root: dataset/slurp/*.jsonl (+ metadata.json) and audio/slurp_{real,synth}/
+download=false          # download SLURP into --slurp_dir first (annotations + about 6 GB of audio)
+ssl_checkpoint=""       # wav2vec2 / HuBERT checkpoint: fairseq or S3PRL .pt, Hugging Face dir, torchaudio .pth
+asr_config=conf/tuning/train_wav2vec2_base_hj_mac_50.yaml
+asr_tag=""              # exp/<asr_tag> (default: asr_<config name>)
+asr_args=""             # extra training options for ESPnet, e.g. "--max_epoch 20"
+token_type=bpe
+nbpe=500
+inference_args=""       # default: greedy CTC, or joint CTC/attention beam search when the config has a decoder
+test_sets="devel test"
+demo=false
+demo_source=templates   # demo corpus: templates (project-made commands) or real_slurp (../shared/data/slurp)
+demo_sentences="800 100 150"  # templates: train / devel / test sentences (2 espeak-ng voices each)
+demo_limit=""           # real_slurp: at most this many sentences from devel.jsonl and from test.jsonl
+demo_asr_args=""        # ESPnet options for both demo trainings, e.g. "--batch_size 4 --max_epoch 3"
+help_message=$(sed -n '2,11p' "$0")
+
+. ../../TEMPLATE/asr1/parse_options.sh
+
+if [ "${demo}" = true ]; then
+    # A tiny wav2vec2 trained densely first (a stand-in for the pre-trained SSL model, which cannot be
+    # downloaded here), then HJ-MAC pruning from it; both are decoded, scored and compared.
+    case "${demo_source}" in
+        templates) tag=asr_demo ;;
+        real_slurp) tag=asr_demo_real_slurp ;;
+        *) echo "run.sh: error: --demo_source must be templates or real_slurp, got '${demo_source}'" >&2; exit 1 ;;
+    esac
+    common=(--ngpu 0 --nj "${nj:-2}" --python "${python}" --train_set train --valid_set devel --test_sets test
+            --token_type char --min_seconds 0.3 --max_seconds 15 --intent_first true
+            --local_data_opts "--demo true --demo_source ${demo_source} --demo_sentences ${demo_sentences// /,} --python ${python}${demo_limit:+ --demo_limit ${demo_limit}}"
+            --train_cmd "${train_cmd}" --decode_cmd "${decode_cmd}"
+            --inference_args "${inference_args:---ctc_weight 1.0 --beam_size 1}" --asr_args "${demo_asr_args}")
+    start=${SECONDS}
+    ./pruned_asr.sh "${common[@]}" --stage "${stage}" --stop_stage "${stop_stage}" \
+        --asr_config conf/demo/train_dense.yaml --asr_tag ${tag}_dense
+    ./pruned_asr.sh "${common[@]}" --stage "$(( stage > 11 ? stage : 11 ))" --stop_stage "${stop_stage}" \
+        --asr_config conf/demo/train_hj_mac.yaml --asr_tag ${tag}_hj_mac --init_from_exp exp/${tag}_dense
+    if [ "${stop_stage}" -ge 14 ]; then
+        ${python} -m espnet_prune.bin.compare --dump_dir dump/raw --sets test --intent_first \
+            --run "dense=exp/${tag}_dense" --run "HJ-MAC=exp/${tag}_hj_mac/pruned" \
+            --out exp/${tag}_table.md
+    fi
+    echo "demo finished in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s"
+    exit 0
+fi
+
+if [ -n "${ssl_checkpoint}" ]; then
+    asr_args="--encoder_conf ssl_checkpoint=${ssl_checkpoint} ${asr_args}"
+elif [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 10 ]; then
+    echo "run.sh: error: --ssl_checkpoint is required to train (a wav2vec2/HuBERT checkpoint); see README.md" >&2
+    exit 1
+fi
+inference_tag=ctc
+if [ -z "${inference_args}" ]; then
+    if grep -q '^decoder: *[a-z]' "${asr_config}"; then  # joint CTC/attention decoding, as trained
+        inference_args="--ctc_weight 0.3 --beam_size 10"
+        inference_tag=ctc0.3_beam10
+    else
+        inference_args="--ctc_weight 1.0 --beam_size 1"
+    fi
+fi
+
+./pruned_asr.sh --stage "${stage}" --stop_stage "${stop_stage}" --ngpu "${ngpu}" --nj "${nj:-8}" --python "${python}" \
+    --local_data_opts "--slurp_dir ${slurp_dir} --download ${download} --python ${python}" \
+    --train_cmd "${train_cmd}" --decode_cmd "${decode_cmd}" \
+    --train_set train --valid_set devel --test_sets "${test_sets}" --intent_first true \
+    --token_type "${token_type}" --nbpe "${nbpe}" --asr_config "${asr_config}" --asr_tag "${asr_tag}" \
+    --asr_args "${asr_args}" --inference_args "${inference_args}" --inference_tag "${inference_tag}"

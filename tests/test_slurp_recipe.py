@@ -1,0 +1,213 @@
+"""The SLURP recipe (egs2/slurp/asr1): a reduced demo through every stage, the tuning configs, and run.sh's
+errors for a missing checkpoint / corpus.
+
+The demo runs in a temporary copy of the recipe (so egs2/slurp/asr1/{data,dump,exp} are left alone) with
+the recipe's own demo configs reduced to the tiny test model, one epoch and gates that start at keep
+probability 0.7 (so that one epoch of pruning already removes structures). Data preparation on the real
+SLURP annotations and its bad-input cases are tested in test_data_prep.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "egs2" / "slurp" / "asr1"
+TINY_MODEL = REPO / "conf" / "model" / "tiny_wav2vec2.yaml"
+DEMO_SENTENCES = "16 4 6"  # train / devel / test sentences, 2 espeak-ng voices each
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+
+def _env() -> Dict[str, str]:
+    """The recipe's scripts call `python3 -m ...`: put this interpreter's bin dir first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("OMP_NUM_THREADS", "2")
+    return env
+
+
+def _copy_recipe(root: Path) -> Path:
+    """egs2/TEMPLATE/asr1 and egs2/slurp/asr1 (without outputs) under root; returns the recipe copy."""
+    shutil.copytree(REPO / "egs2" / "TEMPLATE", root / "egs2" / "TEMPLATE", symlinks=True)
+    recipe = root / "egs2" / "slurp" / "asr1"
+    shutil.copytree(RECIPE, recipe, symlinks=True,
+                    ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads", "RESULTS*.md"))
+    return recipe
+
+
+def _reduce_demo_configs(recipe: Path) -> None:
+    """The recipe's demo configs, changed only where a test must be fast."""
+    demo = recipe / "conf" / "demo"
+    model = yaml.safe_load(TINY_MODEL.read_text())  # the tests' tiny model, downsampling 320x as wav2vec2
+    model["conv_layers"] = [[16, 10, 5]] + [[16, 3, 2]] * 4 + [[16, 2, 2]] * 2
+    (demo / "model.yaml").write_text(yaml.safe_dump(model, sort_keys=False))
+    for name in ("train_dense.yaml", "train_hj_mac.yaml"):
+        config = yaml.safe_load((demo / name).read_text())
+        assert config["encoder_conf"]["model_config"] == "conf/demo/model.yaml"
+        config.update(max_epoch=1, batch_size=8, scheduler_conf={"warmup_steps": 2})
+        pruning = config["encoder_conf"].get("pruning")
+        if pruning is not None:
+            assert pruning["variant"] == "mac" and pruning["target_sparsity"] == 0.5
+            pruning.update(warmup_updates=2, gates={"init_keep_prob": 0.7})
+        (demo / name).write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def _table(path: Path) -> List[Dict[str, str]]:
+    lines = [line for line in path.read_text().splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Dict[str, object]:
+    recipe = _copy_recipe(tmp_path_factory.mktemp("slurp_recipe"))
+    _reduce_demo_configs(recipe)
+    proc = subprocess.run(
+        ["./run.sh", "--demo", "true", "--demo_sentences", DEMO_SENTENCES, "--nj", "1", "--python", sys.executable],
+        cwd=recipe, env=_env(), capture_output=True, text=True, timeout=900,
+    )
+    return dict(recipe=recipe, proc=proc, out=proc.stdout + proc.stderr)
+
+
+@needs_espeak
+def test_demo_runs_every_stage_and_prints_the_table(demo) -> None:
+    recipe, proc, out = demo["recipe"], demo["proc"], demo["out"]
+    assert proc.returncode == 0, out[-4000:]
+    for stage in (1, 2, 5, 10, 11, 12, 13, 14):
+        assert f"stage {stage}:" in out, stage
+    assert "demo finished in" in out
+
+    # Stage 1: SLURP-layout corpus -> data dirs with "<intent> <TRANSCRIPT>" text and metadata.json speakers.
+    corpus = recipe / "downloads" / "demo_templates_16_4_6"
+    assert (corpus / "dataset" / "slurp" / "metadata.json").is_file()
+    n_utts = {}
+    for name, n_sentences in zip(("train", "devel", "test"), map(int, DEMO_SENTENCES.split())):
+        texts = (recipe / "data" / name / "text").read_text().splitlines()
+        n_utts[name] = len(texts)
+        assert len(texts) == 2 * n_sentences
+        for line in texts:
+            utt, label, transcript = line.split(maxsplit=2)
+            assert re.fullmatch(r"[a-z]+_[a-z_]+", label) and transcript == transcript.upper(), line
+        speakers = {line.split()[1] for line in (recipe / "data" / name / "utt2spk").read_text().splitlines()}
+        assert all(re.fullmatch(r"demo-\d\d", s) for s in speakers), speakers
+    assert (recipe / "data" / "token_list" / "char" / "tokens.txt").is_file()
+
+    exp = recipe / "exp"
+    dense, pruned = exp / "asr_demo_dense", exp / "asr_demo_hj_mac" / "pruned"
+    assert (exp / "asr_demo_hj_mac" / "latest.pth").is_file() and (pruned / "model.pth").is_file()
+    for run in (dense, pruned):
+        hyps = (run / "decode_ctc" / "test" / "1best_recog" / "text").read_text().splitlines()
+        assert len(hyps) == n_utts["test"]
+        results = (run / "decode_ctc" / "RESULTS.md").read_text()
+        assert "intent acc (%)" in results and re.search(rf"\|test\|{n_utts['test']}\|", results), results
+
+    # The printed table: dense first (the 100% reference), then the mask-removed HJ-MAC model.
+    table_file = exp / "asr_demo_table.md"
+    assert table_file.read_text().strip() in out
+    rows = _table(table_file)
+    assert [r["model"] for r in rows] == ["dense", "HJ-MAC"]
+    assert {"SSL params M", "GMACs / 10 s", "CPU ms / 10 s", "test intent acc %", "test WER %"} <= set(rows[0])
+    def percent(cell: str) -> int:  # "0.02 (69%)": relative to the dense model
+        return int(re.fullmatch(r"[\d.]+ \((\d+)%\)", cell).group(1))
+
+    assert percent(rows[0]["SSL params M"]) == percent(rows[0]["GMACs / 10 s"]) == 100
+    assert percent(rows[1]["SSL params M"]) < 100 and percent(rows[1]["GMACs / 10 s"]) < 100, rows
+    for r in rows:
+        assert 0.0 <= float(r["test intent acc %"]) <= 100.0
+
+
+SHARED_SLURP = REPO.parent / "shared" / "data" / "slurp"
+
+
+@needs_espeak
+@pytest.mark.skipif(not (SHARED_SLURP / "test.jsonl").is_file(), reason="../shared/data/slurp is absent")
+def test_demo_source_real_slurp_speaks_the_real_sentences(tmp_path: Path) -> None:
+    """Stage 1 of `run.sh --demo true --demo_source real_slurp`: devel.jsonl -> train + devel, test.jsonl -> test."""
+    recipe = _copy_recipe(tmp_path)
+    proc = subprocess.run(
+        ["local/data.sh", "--demo", "true", "--demo_source", "real_slurp", "--demo_limit", "10",
+         "--slurp_annotations", str(SHARED_SLURP), "--python", sys.executable],
+        cwd=recipe, env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (recipe / "downloads" / "demo_real_slurp_10" / "dataset" / "slurp" / "test.jsonl").is_file()
+    texts = {name: (recipe / "data" / name / "text").read_text().splitlines() for name in ("train", "devel", "test")}
+    assert [len(texts[n]) for n in ("train", "devel", "test")] == [9, 1, 10]  # every 10th devel sentence: devel
+    real = {}
+    for line in (SHARED_SLURP / "test.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        for recording in record["recordings"]:
+            real[Path(recording["file"]).stem] = f"{record['scenario']}_{record['action']}"
+    for line in texts["test"]:
+        utt, label, _ = line.split(maxsplit=2)
+        speaker, stem = utt.split("_", 1)
+        assert re.fullmatch(r"demo-\d\d", speaker) and real[stem] == label, line
+
+
+TUNING = sorted((RECIPE / "conf" / "tuning").glob("*.yaml"))
+VARIANTS = {"dense": None, "hj_mac_50": "mac", "hj_size_50": "size", "hj_sep_size_50": "sep_size",
+            "transformer_only_50": "transformer_only", "hj_mac_50_att": "mac"}
+
+
+def test_tuning_configs_cover_the_paper_variants() -> None:
+    names = {p.stem.replace("train_wav2vec2_base_", "") for p in TUNING}
+    assert names == set(VARIANTS)
+
+
+@pytest.mark.parametrize("config", TUNING, ids=lambda p: p.stem)
+def test_tuning_config_builds_and_trains_a_step(config: Path, tmp_path: Path) -> None:
+    """Each wav2vec2-base config, with the tiny model in place of the checkpoint, builds the intended
+    ESPnet model (pruning variant, CTC only or CTC + Transformer decoder) and gives a finite loss."""
+    from espnet_prune.espnet import PrunedASRTask
+
+    raw = yaml.safe_load(config.read_text())
+    assert "ssl_checkpoint" in raw["encoder_conf"]  # run.sh fills it with --ssl_checkpoint
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("\n".join(["<blank>", "<unk>", "alarm_set", "<space>", "A", "B", "<sos/eos>"]) + "\n")
+    args = PrunedASRTask.get_parser().parse_args([
+        "--config", str(config), "--encoder_conf", f"model_config={TINY_MODEL}", "--token_list", str(tokens),
+        "--output_dir", str(tmp_path / "exp"),
+    ])
+    model = PrunedASRTask.build_model(args)
+    variant = VARIANTS[config.stem.replace("train_wav2vec2_base_", "")]
+    controller = model.encoder.ssl.controller
+    if variant is None:
+        assert controller is None
+    else:
+        assert args.model == "pruned_espnet" and controller.cfg.variant == variant
+    has_decoder = config.stem.endswith("_att")
+    assert (model.decoder is not None) == has_decoder
+    assert model.ctc_weight == (0.3 if has_decoder else 1.0)
+    model.train()
+    torch.manual_seed(0)
+    loss, stats, _ = model(
+        speech=torch.randn(2, 16000) * 0.1, speech_lengths=torch.tensor([16000, 12000]),
+        text=torch.tensor([[2, 4, 5], [2, 5, -1]]), text_lengths=torch.tensor([3, 2]),
+    )
+    assert torch.isfinite(loss)
+    if has_decoder:
+        assert "acc" in stats
+
+
+def test_run_sh_needs_a_checkpoint_and_a_corpus(tmp_path: Path) -> None:
+    recipe = _copy_recipe(tmp_path)
+    proc = subprocess.run(["./run.sh", "--stage", "10"], cwd=recipe, env=_env(), capture_output=True, text=True)
+    assert proc.returncode != 0 and "--ssl_checkpoint is required" in proc.stderr
+    proc = subprocess.run(["local/data.sh", "--slurp_dir", str(tmp_path / "nowhere")], cwd=recipe, env=_env(),
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "--download true" in proc.stderr and "nowhere" in proc.stderr
+    proc = subprocess.run(["./run.sh", "--demo", "true", "--demo_source", "bogus"], cwd=recipe, env=_env(),
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "templates or real_slurp" in proc.stderr
