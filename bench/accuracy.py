@@ -67,6 +67,7 @@ class Settings:
     warmup: int = 300
     gate_lr: float = 0.05
     lambda_lr: float = 0.05
+    target_warmup: float = 1 / 3  # fraction of the prune updates over which HJ targets rise
     seed: int = 0
     max_train: Optional[int] = None  # quick runs train and score on subsets
     max_eval: Optional[int] = None
@@ -75,24 +76,24 @@ class Settings:
         return Schedule(self.peak_lr, self.warmup)
 
     def pretrain_key(self, dataset: str) -> str:
-        fields = {k: v for k, v in asdict(self).items() if k not in ("prune_updates", "budgets", "gate_lr", "lambda_lr", "max_eval")}
+        fields = {k: v for k, v in asdict(self).items() if k in ("pretrain_updates", "batch_size", "peak_lr", "warmup", "seed", "max_train")}
         return _digest({"dataset": dataset, "config": tiny_config().to_dict(), **fields})
 
     def run_key(self, dataset: str) -> str:
         return _digest({"pretrain": self.pretrain_key(dataset), "prune_updates": self.prune_updates,
-                        "gate_lr": self.gate_lr, "lambda_lr": self.lambda_lr})
+                        "gate_lr": self.gate_lr, "lambda_lr": self.lambda_lr, "target_warmup": self.target_warmup})
 
 
 def _digest(data: Dict) -> str:
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def pruning_config(method: str, budget: float, updates: int, settings: Settings) -> PruningConfig:
-    """HJ variant ``method`` with sparsity 1 - budget on its own quantity; target warmed up over a third."""
+def pruning_config(method: str, budget: float, settings: Settings) -> PruningConfig:
+    """HJ variant ``method`` with sparsity 1 - budget on its own quantity."""
     sparsity = 1.0 - budget
     data: Dict = {
         "variant": HJ_VARIANTS[method],
-        "warmup_updates": updates // 3,
+        "warmup_updates": int(settings.target_warmup * settings.prune_updates),
         "reference_seconds": REFERENCE_SECONDS,
         "gate_lr": settings.gate_lr,
         "lambda_lr": settings.lambda_lr,
@@ -161,7 +162,7 @@ def run_method(method: str, budget: float, start: TaskModel, train_set: List[Exa
     if method == "torch_pruning":
         model.encoder = magnitude_prune(model.encoder, config_at_mac_ratio(model.encoder.config, budget, REFERENCE_SECONDS))
         return model, continue_training(model, train_set, s)
-    cfg = pruning_config(method, budget, s.prune_updates, s)
+    cfg = pruning_config(method, budget, s)
     attach_gates(model.encoder, cfg.gates)
     seconds = continue_training(model, train_set, s, PruningController(model.encoder, cfg))
     model.encoder, _ = remove_masks(model.encoder)
