@@ -17,7 +17,7 @@ cd "$(dirname "$(readlink -f "$0")")"
 stage=1
 stop_stage=14
 ngpu=1
-nj=""                   # decoding jobs (default: 8, demo: 2)
+nj=""                   # decoding jobs (default: 8, demo: 1)
 python=python3          # the Python that has espnet_prune installed (path.sh puts ../../../.venv first)
 slurp_dir=downloads/slurp   # SLURP root: dataset/slurp/*.jsonl (+ metadata.json) and audio/slurp_{real,synth}/
 download=false          # download SLURP into --slurp_dir first (annotations + about 6 GB of audio)
@@ -27,13 +27,13 @@ asr_tag=""              # exp/<asr_tag> (default: asr_<config name>)
 asr_args=""             # extra training options for ESPnet, e.g. "--max_epoch 20"
 token_type=bpe
 nbpe=500
-inference_args=""       # default: greedy CTC, or joint CTC/attention beam search when the config has a decoder
+inference_args=""       # default: batched best-path CTC, or joint CTC/attention beam search for a config with a decoder
 test_sets="devel test"
 demo=false
 demo_source=templates   # demo corpus: templates (project-made commands) or real_slurp (../shared/data/slurp)
-demo_sentences="800 100 150"  # templates: train / devel / test sentences (2 espeak-ng voices each)
+demo_sentences=800,100,150  # templates: train,devel,test sentences (2 espeak-ng voices each)
 demo_limit=""           # real_slurp: at most this many sentences from devel.jsonl and from test.jsonl
-demo_asr_args=""        # ESPnet options for both demo trainings, e.g. "--batch_size 4 --max_epoch 3"
+demo_train_args=""      # extra training options of both demo runs (e.g. "--max_epoch 1" for a smoke test)
 help_message=$(sed -n '2,11p' "$0")
 
 . ../../TEMPLATE/asr1/parse_options.sh
@@ -46,16 +46,18 @@ if [ "${demo}" = true ]; then
         real_slurp) tag=asr_demo_real_slurp ;;
         *) echo "run.sh: error: --demo_source must be templates or real_slurp, got '${demo_source}'" >&2; exit 1 ;;
     esac
-    common=(--ngpu 0 --nj "${nj:-2}" --python "${python}" --train_set train --valid_set devel --test_sets test
+    common=(--ngpu 0 --nj "${nj:-1}" --python "${python}" --train_set train --valid_set devel --test_sets test
             --token_type char --min_seconds 0.3 --max_seconds 15 --intent_first true
             --local_data_opts "--demo true --demo_source ${demo_source} --demo_sentences ${demo_sentences// /,} --python ${python}${demo_limit:+ --demo_limit ${demo_limit}}"
             --train_cmd "${train_cmd}" --decode_cmd "${decode_cmd}"
-            --inference_args "${inference_args:---ctc_weight 1.0 --beam_size 1}" --asr_args "${demo_asr_args}")
+            --inference_args "${inference_args:---ctc_greedy true --batch_size 8}" --asr_args "${demo_train_args}")
     start=${SECONDS}
     ./pruned_asr.sh "${common[@]}" --stage "${stage}" --stop_stage "${stop_stage}" \
         --asr_config conf/demo/train_dense.yaml --asr_tag ${tag}_dense
-    ./pruned_asr.sh "${common[@]}" --stage "$(( stage > 11 ? stage : 11 ))" --stop_stage "${stop_stage}" \
-        --asr_config conf/demo/train_hj_mac.yaml --asr_tag ${tag}_hj_mac --init_from_exp exp/${tag}_dense
+    if [ "${stop_stage}" -ge 11 ]; then
+        ./pruned_asr.sh "${common[@]}" --stage "$(( stage > 11 ? stage : 11 ))" --stop_stage "${stop_stage}" \
+            --asr_config conf/demo/train_hj_mac.yaml --asr_tag ${tag}_hj_mac --init_from_exp exp/${tag}_dense
+    fi
     if [ "${stop_stage}" -ge 14 ]; then
         ${python} -m espnet_prune.bin.compare --dump_dir dump/raw --sets test --intent_first \
             --run "dense=exp/${tag}_dense" --run "HJ-MAC=exp/${tag}_hj_mac/pruned" \
@@ -74,10 +76,10 @@ fi
 inference_tag=ctc
 if [ -z "${inference_args}" ]; then
     if grep -q '^decoder: *[a-z]' "${asr_config}"; then  # joint CTC/attention decoding, as trained
-        inference_args="--ctc_weight 0.3 --beam_size 10"
+        inference_args="--ctc_weight 0.3 --beam_size 10 --batch_size 1"
         inference_tag=ctc0.3_beam10
     else
-        inference_args="--ctc_weight 1.0 --beam_size 1"
+        inference_args="--ctc_greedy true --batch_size 8"
     fi
 fi
 
