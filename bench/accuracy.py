@@ -66,7 +66,7 @@ class Settings:
     peak_lr: float = 2e-3
     warmup: int = 300
     gate_lr: float = 0.05
-    lambda_lr: float = 0.05
+    lambda_lr: float = 0.01  # 0.05 winds up and overshoots the target within 300 updates
     target_warmup: float = 1 / 3  # fraction of the prune updates over which HJ targets rise
     seed: int = 0
     max_train: Optional[int] = None  # quick runs train and score on subsets
@@ -248,26 +248,28 @@ def write_report(name: str, rows: List[Dict], s: Settings, suffix: str, took: st
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / f"accuracy_{name}{suffix}.md").write_text(text + "\n")
     (RESULTS_DIR / f"accuracy_{name}{suffix}.json").write_text(json.dumps(rows, indent=1))
-    plot(name, rows, metrics[0], RESULTS_DIR / f"accuracy_{name}{suffix}.png")
+    plot(name, rows, metrics, RESULTS_DIR / f"accuracy_{name}{suffix}.png")
 
 
-def plot(name: str, rows: List[Dict], metric: str, path: Path) -> None:
-    """One line per method: the metric versus exact GMACs; the dense models as stars."""
+def plot(name: str, rows: List[Dict], metrics: List[str], path: Path) -> None:
+    """One panel per metric, one line per method: the metric versus exact GMACs; the dense models as stars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(6, 4.5))
-    for label in dict.fromkeys(row["method"] for row in rows):
-        points = sorted((row["gmacs"], row[metric]) for row in rows if row["method"] == label)
-        style = "*" if label.startswith("Dense (") else "o-"
-        axis.plot([p[0] for p in points], [p[1] for p in points], style, label=label, markersize=9 if style == "*" else 5)
-    axis.set_xlabel(f"encoder GMACs for {REFERENCE_SECONDS:g} s of audio")
-    axis.set_ylabel({"wer": "test WER %", "accuracy": "test accuracy %"}[metric])
-    axis.set_title(f"{name}: {metric.upper() if metric == 'wer' else metric} versus MACs")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
+    figure, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.5), squeeze=False)
+    for axis, metric in zip(axes[0], metrics):
+        for label in dict.fromkeys(row["method"] for row in rows):
+            points = sorted((row["gmacs"], row[metric]) for row in rows if row["method"] == label)
+            dense = label.startswith("Dense (")
+            axis.plot([p[0] for p in points], [p[1] for p in points], "*" if dense else "o-", label=label,
+                      markersize=10 if dense else 5)
+        axis.set_xlabel(f"encoder GMACs for {REFERENCE_SECONDS:g} s of audio")
+        axis.set_ylabel(f"test {metric.upper() if metric != 'accuracy' else metric} %")
+        axis.set_title(f"{name}: {metric.upper() if metric != 'accuracy' else metric} versus MACs")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

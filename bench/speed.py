@@ -1,11 +1,13 @@
 """Speed of HJ-MAC-pruned wav2vec2-base on CPU: inference latency versus MACs, and the training overhead of gates.
 
 Shapes: an HJ-MAC run trains the gates of wav2vec2-base (random weights, frozen) with the Lagrangian
-controller plus a proxy task signal (match the dense model's output on noise clips) while its target falls
-slowly; ``remove_masks`` cuts the model as it passes each MAC ratio. The proxy keeps the gates' movement realistic: without a task signal Adam
-moves every log_alpha at the same speed and the gates of whole layers close together with the units.
+controller plus a proxy task signal (match the dense model's output on noise clips) while its target
+falls slowly; the shape ``remove_masks`` would cut is taken as it passes each MAC ratio. The proxy keeps
+the gates' movement realistic: without a task signal Adam moves every log_alpha at the same speed and
+the gates of whole layers close together with the units. Shapes are cached under bench/work/.
 
-Run: ``python -m bench.speed`` (about 15 minutes on 2 idle cores; ``--quick`` for a smoke run).
+Run: ``python -m bench.speed`` (10-15 minutes on 2 idle cores, 4 once the shapes are cached;
+``--quick`` for a smoke run).
 """
 
 from __future__ import annotations
@@ -66,10 +68,10 @@ def hj_mac_snapshots(
 
     The target sparsity warms up linearly over 80% of the updates to 0.1 beyond the smallest ratio; the
     first time the deterministic masks' exact MAC ratio reaches a requested ratio, the shape that
-    ``remove_masks`` would cut is taken.
-    Short runs with a fixed target lag and then overshoot it (Lagrangian wind-up); snapshots of a slowly
-    tracking run land on the requested ratios. Task signal: mean squared error to the dense model's last
-    hidden state on a few noise clips, normalised by its variance. Weights stay frozen.
+    ``remove_masks`` would cut is taken. (Short runs with a fixed target lag and then overshoot it;
+    snapshots of one slowly tracking run land on the requested ratios.) Task signal: mean squared error
+    to the dense model's last hidden state on a few noise clips, normalised by its variance. Weights
+    stay frozen.
     """
     torch.manual_seed(seed)
     cfg = PruningConfig.from_dict(

@@ -97,7 +97,7 @@ def train(
     controller: Optional[PruningController] = None,
     batch_size: int = 8,
     seed: int = 0,
-    log_every: int = 100,
+    log_every: int = 50,
 ) -> float:
     """Train ``updates`` updates; with a controller, the gates and lambdas learn alongside (HJ-Pruning).
 
