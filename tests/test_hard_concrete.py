@@ -58,6 +58,16 @@ def test_min_keep_holds_even_when_all_gates_are_closed():
     assert gate.num_kept() == 1
 
 
+@pytest.mark.parametrize("keep, expected", [(0.30, 24), (0.24, 16), (0.97, 80), (0.93, 72), (0.001, 8)])
+def test_multiple_of_rounds_the_eval_mask_to_the_nearest_multiple(keep, expected):
+    # 80 units (a multiple of 8) and 77 units (all kept once the nearest multiple would exceed them)
+    gate = HardConcrete(80, init_keep_prob=keep, init_std=0.0, min_keep=1, multiple_of=8)
+    assert gate.num_kept() == expected  # 80 * keep = 24.0, 19.2, 77.6, 74.4, 0.08 (min_keep 1 -> 8)
+    assert HardConcrete(77, init_keep_prob=0.98, init_std=0.0, multiple_of=8).num_kept() == 77
+    assert HardConcrete(77, init_keep_prob=0.9, init_std=0.0, multiple_of=8).num_kept() == 72
+    assert HardConcrete(80, init_keep_prob=0.001, init_std=0.0, multiple_of=8).num_kept() == 0
+
+
 def test_gradient_reaches_log_alpha_through_a_sample():
     torch.manual_seed(0)
     gate = HardConcrete(16, init_keep_prob=0.6)
@@ -66,7 +76,7 @@ def test_gradient_reaches_log_alpha_through_a_sample():
     assert gate.log_alpha.grad is not None and gate.log_alpha.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("bad", [{"init_keep_prob": 1.0}, {"stretch": (0.0, 1.1)}, {"num_units": 0}])
+@pytest.mark.parametrize("bad", [{"init_keep_prob": 1.0}, {"stretch": (0.0, 1.1)}, {"num_units": 0}, {"multiple_of": 0}])
 def test_bad_gate_arguments_name_the_argument(bad):
     args = {"num_units": 4, **bad}
     with pytest.raises(ValueError, match=next(iter(bad))):

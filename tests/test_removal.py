@@ -67,6 +67,25 @@ def test_removed_model_equals_gated_eval_model(mode, layer_norm_first, seed):
     assert report.params < count(gated.config, seconds=1.0).params
 
 
+def test_removal_with_multiple_of_8_keeps_aligned_sizes_and_stays_exact():
+    config = _config("layer_norm", True)
+    torch.manual_seed(3)
+    gated = attach_gates(Wav2Vec2Model(config), GateConfig(multiple_of=8))
+    with torch.no_grad():
+        for _, gate in iter_gates(gated):
+            gate.log_alpha.normal_(0.5, 2.0)
+    gated.eval()
+    removed, pruned = remove_masks(gated)
+    widths = [c[0] for c in pruned.conv_layers] + [d for d in pruned.ffn_dims]
+    originals = [c[0] for c in config.conv_layers] + list(config.ffn_dims)
+    assert all(w % 8 == 0 or w == o for w, o in zip(widths, originals)) and widths != originals
+    waves, lengths = torch.randn(2, 8000), torch.tensor([8000, 6100])
+    with torch.no_grad():
+        expected, actual = gated(waves, lengths), removed(waves, lengths)
+    valid = ~expected.padding_mask
+    assert (expected.last_hidden_state - actual.last_hidden_state)[valid].abs().max() <= 1e-4
+
+
 def test_removal_leaves_the_gated_model_unchanged_and_keeps_ungated_structures_whole():
     config = _config("group_norm", False)
     torch.manual_seed(0)

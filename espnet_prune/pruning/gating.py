@@ -17,7 +17,8 @@ class GateConfig:
     """Which structures get gates, and how the gates start.
 
     ``conv_channels`` gates the output channels of every CNN layer; the Transformer-only baseline
-    switches it off.
+    switches it off. ``multiple_of`` rounds the kept CNN channels and FFN units of the final masks to
+    multiples (8 suits oneDNN and tensor cores; heads and whole layers are not rounded).
     """
 
     conv_channels: bool = True
@@ -28,6 +29,7 @@ class GateConfig:
     init_keep_prob: float = 0.99
     temperature: float = 2.0 / 3.0
     stretch: Tuple[float, float] = (-0.1, 1.1)
+    multiple_of: int = 1
 
     @classmethod
     def from_dict(cls, data: Optional[Dict[str, Any]], source: str = "gates") -> "GateConfig":
@@ -46,8 +48,9 @@ class GateConfig:
 GATE_SLOTS = ("channel_gate", "head_gate", "unit_gate", "layer_gate")
 
 
-def _gate(cfg: GateConfig, num_units: int, min_keep: int = 0) -> HardConcrete:
-    return HardConcrete(num_units, cfg.init_keep_prob, cfg.temperature, cfg.stretch, min_keep=min_keep)
+def _gate(cfg: GateConfig, num_units: int, min_keep: int = 0, multiple_of: int = 1) -> HardConcrete:
+    return HardConcrete(num_units, cfg.init_keep_prob, cfg.temperature, cfg.stretch, min_keep=min_keep,
+                        multiple_of=multiple_of)
 
 
 def attach_gates(model: Wav2Vec2Model, cfg: Optional[GateConfig] = None) -> Wav2Vec2Model:
@@ -61,7 +64,7 @@ def attach_gates(model: Wav2Vec2Model, cfg: Optional[GateConfig] = None) -> Wav2
         raise ValueError("attach_gates: the model already has gates attached")
     if cfg.conv_channels:
         for block in model.feature_extractor.conv_layers:
-            block.channel_gate = _gate(cfg, block.conv.out_channels, min_keep=1)
+            block.channel_gate = _gate(cfg, block.conv.out_channels, min_keep=1, multiple_of=cfg.multiple_of)
     for layer in model.encoder.layers:
         if layer.attention is not None:
             if cfg.attention_heads:
@@ -70,7 +73,9 @@ def attach_gates(model: Wav2Vec2Model, cfg: Optional[GateConfig] = None) -> Wav2
                 layer.attention.layer_gate = _gate(cfg, 1)
         if layer.feed_forward is not None:
             if cfg.ffn_units:
-                layer.feed_forward.unit_gate = _gate(cfg, layer.feed_forward.intermediate_dense.out_features)
+                layer.feed_forward.unit_gate = _gate(
+                    cfg, layer.feed_forward.intermediate_dense.out_features, multiple_of=cfg.multiple_of
+                )
             if cfg.ffn_layers:
                 layer.feed_forward.layer_gate = _gate(cfg, 1)
     return model

@@ -25,6 +25,8 @@ class HardConcrete(nn.Module):
         init_std: std of the noise added to the initial log_alpha (breaks ties for the eval top-k).
         min_keep: units that the deterministic eval mask always keeps (1 for CNN channels, whose
             layer cannot disappear; 0 elsewhere).
+        multiple_of: the deterministic mask keeps a multiple of this many units (or all of them):
+            CPU/GPU kernels run matrices whose sizes are multiples of 8 markedly faster.
     """
 
     def __init__(
@@ -35,6 +37,7 @@ class HardConcrete(nn.Module):
         stretch: tuple = (-0.1, 1.1),
         init_std: float = 0.01,
         min_keep: int = 0,
+        multiple_of: int = 1,
     ) -> None:
         super().__init__()
         if num_units < 1:
@@ -44,10 +47,13 @@ class HardConcrete(nn.Module):
         low, high = stretch
         if not (low < 0.0 and high > 1.0):
             raise ValueError(f"stretch: expected l < 0 < 1 < r, got {stretch}")
+        if multiple_of < 1:
+            raise ValueError(f"multiple_of: must be >= 1, got {multiple_of}")
         self.num_units = num_units
         self.temperature = temperature
         self.low, self.high = float(low), float(high)
         self.min_keep = min_keep
+        self.multiple_of = multiple_of
         # P(z > 0) = sigmoid(log_alpha - beta * log(-l / r)), solved for log_alpha.
         self.log_ratio = math.log(-self.low / self.high)
         mean = math.log(init_keep_prob / (1.0 - init_keep_prob)) + temperature * self.log_ratio
@@ -68,8 +74,16 @@ class HardConcrete(nn.Module):
         return (s * (self.high - self.low) + self.low).clamp(0.0, 1.0)
 
     def num_kept(self) -> int:
-        """Units the deterministic mask keeps: the expected L0 norm rounded, at least ``min_keep``."""
-        return max(self.min_keep, min(self.num_units, int(round(float(self.keep_prob().detach().sum())))))
+        """Units the deterministic mask keeps: the expected L0 norm rounded to a multiple of ``multiple_of``
+        (or to ``num_units``, whichever is nearer), at least ``min_keep``."""
+        expected = float(self.keep_prob().detach().sum())
+        step = self.multiple_of
+        kept = min(int(round(expected / step)) * step, self.num_units)
+        if self.num_units - expected < abs(expected - kept):
+            kept = self.num_units
+        if kept < self.min_keep:
+            kept = min(self.num_units, -(-self.min_keep // step) * step)
+        return kept
 
     def deterministic(self) -> Tensor:
         """Eval mask: test-time values of the top-``num_kept`` units by log_alpha, zeros elsewhere."""
