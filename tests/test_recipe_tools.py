@@ -50,6 +50,26 @@ def test_char_and_bpe_token_lists_follow_espnet_layout(tmp_path):
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
 
 
+def test_bpe_keeps_intent_labels_whole_with_intent_first(tmp_path):
+    import sentencepiece as spm
+
+    words = "WAKE ME UP AT SEVEN ANY ALARMS FOR TOMORROW IS IT RAINING IN LONDON TODAY PLEASE SET AN ALARM".split()
+    intents = ["alarm_set", "alarm_query", "weather_query"]
+    text = _write(tmp_path / "text", [
+        f"u{i:02d} {intents[i % 3]} " + " ".join(words[(i * 7 + k) % len(words)] for k in range(5)) for i in range(30)
+    ])
+    pieces = {}
+    for intent_first in (False, True):
+        out_dir = tmp_path / f"bpe_{intent_first}"
+        tokens = make_tokens.make_tokens(text, "bpe", 45, out_dir, intent_first=intent_first).read_text().split()
+        model = spm.SentencePieceProcessor(model_file=str(out_dir / "bpe.model"))
+        pieces[intent_first] = model.encode("alarm_query ANY", out_type=str)
+        assert model.decode(model.encode("alarm_query ANY")) == "alarm_query ANY"
+        assert (set(intents) <= set(tokens)) == intent_first
+    assert "alarm_query" not in pieces[False]  # spelled in pieces without the option
+    assert pieces[True][:2] == ["▁", "alarm_query"]
+
+
 def test_format_drops_out_of_range_audio_and_writes_all_sets_or_none(tmp_path):
     utts = []
     for i, seconds in enumerate([0.2, 1.0, 3.0]):

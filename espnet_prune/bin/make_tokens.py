@@ -5,7 +5,9 @@
 
 Writes <out_dir>/tokens.txt in ESPnet's layout: <blank>, <unk>, the tokens by descending frequency,
 <sos/eos> last; for bpe also <out_dir>/bpe.model (sentencepiece unigram, like ESPnet's asr.sh). Character
-tokens write a space as <space>, as ESPnet's CharTokenizer does.
+tokens write a space as <space>, as ESPnet's CharTokenizer does. With ``--intent_first true`` (SLU) the
+first word of every transcript is an intent label: for bpe each label becomes one sentencepiece
+user-defined symbol, so CTC emits the intent as a single token (ESPnet's ``--bpe_nlsyms``).
 """
 
 from __future__ import annotations
@@ -37,9 +39,10 @@ def _token_list(tokenised: Iterable[List[str]]) -> List[str]:
     return ["<blank>", "<unk>"] + [t for t in ordered if t not in ("<blank>", "<unk>", "<sos/eos>")] + ["<sos/eos>"]
 
 
-def make_tokens(text_file: Path, token_type: str, nbpe: int, out_dir: Path) -> Path:
+def make_tokens(text_file: Path, token_type: str, nbpe: int, out_dir: Path, intent_first: bool = False) -> Path:
     """Write the token list (and bpe.model); all files appear together or not at all."""
     transcripts = _transcripts(text_file)
+    intents = sorted({t.split(maxsplit=1)[0] for t in transcripts if t.strip()}) if intent_first else []
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
@@ -53,6 +56,7 @@ def make_tokens(text_file: Path, token_type: str, nbpe: int, out_dir: Path) -> P
             spm.SentencePieceTrainer.train(
                 input=str(corpus), model_prefix=str(staging / "bpe"), vocab_size=nbpe, model_type="unigram",
                 character_coverage=1.0, input_sentence_size=100000000, minloglevel=2,
+                user_defined_symbols=intents,
             )
             corpus.unlink()
             processor = spm.SentencePieceProcessor(model_file=str(staging / "bpe.model"))
@@ -72,13 +76,15 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--token_type", choices=["char", "bpe"], default="char")
     parser.add_argument("--nbpe", type=int, default=300, help="sentencepiece vocabulary size (bpe only)")
     parser.add_argument("--out_dir", type=Path, required=True)
+    parser.add_argument("--intent_first", type=lambda v: v.lower() in ("true", "1", "yes"), default=False,
+                        help="bpe: keep each transcript's first word (the intent label) as one token")
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     try:
-        path = make_tokens(args.text, args.token_type, args.nbpe, args.out_dir)
+        path = make_tokens(args.text, args.token_type, args.nbpe, args.out_dir, args.intent_first)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         sys.exit(f"make_tokens: error: {exc}")
     print(f"{path}: {len(path.read_text().splitlines())} tokens")

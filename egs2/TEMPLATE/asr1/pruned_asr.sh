@@ -80,7 +80,7 @@ fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     log "stage 5: ${token_type} token list in ${token_list_dir}"
-    ${python} -m espnet_prune.bin.make_tokens --text ${dump}/${train_set}/text --token_type ${token_type} \
+    ${python} -m espnet_prune.bin.make_tokens --text ${dump}/${train_set}/text --token_type ${token_type} --intent_first ${intent_first} \
         --nbpe ${nbpe} --out_dir ${token_list_dir}
 fi
 
@@ -109,7 +109,7 @@ if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ]; then
     train_pid=$!
     # Show progress while ESPnet trains: its per-epoch summary lines.
     while kill -0 ${train_pid} 2>/dev/null; do
-        sleep 15
+        sleep 5
         grep -h "epoch results" ${exp_dir}/train.log 2>/dev/null | tail -n 1 | cut -c1-400 || true
     done
     wait ${train_pid} || { log "error: training failed, see ${exp_dir}/train.log"; tail -n 20 ${exp_dir}/train.log; exit 1; }
