@@ -89,6 +89,10 @@ def test_reduced_demo_runs_all_stages(tmp_path):
     dense_params = float(rows["dense"].split("|")[2].split()[0])
     pruned_params = float(rows["HJ-MAC"].split("|")[2].split()[0])
     assert pruned_params < dense_params
+    # one epoch each on the same data: both fine-tunings continued the stand-in's updates, equally long
+    updates = {name: line.split("|")[5].strip() for name, line in rows.items()}
+    standin, _, finetuning = updates["dense"].partition(" + ")
+    assert int(standin) > 0 and finetuning == standin and updates["HJ-MAC"] == updates["dense"]
     assert "demo finished in" in out
     for run in ("exp/asr_demo_dense", "exp/asr_demo_hj_mac/pruned"):
         results = (recipe / run / "decode_ctc" / "RESULTS.md").read_text()

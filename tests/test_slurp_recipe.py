@@ -53,7 +53,7 @@ def _reduce_demo_configs(recipe: Path) -> None:
     model = yaml.safe_load(TINY_MODEL.read_text())  # the tests' tiny model, downsampling 320x as wav2vec2
     model["conv_layers"] = [[16, 10, 5]] + [[16, 3, 2]] * 4 + [[16, 2, 2]] * 2
     (demo / "model.yaml").write_text(yaml.safe_dump(model, sort_keys=False))
-    for name in ("train_dense.yaml", "train_hj_mac.yaml"):
+    for name in ("train_standin.yaml", "train_dense.yaml", "train_hj_mac.yaml"):
         config = yaml.safe_load((demo / name).read_text())
         assert config["encoder_conf"]["model_config"] == "conf/demo/model.yaml"
         config.update(max_epoch=1, batch_size=8, scheduler_conf={"warmup_steps": 2})

@@ -19,6 +19,7 @@ from espnet_prune.data.synth import (
     VOICES,
     expand_template,
     build_librispeech_corpus,
+    trim_trailing_silence,
     build_slurp_corpus,
     build_slurp_from_annotations,
     generate_commands,
@@ -59,6 +60,18 @@ def test_synthesize_16k_speech(tmp_path: Path) -> None:
         assert rate == 16000 and audio.ndim == 1 and len(audio) / rate == pytest.approx(duration)
         assert 0.8 < duration < 5.0  # seven words at 150-175 words per minute
         assert np.sqrt(np.mean(audio**2)) > 0.01
+        # trailing silence cut to 0.1 s after the last sample above 1% of the peak
+        loud = np.flatnonzero(np.abs(audio) > 0.01 * np.abs(audio).max())
+        assert len(audio) - 1 - loud[-1] <= 0.1 * rate + 1
+
+
+def test_trim_trailing_silence_keeps_speech_and_a_tenth_of_a_second():
+    rate = 16000
+    speech = np.where(np.arange(rate) % 2 == 1, 0.5, -0.5).astype(np.float32)
+    audio = np.concatenate([np.zeros(800, np.float32), speech, np.full(rate // 2, 1e-4, np.float32)])
+    trimmed = trim_trailing_silence(audio, rate)
+    assert len(trimmed) == 800 + rate + rate // 10 and np.array_equal(trimmed[: 800 + rate], audio[: 800 + rate])
+    assert trim_trailing_silence(np.zeros(100, np.float32), rate).size == 100  # silence only: unchanged
 
 
 @needs_espeak

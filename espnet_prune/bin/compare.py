@@ -12,6 +12,7 @@ the SSL model on --seconds of random audio with --num_threads CPU threads.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -34,6 +35,25 @@ def _decode_dir(run_dir: Path) -> Path:
     if not found:
         raise FileNotFoundError(f"{run_dir}: no decode_* dir (run stage 13 first)")
     return found[0]
+
+
+def training_updates(run_dir: Path) -> str:
+    """Updates the run's model was trained for, from ESPnet's train.log: "1800", or "1800 + 600" when
+    it was initialised from another run (``init_param``); "?" when the log is not there."""
+    import yaml
+
+    train_dir = run_dir if (run_dir / "train.log").is_file() else run_dir.parent
+    log = train_dir / "train.log"
+    if not log.is_file():
+        return "?"
+    counts = re.findall(r"epoch results: \[train\].*?total_count=(\d+)", log.read_text(errors="replace"))
+    updates = counts[-1] if counts else "?"
+    config = yaml.safe_load((train_dir / "config.yaml").read_text()) if (train_dir / "config.yaml").is_file() else {}
+    init = (config or {}).get("init_param") or []
+    if init:
+        source = Path(str(init[0]).split(":")[0]).parent
+        return f"{training_updates(source)} + {updates}"
+    return updates
 
 
 def measure_run(run_dir: Path, seconds: float, repeats: int) -> Tuple[int, int, float]:
@@ -80,7 +100,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             reference = reference or (params, macs, latency)
             decode_dir = _decode_dir(Path(run_dir))
             row = [name, f"{params / 1e6:.2f} ({params / reference[0]:.0%})",
-                   f"{macs / 1e9:.3f} ({macs / reference[1]:.0%})", f"{latency * 1000:.0f} ({latency / reference[2]:.0%})"]
+                   f"{macs / 1e9:.3f} ({macs / reference[1]:.0%})", f"{latency * 1000:.0f} ({latency / reference[2]:.0%})",
+                   training_updates(Path(run_dir))]
             for dset in args.sets:
                 result = score(args.dump_dir / dset / "text", decode_dir / dset / "1best_recog" / "text", args.intent_first)
                 if args.intent_first:
@@ -89,7 +110,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             rows.append(row)
     except (ValueError, FileNotFoundError) as exc:
         sys.exit(f"compare: error: {exc}")
-    header = ["model", "SSL params M", f"GMACs / {args.seconds:g} s", f"CPU ms / {args.seconds:g} s"]
+    header = ["model", "SSL params M", f"GMACs / {args.seconds:g} s", f"CPU ms / {args.seconds:g} s", "training updates"]
     for dset in args.sets:
         header += ([f"{dset} intent acc %"] if args.intent_first else []) + [f"{dset} WER %", f"{dset} CER %"]
     table = "\n".join(

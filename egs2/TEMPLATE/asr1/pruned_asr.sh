@@ -107,10 +107,16 @@ if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ]; then
         --train_shape_file ${stats_dir}/train/speech_shape --valid_shape_file ${stats_dir}/valid/speech_shape \
         --output_dir ${exp_dir} --ngpu ${ngpu} ${init_opts} ${asr_args} > ${exp_dir}/train.log 2>&1 &
     train_pid=$!
-    # Show progress while ESPnet trains: its per-epoch summary lines.
+    # Show progress while ESPnet trains: each new per-epoch summary line, once.
+    shown=0
     while kill -0 ${train_pid} 2>/dev/null; do
         sleep 5
-        grep -h "epoch results" ${exp_dir}/train.log 2>/dev/null | tail -n 1 | cut -c1-400 || true
+        summaries=$(grep -h "epoch results" ${exp_dir}/train.log 2>/dev/null || true)
+        count=$(printf '%s' "${summaries}" | grep -c . || true)
+        if [ "${count}" -gt "${shown}" ]; then
+            printf '%s\n' "${summaries}" | tail -n +$(( shown + 1 )) | cut -c1-400
+            shown=${count}
+        fi
     done
     wait ${train_pid} || { log "error: training failed, see ${exp_dir}/train.log"; tail -n 20 ${exp_dir}/train.log; exit 1; }
 fi
