@@ -70,6 +70,21 @@ def test_bpe_keeps_intent_labels_whole_with_intent_first(tmp_path):
     assert pieces[True][:2] == ["▁", "alarm_query"]
 
 
+def test_char_intents_are_whole_tokens_that_espnets_char_tokenizer_reproduces(tmp_path):
+    from espnet2.text.char_tokenizer import CharTokenizer
+
+    text = _write(tmp_path / "text", ["u1 alarm_set WAKE ME UP", "u2 weather_query IS IT RAINING", "u3 alarm_query"])
+    tokens = make_tokens.make_tokens(text, "char", 0, tmp_path / "char", intent_first=True).read_text().split()
+    nlsyms = tmp_path / "char" / "nlsyms.txt"
+    assert nlsyms.read_text().split() == ["alarm_query", "alarm_set", "weather_query"]
+    assert {"alarm_set", "alarm_query", "weather_query"} <= set(tokens) and "_" not in tokens and "q" not in tokens
+    tokenizer = CharTokenizer(non_linguistic_symbols=nlsyms)
+    for line in text.read_text().splitlines():
+        pieces = tokenizer.text2tokens(line.split(maxsplit=1)[1])
+        assert pieces[0] == line.split()[1] and set(pieces) <= set(tokens), pieces
+        assert tokenizer.tokens2text(pieces) == line.split(maxsplit=1)[1]
+
+
 def test_format_drops_out_of_range_audio_and_writes_all_sets_or_none(tmp_path):
     utts = []
     for i, seconds in enumerate([0.2, 1.0, 3.0]):

@@ -102,7 +102,11 @@ def test_demo_runs_every_stage_and_prints_the_table(demo) -> None:
             assert re.fullmatch(r"[a-z]+_[a-z_]+", label) and transcript == transcript.upper(), line
         speakers = {line.split()[1] for line in (recipe / "data" / name / "utt2spk").read_text().splitlines()}
         assert all(re.fullmatch(r"demo-\d\d", s) for s in speakers), speakers
-    assert (recipe / "data" / "token_list" / "char" / "tokens.txt").is_file()
+    # char tokens with the intent labels whole: CTC emits an intent in one frame instead of spelling it
+    tokens = set((recipe / "data" / "token_list" / "char" / "tokens.txt").read_text().split())
+    intents = {line.split()[1] for line in (recipe / "dump" / "raw" / "train" / "text").read_text().splitlines()}
+    assert intents <= tokens and "_" not in tokens
+    assert set((recipe / "data" / "token_list" / "char" / "nlsyms.txt").read_text().split()) == intents
 
     exp = recipe / "exp"
     dense, pruned = exp / "asr_demo_dense", exp / "asr_demo_hj_mac" / "pruned"

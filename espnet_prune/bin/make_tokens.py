@@ -6,8 +6,10 @@
 Writes <out_dir>/tokens.txt in ESPnet's layout: <blank>, <unk>, the tokens by descending frequency,
 <sos/eos> last; for bpe also <out_dir>/bpe.model (sentencepiece unigram, like ESPnet's asr.sh). Character
 tokens write a space as <space>, as ESPnet's CharTokenizer does. With ``--intent_first true`` (SLU) the
-first word of every transcript is an intent label: for bpe each label becomes one sentencepiece
-user-defined symbol, so CTC emits the intent as a single token (ESPnet's ``--bpe_nlsyms``).
+first word of every transcript is an intent label and becomes one token, so CTC emits it in one frame
+instead of spelling it: for bpe each label is a sentencepiece user-defined symbol (ESPnet's
+``--bpe_nlsyms``); for char the labels are also written to <out_dir>/nlsyms.txt, which training must
+get as ``--non_linguistic_symbols`` (pruned_asr.sh passes it).
 """
 
 from __future__ import annotations
@@ -39,6 +41,16 @@ def _token_list(tokenised: Iterable[List[str]]) -> List[str]:
     return ["<blank>", "<unk>"] + [t for t in ordered if t not in ("<blank>", "<unk>", "<sos/eos>")] + ["<sos/eos>"]
 
 
+def _char_tokens(transcript: str, intent_first: bool) -> List[str]:
+    """ESPnet's CharTokenizer output: characters, a space as <space>; with ``intent_first`` the leading
+    intent label is one token (a non-linguistic symbol), so CTC emits it in one frame, not spelt out."""
+    intent, rest = "", transcript
+    if intent_first and transcript.strip():
+        intent, _, rest = transcript.partition(" ")
+        rest = " " + rest if rest else ""
+    return ([intent] if intent else []) + ["<space>" if c == " " else c for c in rest]
+
+
 def make_tokens(text_file: Path, token_type: str, nbpe: int, out_dir: Path, intent_first: bool = False) -> Path:
     """Write the token list (and bpe.model); all files appear together or not at all."""
     transcripts = _transcripts(text_file)
@@ -47,7 +59,9 @@ def make_tokens(text_file: Path, token_type: str, nbpe: int, out_dir: Path, inte
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         if token_type == "char":
-            tokenised = [["<space>" if c == " " else c for c in t] for t in transcripts]
+            tokenised = [_char_tokens(t, intent_first) for t in transcripts]
+            if intent_first:  # ESPnet's CharTokenizer keeps these whole (asr_train --non_linguistic_symbols)
+                (staging / "nlsyms.txt").write_text("\n".join(intents) + "\n", encoding="utf-8")
         else:
             import sentencepiece as spm
 

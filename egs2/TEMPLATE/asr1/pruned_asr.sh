@@ -54,15 +54,17 @@ token_list_dir=data/token_list/${token_type}
 token_list=${token_list_dir}/tokens.txt
 stats_dir=exp/asr_stats_raw_${token_type}
 exp_dir=exp/${asr_tag}
-bpe_opts=""
-[ "${token_type}" = bpe ] && bpe_opts="--bpemodel ${token_list_dir}/bpe.model"
+token_opts=""
+[ "${token_type}" = bpe ] && token_opts="--bpemodel ${token_list_dir}/bpe.model"
+# SLU with characters: the intent labels are whole tokens (stage 5 writes them to nlsyms.txt).
+[ "${token_type}" = char ] && [ "${intent_first}" = true ] && token_opts="--non_linguistic_symbols ${token_list_dir}/nlsyms.txt"
 
 data_opts() {  # training/validation data options of asr_train
     echo "--train_data_path_and_name_and_type ${dump}/${train_set}/wav.scp,speech,sound" \
          "--train_data_path_and_name_and_type ${dump}/${train_set}/text,text,text" \
          "--valid_data_path_and_name_and_type ${dump}/${valid_set}/wav.scp,speech,sound" \
          "--valid_data_path_and_name_and_type ${dump}/${valid_set}/text,text,text" \
-         "--token_type ${token_type} --token_list ${token_list} ${bpe_opts}"
+         "--token_type ${token_type} --token_list ${token_list} ${token_opts}"
 }
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
