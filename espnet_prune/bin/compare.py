@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import torch
+import yaml
 
 from espnet_prune.eval.scoring import score
 from espnet_prune.pruning.cost import count
@@ -40,8 +41,6 @@ def _decode_dir(run_dir: Path) -> Path:
 def training_updates(run_dir: Path) -> str:
     """Updates the run's model was trained for, from ESPnet's train.log: "1800", or "1800 + 600" when
     it was initialised from another run (``init_param``); "?" when the log is not there."""
-    import yaml
-
     train_dir = run_dir if (run_dir / "train.log").is_file() else run_dir.parent
     log = train_dir / "train.log"
     if not log.is_file():

@@ -96,7 +96,8 @@ class SynthStats:
 def trim_trailing_silence(audio: np.ndarray, sample_rate: int, keep_seconds: float = 0.1, threshold: float = 0.01) -> np.ndarray:
     """Cut espeak-ng's trailing silence (about 0.3 s, 12% of a demo utterance, all of it training compute)
     down to ``keep_seconds`` after the last sample above ``threshold`` x the peak."""
-    loud = np.flatnonzero(np.abs(audio) > threshold * float(np.abs(audio).max()))
+    magnitude = np.abs(audio)
+    loud = np.flatnonzero(magnitude > threshold * float(magnitude.max()))
     if loud.size == 0:
         return audio
     return audio[: min(audio.size, int(loud[-1]) + 1 + int(keep_seconds * sample_rate))]
