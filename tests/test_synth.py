@@ -49,6 +49,13 @@ def test_command_generator_holds_out_phrasings() -> None:
     test_sentences = {s for _, _, s in splits["test"]}
     assert not train_phrasings & (test_sentences | {s for _, _, s in splits["devel"]})
     assert not test_sentences & {s for _, _, s in splits["devel"]}
+    # Held-out phrasings are new combinations of known words, and training covers every phrasing.
+    train_words = {w for s in train_phrasings for w in s.split()}
+    assert {w for s in test_sentences for w in s.split()} <= train_words
+    for (scenario, action), (train_templates, _) in INTENT_TEMPLATES.items():
+        intent_train = {s for sa, ac, s in splits["train"] if (sa, ac) == (scenario, action)}
+        for template in train_templates:
+            assert intent_train & set(expand_template(template)), template
 
 
 @needs_espeak

@@ -305,42 +305,77 @@ _SLOTS = {
     "food": ["pizza", "sushi", "burgers", "noodles", "chinese food", "curry", "fried chicken"],
     "item": ["milk", "eggs", "bread", "coffee", "apples", "cheese", "rice"],
     "topic": ["sports", "politics", "technology", "business", "science", "music"],
+    "amount": ["a bit", "a little", "a lot", "to ten", "to the max"],
 }
 
-# (scenario, action) -> (training phrasings, held-out phrasings used for devel and test)
+# (scenario, action) -> (training phrasings, held-out phrasings used for devel and test). The held-out
+# phrasings are new word orders and combinations, built only from words the training phrasings use, so
+# the demo measures generalisation to unseen commands rather than to unseen words.
 INTENT_TEMPLATES: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = {
-    ("alarm", "set"): (("wake me up at {time} {day}", "set an alarm for {time}", "please set an alarm at {time} {day}"),
-                       ("i need an alarm at {time}", "make an alarm for {time} {day}")),
-    ("alarm", "query"): (("what alarms do i have {day}", "show me my alarms", "which alarms are set {day}"),
-                         ("do i have any alarms {day}", "tell me my alarms {day}")),
-    ("alarm", "remove"): (("cancel my alarm for {time}", "remove the {time} alarm", "turn off the alarm {day}"),
-                          ("delete the alarm at {time}", "get rid of my {time} alarm")),
-    ("weather", "query"): (("what is the weather in {city} {day}", "will it rain {day}", "how hot is it in {city}"),
-                           ("is it going to be sunny in {city} {day}", "tell me the forecast for {city}")),
-    ("play", "music"): (("play {artist}", "put on some {genre}", "i want to hear {artist}"),
-                        ("can you start playing {genre}", "let me listen to {artist}")),
-    ("play", "radio"): (("turn on the radio", "tune in to {station}", "put on {station}"),
-                        ("i want to listen to {station} on the radio", "switch the radio to {station}")),
-    ("iot", "hue_lighton"): (("turn on the lights in the {room}", "switch on the {room} light"),
-                             ("lights on in the {room} please", "make the {room} bright")),
-    ("iot", "hue_lightoff"): (("turn off the lights in the {room}", "switch off the {room} light"),
-                              ("lights off in the {room}", "make the {room} dark")),
-    ("calendar", "set"): (("add {event} to my calendar {day}", "schedule {event} at {time} {day}"),
-                          ("put {event} in my diary {day}", "remind me about {event} at {time}")),
-    ("calendar", "query"): (("what is on my calendar {day}", "do i have any meetings {day}"),
-                            ("what are my plans {day}", "check my schedule {day}")),
-    ("takeaway", "order"): (("order {food} for dinner", "i would like to order {food}"),
-                            ("get me {food} delivered", "can you order {food} from the restaurant")),
-    ("lists", "createoradd"): (("add {item} to my shopping list", "put {item} on the list"),
-                               ("i need to buy {item}", "remember to get {item}")),
-    ("email", "sendemail"): (("send an email to {person}", "write an email to {person} {day}"),
-                             ("compose a message to {person}", "email {person} right now")),
-    ("news", "query"): (("what is the latest news about {topic}", "tell me the {topic} news"),
-                        ("any news on {topic} {day}", "give me the headlines about {topic}")),
-    ("datetime", "query"): (("what time is it in {city}", "what is the date {day}"),
-                            ("tell me the time in {city}", "which day of the week is it {day}")),
-    ("audio", "volume_up"): (("turn the volume up", "make it louder", "turn it up a bit"),
-                             ("increase the volume", "louder please")),
+    ("alarm", "set"): (
+        ("wake me up at {time} {day}", "set an alarm for {time}", "please set an alarm at {time} {day}",
+         "i need to wake up at {time}", "can you set my alarm for {time} {day}", "alarm at {time} please"),
+        ("i need an alarm at {time} {day}", "can you wake me up at {time}")),
+    ("alarm", "query"): (
+        ("what alarms do i have {day}", "show me my alarms", "which alarms are set {day}",
+         "can you check my alarms", "tell me which alarms i have", "are there any alarms set {day}"),
+        ("do i have any alarms {day}", "show me which alarms are set")),
+    ("alarm", "remove"): (
+        ("cancel my alarm for {time}", "remove the {time} alarm", "turn off the alarm {day}",
+         "please delete my alarm", "cancel all alarms {day}", "i do not need the {time} alarm"),
+        ("delete the alarm at {time}", "please remove my alarm {day}")),
+    ("weather", "query"): (
+        ("what is the weather in {city} {day}", "will it rain {day}", "how hot is it in {city}",
+         "tell me the weather {day}", "is it going to be cold in {city}", "what is the forecast {day}"),
+        ("is it going to rain in {city} {day}", "tell me the forecast for {city}")),
+    ("play", "music"): (
+        ("play {artist}", "put on some {genre}", "i want to hear {artist}", "play some {genre} please",
+         "can you play music by {artist}", "start the {genre} playlist"),
+        ("can you play some {genre}", "i want to hear music by {artist}")),
+    ("play", "radio"): (
+        ("turn on the radio", "tune in to {station}", "put on {station}", "i want to listen to the radio",
+         "play {station} on the radio", "switch to {station}"),
+        ("i want to listen to {station}", "can you turn on the radio {day}")),
+    ("iot", "hue_lighton"): (
+        ("turn on the lights in the {room}", "switch on the {room} light", "lights on in the {room}",
+         "can you turn the {room} lights on", "i need some light in the {room}"),
+        ("switch on the lights in the {room} please", "turn the {room} light on")),
+    ("iot", "hue_lightoff"): (
+        ("turn off the lights in the {room}", "switch off the {room} light", "lights off in the {room}",
+         "can you turn the {room} lights off", "make it dark in the {room}"),
+        ("switch off the lights in the {room} please", "turn the {room} light off")),
+    ("calendar", "set"): (
+        ("add {event} to my calendar {day}", "schedule {event} at {time} {day}", "put {event} in my calendar",
+         "remind me about {event} {day}", "i have {event} at {time}", "book {event} {day}"),
+        ("put {event} in my calendar at {time} {day}", "remind me about {event} at {time}")),
+    ("calendar", "query"): (
+        ("what is on my calendar {day}", "do i have any meetings {day}", "what are my plans {day}",
+         "check my calendar", "tell me what i have {day}", "am i busy {day}"),
+        ("check my calendar {day}", "what meetings do i have {day}")),
+    ("takeaway", "order"): (
+        ("order {food} for dinner", "i would like to order {food}", "get me some {food}",
+         "can you order {food} from the restaurant", "i want {food} delivered", "order some {food} please"),
+        ("can you get me {food} for dinner", "i would like some {food} delivered")),
+    ("lists", "createoradd"): (
+        ("add {item} to my shopping list", "put {item} on the list", "i need to buy {item}",
+         "remember to get {item}", "add {item} to the list please", "put {item} on my shopping list"),
+        ("i need {item} on my shopping list", "remember to buy {item}")),
+    ("email", "sendemail"): (
+        ("send an email to {person}", "write an email to {person} {day}", "email {person} now",
+         "send {person} an email please", "can you write to {person}", "i want to email {person}"),
+        ("can you send an email to {person}", "write to {person} {day}")),
+    ("news", "query"): (
+        ("what is the latest news about {topic}", "tell me the {topic} news", "any news on {topic}",
+         "give me the headlines {day}", "what is new in {topic} {day}", "read me the news"),
+        ("tell me the latest {topic} news", "give me the headlines about {topic}")),
+    ("datetime", "query"): (
+        ("what time is it in {city}", "what is the date {day}", "tell me the time",
+         "what day is it {day}", "what is the time in {city} now", "which day of the week is it"),
+        ("tell me the time in {city}", "can you tell me the date {day}")),
+    ("audio", "volume_up"): (
+        ("turn the volume up {amount}", "make it louder", "turn it up {amount}", "increase the volume",
+         "louder please", "can you turn up the volume {amount}"),
+        ("make the volume louder", "please turn it up {amount}")),
 }
 
 
@@ -348,6 +383,21 @@ def expand_template(template: str) -> list[str]:
     """Every sentence of a template, filling each ``{slot}`` with each of its values."""
     slots = [name for _, name, _, _ in string.Formatter().parse(template) if name]
     return [template.format(**dict(zip(slots, values))) for values in itertools.product(*(_SLOTS[s] for s in slots))]
+
+
+def _interleave_templates(templates: Sequence[str], rng: random.Random) -> list[str]:
+    """The templates' sentences, each template's shuffled, dealt round-robin over the templates.
+
+    Taken from the end (``pop``), any number of sentences spreads over the phrasings evenly, instead of
+    following the templates' slot counts (one template with two slots would otherwise dominate).
+    """
+    per_template = []
+    for template in templates:
+        sentences = expand_template(template)
+        rng.shuffle(sentences)
+        per_template.append(sentences)
+    dealt = [s for round_ in itertools.zip_longest(*per_template) for s in round_ if s is not None]
+    return dealt[::-1]
 
 
 def _take_balanced(pools: dict[tuple[str, str], list[str]], count: int) -> list[tuple[str, str, str]]:
@@ -366,9 +416,7 @@ def generate_commands(n_train: int, n_devel: int, n_test: int, seed: int = 0) ->
     train_pools, heldout_pools = {}, {}
     for intent, (train_templates, heldout_templates) in INTENT_TEMPLATES.items():
         for pools, templates in ((train_pools, train_templates), (heldout_pools, heldout_templates)):
-            sentences = sorted({s for t in templates for s in expand_template(t)})
-            rng.shuffle(sentences)
-            pools[intent] = sentences
+            pools[intent] = _interleave_templates(templates, rng)
     return {
         "train": _take_balanced(train_pools, n_train),
         "test": _take_balanced(heldout_pools, n_test),
