@@ -79,9 +79,12 @@ class Settings:
         fields = {k: v for k, v in asdict(self).items() if k in ("pretrain_updates", "batch_size", "peak_lr", "warmup", "seed", "max_train")}
         return _digest({"dataset": dataset, "config": tiny_config().to_dict(), **fields})
 
-    def run_key(self, dataset: str) -> str:
-        return _digest({"pretrain": self.pretrain_key(dataset), "prune_updates": self.prune_updates,
-                        "gate_lr": self.gate_lr, "lambda_lr": self.lambda_lr, "target_warmup": self.target_warmup})
+    def run_key(self, dataset: str, method: str) -> str:
+        """Cache key of a model trained from the start model; only the HJ variants use the gate settings."""
+        fields = {"pretrain": self.pretrain_key(dataset), "prune_updates": self.prune_updates}
+        if method in HJ_VARIANTS:
+            fields.update(gate_lr=self.gate_lr, lambda_lr=self.lambda_lr, target_warmup=self.target_warmup)
+        return _digest(fields)
 
 
 def _digest(data: Dict) -> str:
@@ -211,11 +214,10 @@ def run_dataset(name: str, s: Settings, extra_dirs: List[Path], suffix: str) -> 
     )
     print(f"  dev: {evaluate(start, splits['dev'])}")
     rows = [score(name, start, "Dense (start)", 1.0, pretrain_seconds, splits["test"], extra)]
-    run_key = s.run_key(name)
     jobs = [("dense", 1.0)] + [(method, budget) for budget in s.budgets for method in METHODS]
     for method, budget in jobs:
         print(f"{name}: {LABELS[method]} @ {budget:g} (load {load_average()})")
-        model, seconds = cached(workdir / f"{method}-{budget:g}-{run_key}.pt",
+        model, seconds = cached(workdir / f"{method}-{budget:g}-{s.run_key(name, method)}.pt",
                                 lambda: run_method(method, budget, start, splits["train"], s))
         rows.append(score(name, model, LABELS[method], budget, seconds, splits["test"], extra))
     write_report(name, rows, s, suffix, stopwatch.elapsed())
