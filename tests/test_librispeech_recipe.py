@@ -82,7 +82,7 @@ def test_every_tuning_config_builds_a_model(config, tmp_path):
 def test_reduced_demo_runs_all_stages(tmp_path):
     recipe = _recipe_copy(tmp_path)
     out = _run(recipe, "--demo", "true", "--demo_sentences", "24,6,6", "--demo_train_args", "--max_epoch 1")
-    table = (recipe / "exp" / "demo_table.md").read_text().splitlines()
+    table = (recipe / "exp" / "asr_demo_table.md").read_text().splitlines()
     assert table[0].startswith("| model | SSL params M") and "test_clean WER %" in table[0]
     rows = {line.split("|")[1].strip(): line for line in table[2:]}
     assert set(rows) == {"dense", "HJ-MAC"}

@@ -2,7 +2,7 @@
 
     python -m espnet_prune.bin.compare --dump_dir dump/raw --sets test_clean \
         --run dense=exp/asr_demo_dense --run HJ-MAC=exp/asr_demo_hj_mac/pruned [--intent_first] \
-        --out exp/demo_table.md
+        --out exp/asr_demo_table.md
 
 A run dir holds config.yaml and the model (model.pth after mask removal, else latest.pth) and the
 decoding outputs decode_*/<set>/1best_recog/text of recipe stage 13. Latency is the median wall time of

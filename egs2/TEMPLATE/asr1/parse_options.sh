@@ -6,6 +6,8 @@ while [ $# -gt 0 ]; do
         --help|-h)
             echo "${help_message:-see the top of $0}"
             exit 0 ;;
+        --)
+            shift; break ;;   # the rest is for another script
         --*=*)
             name="${1%%=*}"; value="${1#*=}"; shift ;;
         --*)

@@ -31,36 +31,13 @@ help_message=$(sed -n '2,10p' "$0")
 . ../../TEMPLATE/asr1/parse_options.sh
 
 if [ "${demo}" = true ]; then
-    # The demo: a tiny wav2vec2 trained densely first stands in for the pre-trained SSL model (which
-    # cannot be downloaded here); from it, as in the paper, a dense fine-tuning (the reference) and an
-    # HJ-MAC pruning fine-tuning with the same updates; both are decoded, scored and compared.
-    common=(--ngpu 0 --nj 1 --train_set train_clean_100 --valid_set dev_clean --test_sets test_clean
-            --token_type char --min_seconds 0.3 --max_seconds 15
-            --local_data_opts "--demo true --demo_sentences ${demo_sentences}"
-            --asr_args "${demo_train_args}" --train_cmd "${train_cmd}" --decode_cmd "${decode_cmd}")
-    start=${SECONDS}
-    if [ "${stage}" -le 11 ]; then
-        ./pruned_asr.sh "${common[@]}" --stage "${stage}" --stop_stage "$(( stop_stage < 11 ? stop_stage : 11 ))" \
-            --asr_config conf/demo/train_standin.yaml --asr_tag asr_demo_standin
-    fi
-    if [ "${stop_stage}" -ge 11 ]; then
-        # The two fine-tunings are independent: on a CPU they run side by side, one thread each
-        # (about 30% sooner than one after the other with two threads); their lines are prefixed.
-        pids=()
-        for run in dense hj_mac; do
-            OMP_NUM_THREADS=1 ./pruned_asr.sh "${common[@]}" --stage "$(( stage > 11 ? stage : 11 ))" \
-                --stop_stage "${stop_stage}" --asr_config conf/demo/train_${run}.yaml --asr_tag asr_demo_${run} \
-                --init_from_exp exp/asr_demo_standin 2>&1 | sed -u "s/^/[${run}] /" &
-            pids+=($!)
-        done
-        for pid in "${pids[@]}"; do wait "${pid}" || { echo "run.sh: error: a demo fine-tuning failed (see above)" >&2; exit 1; }; done
-    fi
-    if [ "${stop_stage}" -ge 14 ]; then
-        python -m espnet_prune.bin.compare --dump_dir dump/raw --sets test_clean \
-            --run "dense=exp/asr_demo_dense" --run "HJ-MAC=exp/asr_demo_hj_mac/pruned" \
-            --out exp/demo_table.md
-    fi
-    echo "demo finished in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s"
+    # The demo (stand-in SSL model, then dense and HJ-MAC fine-tunings from it, then the table):
+    # ../../TEMPLATE/asr1/pruned_asr_demo.sh says how.
+    ./pruned_asr_demo.sh --stage "${stage}" --stop_stage "${stop_stage}" --tag asr_demo --compare_set test_clean -- \
+        --ngpu 0 --nj 1 --train_set train_clean_100 --valid_set dev_clean --test_sets test_clean \
+        --token_type char --min_seconds 0.3 --max_seconds 15 \
+        --local_data_opts "--demo true --demo_sentences ${demo_sentences}" \
+        --asr_args "${demo_train_args}" --train_cmd "${train_cmd}" --decode_cmd "${decode_cmd}"
     exit 0
 fi
 

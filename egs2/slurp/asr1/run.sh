@@ -39,42 +39,20 @@ help_message=$(sed -n '2,11p' "$0")
 . ../../TEMPLATE/asr1/parse_options.sh
 
 if [ "${demo}" = true ]; then
-    # A tiny wav2vec2 trained densely first stands in for the pre-trained SSL model (which cannot be
-    # downloaded here); from it, as in the paper, a dense fine-tuning (the reference) and an HJ-MAC
-    # pruning fine-tuning with the same updates; both are decoded, scored and compared.
+    # The demo (stand-in SSL model, then dense and HJ-MAC fine-tunings from it, then the table):
+    # ../../TEMPLATE/asr1/pruned_asr_demo.sh says how.
     case "${demo_source}" in
         templates) tag=asr_demo ;;
         real_slurp) tag=asr_demo_real_slurp ;;
         *) echo "run.sh: error: --demo_source must be templates or real_slurp, got '${demo_source}'" >&2; exit 1 ;;
     esac
-    common=(--ngpu 0 --nj "${nj:-1}" --python "${python}" --train_set train --valid_set devel --test_sets test
-            --token_type char --min_seconds 0.3 --max_seconds 15 --intent_first true
-            --local_data_opts "--demo true --demo_source ${demo_source} --demo_sentences ${demo_sentences// /,} --python ${python}${demo_limit:+ --demo_limit ${demo_limit}}"
-            --train_cmd "${train_cmd}" --decode_cmd "${decode_cmd}"
-            --inference_args "${inference_args:---ctc_greedy true --batch_size 8}" --asr_args "${demo_train_args}")
-    start=${SECONDS}
-    if [ "${stage}" -le 11 ]; then
-        ./pruned_asr.sh "${common[@]}" --stage "${stage}" --stop_stage "$(( stop_stage < 11 ? stop_stage : 11 ))" \
-            --asr_config conf/demo/train_standin.yaml --asr_tag ${tag}_standin
-    fi
-    if [ "${stop_stage}" -ge 11 ]; then
-        # The two fine-tunings are independent: on a CPU they run side by side, one thread each
-        # (about 30% sooner than one after the other with two threads); their lines are prefixed.
-        pids=()
-        for run in dense hj_mac; do
-            OMP_NUM_THREADS=1 ./pruned_asr.sh "${common[@]}" --stage "$(( stage > 11 ? stage : 11 ))" \
-                --stop_stage "${stop_stage}" --asr_config conf/demo/train_${run}.yaml --asr_tag ${tag}_${run} \
-                --init_from_exp exp/${tag}_standin 2>&1 | sed -u "s/^/[${run}] /" &
-            pids+=($!)
-        done
-        for pid in "${pids[@]}"; do wait "${pid}" || { echo "run.sh: error: a demo fine-tuning failed (see above)" >&2; exit 1; }; done
-    fi
-    if [ "${stop_stage}" -ge 14 ]; then
-        ${python} -m espnet_prune.bin.compare --dump_dir dump/raw --sets test --intent_first \
-            --run "dense=exp/${tag}_dense" --run "HJ-MAC=exp/${tag}_hj_mac/pruned" \
-            --out exp/${tag}_table.md
-    fi
-    echo "demo finished in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s"
+    ./pruned_asr_demo.sh --stage "${stage}" --stop_stage "${stop_stage}" --tag "${tag}" --compare_set test \
+        --compare_opts --intent_first --python "${python}" -- \
+        --ngpu 0 --nj "${nj:-1}" --python "${python}" --train_set train --valid_set devel --test_sets test \
+        --token_type char --min_seconds 0.3 --max_seconds 15 --intent_first true \
+        --local_data_opts "--demo true --demo_source ${demo_source} --demo_sentences ${demo_sentences// /,} --python ${python}${demo_limit:+ --demo_limit ${demo_limit}}" \
+        --train_cmd "${train_cmd}" --decode_cmd "${decode_cmd}" \
+        --inference_args "${inference_args:---ctc_greedy true --batch_size 8}" --asr_args "${demo_train_args}"
     exit 0
 fi
 

@@ -1,0 +1,1 @@
+../../TEMPLATE/asr1/pruned_asr_demo.sh
