@@ -44,6 +44,7 @@ def test_sentence_generator_is_deterministic_distinct_and_small() -> None:
 def test_command_generator_holds_out_phrasings() -> None:
     splits = generate_commands(800, 100, 150, seed=0)
     assert {k: len(v) for k, v in splits.items()} == {"train": 800, "devel": 100, "test": 150}
+    assert all(len({s for _, _, s in split}) == len(split) for split in splits.values())
     assert len(INTENT_TEMPLATES) >= 10 and {(s, a) for s, a, _ in splits["test"]} == set(INTENT_TEMPLATES)
     train_phrasings = {s for train, _ in INTENT_TEMPLATES.values() for t in train for s in expand_template(t)}
     test_sentences = {s for _, _, s in splits["test"]}

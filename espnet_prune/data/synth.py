@@ -389,15 +389,16 @@ def _interleave_templates(templates: Sequence[str], rng: random.Random) -> list[
     """The templates' sentences, each template's shuffled, dealt round-robin over the templates.
 
     Taken from the end (``pop``), any number of sentences spreads over the phrasings evenly, instead of
-    following the templates' slot counts (one template with two slots would otherwise dominate).
+    following the templates' slot counts (one template with two slots would otherwise dominate). A
+    sentence two phrasings share is dealt once.
     """
     per_template = []
     for template in templates:
         sentences = expand_template(template)
         rng.shuffle(sentences)
         per_template.append(sentences)
-    dealt = [s for round_ in itertools.zip_longest(*per_template) for s in round_ if s is not None]
-    return dealt[::-1]
+    dealt = dict.fromkeys(s for round_ in itertools.zip_longest(*per_template) for s in round_ if s is not None)
+    return list(dealt)[::-1]
 
 
 def _take_balanced(pools: dict[tuple[str, str], list[str]], count: int) -> list[tuple[str, str, str]]:
