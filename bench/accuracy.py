@@ -179,7 +179,7 @@ def score(name: str, model: TaskModel, label: str, budget: float, seconds: float
           test: List[Example], extra: Dict[str, List[Example]]) -> Dict:
     """One result row: exact encoder cost at 10 s, test metrics, and the metrics on every extra folder."""
     config = model.encoder.config
-    cost, dense = count(config, REFERENCE_SECONDS), count(tiny_config(), REFERENCE_SECONDS)
+    cost, dense = exact_cost(config, REFERENCE_SECONDS), exact_cost(tiny_config(), REFERENCE_SECONDS)
     row = {"dataset": name, "method": label, "budget": budget, "gmacs": cost.macs / 1e9,
            "mac_ratio": cost.macs / dense.macs, "params_m": cost.params / 1e6, "train_min": seconds / 60,
            **evaluate(model, test)}
@@ -241,7 +241,7 @@ def write_report(name: str, rows: List[Dict], s: Settings, suffix: str, took: st
     text = "\n\n".join([
         f"# Accuracy versus MACs: {name}",
         f"Settings: {json.dumps(asdict(s))}",
-        "Encoder MACs exact (`count`) for 10 s of audio; params of the encoder (the head is excluded). "
+        "Encoder MACs exact (`exact_cost`) for 10 s of audio; params of the encoder (the head is excluded). "
         "Budget = target MAC ratio (HJ-Size/SepSize/Transformer-only: 1 - budget of their own quantity).",
         table,
         f"Took {took}; load average at the end {load_average()}.",

@@ -23,7 +23,7 @@ import torch_pruning as tp
 from torch import nn
 
 from espnet_prune.models import Wav2Vec2Config, Wav2Vec2Model
-from espnet_prune.pruning import count
+from espnet_prune.pruning import exact_cost
 
 SAMPLE_RATE = 16000
 
@@ -43,9 +43,9 @@ def uniform_config(config: Wav2Vec2Config, keep: float) -> Wav2Vec2Config:
 
 def config_at_mac_ratio(config: Wav2Vec2Config, mac_ratio: float, seconds: float = 10.0) -> Wav2Vec2Config:
     """The uniformly narrowed ``config`` whose exact MACs at ``seconds`` are closest to ``mac_ratio`` of dense."""
-    dense = count(config, seconds).macs
+    dense = exact_cost(config, seconds).macs
     candidates = [uniform_config(config, step / 1000) for step in range(1, 1001)]
-    return min(candidates, key=lambda c: abs(count(c, seconds).macs / dense - mac_ratio))
+    return min(candidates, key=lambda c: abs(exact_cost(c, seconds).macs / dense - mac_ratio))
 
 
 def magnitude_prune(encoder: Wav2Vec2Model, target: Wav2Vec2Config) -> Wav2Vec2Model:

@@ -84,7 +84,7 @@ def hj_mac_snapshots(
         }
     )
     dense = dense.eval()
-    dense_macs = count(dense.config).macs
+    dense_macs = exact_cost(dense.config).macs
     waves = torch.randn(clips, int(clip_seconds * SAMPLE_RATE))
     with torch.no_grad():
         teacher = [dense(wave[None]).last_hidden_state for wave in waves]
@@ -109,7 +109,7 @@ def hj_mac_snapshots(
         (task + pruning).backward()
         optimizer.step()
         config = pruned_config(gated)
-        mac_ratio = count(config).macs / dense_macs
+        mac_ratio = exact_cost(config).macs / dense_macs
         while waiting and (mac_ratio <= waiting[0] or step == updates - 1):
             snapshots[waiting.pop(0)] = config
             print(f"  update {step + 1}: cut at MAC ratio {mac_ratio:.3f} (proxy loss {float(task.detach()):.3f})")
@@ -323,11 +323,11 @@ def main() -> None:
     print(f"load average at start: {loads['start']}")
 
     config = timing_config(dropout=0.0, attention_dropout=0.0, projection_dropout=0.0)
-    dense_cost = count(config, args.seconds)
+    dense_cost = exact_cost(config, args.seconds)
     shapes = cached_shapes(args, config)
     loads["after the gate run"] = load_average()
     configs = {"dense": config, **{f"HJ-MAC {ratio:g}": cfg for ratio, cfg in shapes.items()}}
-    half = min((n for n in configs if n != "dense"), key=lambda n: abs(count(configs[n]).macs / dense_cost.macs - 0.5))
+    half = min((n for n in configs if n != "dense"), key=lambda n: abs(exact_cost(configs[n]).macs / dense_cost.macs - 0.5))
     what_if = f"{half} aligned x{args.align}"
     if args.align:
         configs[what_if] = aligned(configs[half], args.align)
@@ -342,7 +342,7 @@ def main() -> None:
     use_cpu_threads(args.threads[0])
     rows: List[Dict] = []
     for name, cfg in configs.items():
-        cost = count(cfg, args.seconds)
+        cost = exact_cost(cfg, args.seconds)
         rows.append({
             "name": name, "what_if": name == what_if, "mac_ratio": cost.macs / dense_cost.macs,
             "cnn_mac_ratio": cost.cnn_macs / dense_cost.cnn_macs, "param_ratio": cost.params / dense_cost.params,

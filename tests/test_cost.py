@@ -88,7 +88,7 @@ def measured_component_params(model: Wav2Vec2Model) -> Dict[str, int]:
 
 
 def assert_exact_match(model: Wav2Vec2Model, seconds: float) -> CostBreakdown:
-    report = count(model.config, seconds=seconds)
+    report = exact_cost(model.config, seconds=seconds)
     assert measure_params(model) == report.params
     assert measured_component_params(model) == {name: c.params for name, c in report.components().items()}
     exact_macs = {name: c.macs for name, c in report.components().items()}
@@ -141,11 +141,11 @@ def test_pruned_configs_match_flop_counter_and_parameter_count(seed: int) -> Non
 
 def test_too_short_input_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="seconds"):
-        count(wav2vec2_base(), seconds=0.001)
+        exact_cost(wav2vec2_base(), seconds=0.001)
 
 
 def test_table_and_dict_report_totals() -> None:
-    report = count(wav2vec2_base())
+    report = exact_cost(wav2vec2_base())
     as_dict = report.to_dict()
     assert as_dict["params"] == report.params and as_dict["cnn_macs"] == report.cnn_macs
     assert set(f"{name}_params" for name in COMPONENTS) <= set(as_dict)
@@ -164,12 +164,12 @@ def test_fully_open_gates_give_the_exact_cost(name: str) -> None:
     config = CONFIGS[name]
     model = attach_gates(Wav2Vec2Model(config))
     open_all_gates(model)
-    assert_same_cost(expected_cost(model, seconds=1.0), count(config, seconds=1.0))
+    assert_same_cost(expected_cost(model, seconds=1.0), exact_cost(config, seconds=1.0))
 
 
 def test_ungated_model_expects_its_exact_cost() -> None:
     config = random_pruned_config(3)
-    assert_same_cost(expected_cost(Wav2Vec2Model(config)), count(config))
+    assert_same_cost(expected_cost(Wav2Vec2Model(config)), exact_cost(config))
 
 
 @pytest.mark.parametrize("name", ["base", "pruned2", "pruned3"])
@@ -202,7 +202,7 @@ def test_closing_any_gate_lowers_the_expected_cost(layer_norm_first: bool) -> No
 def test_transformer_only_gating_leaves_the_cnn_cost_exact() -> None:
     config = wav2vec2_base()
     model = attach_gates(Wav2Vec2Model(config), GateConfig(conv_channels=False))
-    expected, exact = expected_cost(model), count(config)
+    expected, exact = expected_cost(model), exact_cost(config)
     for name in ("cnn", "feature_projection", "pos_conv", "encoder_norm"):
         assert getattr(expected, name).params.item() == pytest.approx(getattr(exact, name).params, rel=1e-6)
         assert getattr(expected, name).macs.item() == pytest.approx(getattr(exact, name).macs, rel=1e-6)
@@ -228,4 +228,4 @@ def test_closed_gates_give_the_cost_of_the_removed_branches(layer_norm_first: bo
         for gate in gates:
             gate.log_alpha.fill_(-50.0)
     removed = config.replace(num_heads=[2, 0, 1, 4], ffn_dims=[6, 5, 0, 9])
-    assert_same_cost(expected_cost(model, seconds=0.5), count(removed, seconds=0.5))
+    assert_same_cost(expected_cost(model, seconds=0.5), exact_cost(removed, seconds=0.5))

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from espnet_prune.eval.scoring import score
-from espnet_prune.pruning.cost import count
+from espnet_prune.pruning.cost import exact_cost
 
 
 def _model_file(run_dir: Path) -> Path:
@@ -68,7 +68,7 @@ def measure_run(run_dir: Path, seconds: float, repeats: int) -> Tuple[int, int, 
         raise ValueError(f"{run_dir / 'config.yaml'}: expected one pruned_wav2vec2 module, found {len(found)}")
     ssl = found[0][1].eval()
     ssl_model = remove_masks(ssl.model)[0] if ssl.controller is not None else ssl.model
-    cost = count(ssl_model.config, seconds)
+    cost = exact_cost(ssl_model.config, seconds)
     return cost.params, cost.macs, measure_latency(ssl_model, seconds, repeats)
 
 

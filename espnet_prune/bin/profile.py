@@ -22,7 +22,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from espnet_prune.models import PRESETS, Wav2Vec2Config, Wav2Vec2Model
-from espnet_prune.pruning.cost import count
+from espnet_prune.pruning.cost import exact_cost
 from espnet_prune.pruning.removal import remove_masks
 
 # (structure, kept units per layer, dense units per layer or None)
@@ -128,10 +128,10 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
         sys.exit(f"profile: error: {exc}")
     config = model.config
     torch.set_num_threads(args.num_threads)
-    cost = count(config, args.seconds)
+    cost = exact_cost(config, args.seconds)
     print(cost.table())
     if reference is not None:
-        dense = count(reference, args.seconds)
+        dense = exact_cost(reference, args.seconds)
         print(f"vs dense: params {cost.params / dense.params:.1%}, MACs {cost.macs / dense.macs:.1%}")
     latency = measure_latency(model, args.seconds, args.repeats)
     print(f"CPU latency ({args.num_threads} threads, {args.seconds:g} s of audio): {latency * 1000:.1f} ms "

@@ -25,7 +25,7 @@ from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
 
 from espnet_prune.espnet import ConfigError, PrunedASRTask
 from espnet_prune.espnet.removal import gated_module, max_encode_difference, remove_asr_masks
-from espnet_prune.pruning.cost import count
+from espnet_prune.pruning.cost import exact_cost
 
 TOLERANCE = 1e-3
 
@@ -71,10 +71,10 @@ def run(asr_train_config: Path, asr_model_file: Path, out_dir: Path, seconds: Op
         raise RuntimeError(f"the removed model's encoder output differs from the gated model's by {difference:.2e}")
     removed_config = removed.get_submodule(name).config
     seconds = seconds or cfg.reference_seconds
-    before, after = count(dense_config, seconds), count(removed_config, seconds)
+    before, after = exact_cost(dense_config, seconds), exact_cost(removed_config, seconds)
     print(_summary(before, after, n_dense, sum(p.numel() for p in removed.parameters())))
     print(f"\nremoved SSL model, per component:\n{after.table()}\n")
-    reference = count(dense_config, cfg.reference_seconds), count(removed_config, cfg.reference_seconds)
+    reference = exact_cost(dense_config, cfg.reference_seconds), exact_cost(removed_config, cfg.reference_seconds)
     for quantity, final in cfg.targets():
         achieved = 1.0 - getattr(reference[1], quantity) / getattr(reference[0], quantity)
         print(f"sparsity of {quantity} @ {cfg.reference_seconds:g} s: {achieved:.1%} (target {final:.1%})")

@@ -18,7 +18,7 @@ from typing import Optional, Sequence, Tuple
 
 from espnet_prune.eval.scoring import SetScore, score
 from espnet_prune.models import Wav2Vec2Config
-from espnet_prune.pruning.cost import count
+from espnet_prune.pruning.cost import exact_cost
 
 
 def model_geometry(asr_train_config: Path, asr_model_file: Optional[Path]) -> Tuple[Wav2Vec2Config, int]:
@@ -34,14 +34,14 @@ def model_geometry(asr_train_config: Path, asr_model_file: Optional[Path]) -> Tu
     ssl = found[0][1].eval()
     config = pruned_config(ssl.model) if ssl.controller is not None else ssl.model.config
     head_params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(found[0][0] + "."))
-    return config, count(config).params + head_params
+    return config, exact_cost(config).params + head_params
 
 
 def results_markdown(
     title: str, scores: Sequence[Tuple[str, SetScore]], config: Wav2Vec2Config, total_params: int, seconds: float
 ) -> str:
     """An ESPnet-style RESULTS.md section."""
-    cost = count(config, seconds)
+    cost = exact_cost(config, seconds)
     lines = [
         f"## {title}",
         f"- date: {datetime.date.today().isoformat()}",

@@ -1,7 +1,7 @@
 """HJ-Pruning as a library: gates, cost model, Lagrangian controller, mask removal (no ESPnet import)."""
 
 from espnet_prune.pruning.controller import VARIANTS, PruningConfig, PruningController
-from espnet_prune.pruning.cost import CostBreakdown, count, expected_cost, measure_macs, measure_params
+from espnet_prune.pruning.cost import CostBreakdown, ExactCost, ExpectedCost, exact_cost, expected_cost, measure_macs, measure_params
 from espnet_prune.pruning.gating import GateConfig, attach_gates, detach_gates, gate_parameters, iter_gates
 from espnet_prune.pruning.hard_concrete import HardConcrete
 from espnet_prune.pruning.removal import pruned_config, remove_masks
@@ -9,12 +9,14 @@ from espnet_prune.pruning.removal import pruned_config, remove_masks
 __all__ = [
     "VARIANTS",
     "CostBreakdown",
+    "ExactCost",
+    "ExpectedCost",
     "GateConfig",
     "HardConcrete",
     "PruningConfig",
     "PruningController",
     "attach_gates",
-    "count",
+    "exact_cost",
     "detach_gates",
     "expected_cost",
     "gate_parameters",

@@ -7,7 +7,7 @@ every ``log_alpha``. Gates are treated as independent, so the expectation of a p
 (adjacent conv layers, in-channels x out-channels) is the product of the expectations.
 
 What is counted:
-- params: every parameter of the model (gates excluded), so that ``count(config).params`` equals
+- params: every parameter of the model (gates excluded), so that ``exact_cost(config).params`` equals
   ``sum(p.numel())`` of a model built from that config.
 - MACs: multiply-accumulates of the convolutions, linear layers and the two attention matmuls
   (QK^T and AV: 2 * T^2 * heads * head_dim per layer), i.e. what ``torch.utils.flop_counter`` counts,
@@ -119,7 +119,7 @@ class CostBreakdown:
         return "\n".join(lines)
 
 
-class CostReport(CostBreakdown):
+class ExactCost(CostBreakdown):
     """Exact cost of a concrete config (python ints)."""
 
 
@@ -272,16 +272,16 @@ def component_costs(config: Wav2Vec2Config, units: UnitCounts, frames: List[int]
     }
 
 
-def count(config: Wav2Vec2Config, seconds: float = 10.0, sample_rate: int = 16000) -> CostReport:
+def exact_cost(config: Wav2Vec2Config, seconds: float = 10.0, sample_rate: int = 16000) -> ExactCost:
     """Exact params and MACs of a model built from ``config``, MACs for one ``seconds``-long input."""
     costs = component_costs(config, UnitCounts.from_config(config), frame_counts(config, seconds, sample_rate))
-    return CostReport(**costs, seconds=seconds, sample_rate=sample_rate)
+    return ExactCost(**costs, seconds=seconds, sample_rate=sample_rate)
 
 
 def expected_cost(model: Wav2Vec2Model, seconds: float = 10.0, sample_rate: int = 16000) -> ExpectedCost:
     """Expected params and MACs of a gated model; gradients flow to every gate's log_alpha.
 
-    With every gate fully open this equals ``count(model.config)``.
+    With every gate fully open this equals ``exact_cost(model.config)``.
     """
     config = model.config
     costs = component_costs(config, UnitCounts.expected(model), frame_counts(config, seconds, sample_rate))
