@@ -38,7 +38,7 @@ from bench.data import Example, load_task, read_extra_test
 from bench.magnitude import config_at_mac_ratio, magnitude_prune
 from bench.training import Schedule, TaskModel, evaluate, tiny_config, train
 from espnet_prune.models import Wav2Vec2Config, Wav2Vec2Model
-from espnet_prune.pruning import PruningConfig, PruningController, attach_gates, count, remove_masks
+from espnet_prune.pruning import PruningConfig, PruningController, attach_gates, exact_cost, remove_masks
 
 TASKS = {"cathy": "ctc", "fsdd": "classify"}
 HJ_VARIANTS = {"hj_mac": "mac", "hj_size": "size", "hj_sep_size": "sep_size", "transformer_only": "transformer_only"}
@@ -66,7 +66,7 @@ class Settings:
     peak_lr: float = 2e-3
     warmup: int = 300
     gate_lr: float = 0.05
-    lambda_lr: float = 0.01  # 0.05 winds up and overshoots the target within 300 updates
+    lambda_lr: float = 1.0
     target_warmup: float = 1 / 3  # fraction of the prune updates over which HJ targets rise
     seed: int = 0
     max_train: Optional[int] = None  # quick runs train and score on subsets

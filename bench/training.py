@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from bench.data import CHARACTERS, NUM_DIGITS, Example, collate, decode_labels, encode_text, length_batches
 from espnet_prune.models import Wav2Vec2Config, Wav2Vec2Model
-from espnet_prune.pruning import PruningController, gate_parameters
+from espnet_prune.pruning import PruningController
 
 GRAD_CLIP = 5.0
 WEIGHT_DECAY = 0.01
@@ -105,15 +105,14 @@ def train(
     """
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    weights = [p for name, p in model.named_parameters() if "log_alpha" not in name]
-    groups = [{"params": weights, "weight_decay": WEIGHT_DECAY}]
+    gate_groups = [] if controller is None else controller.param_groups(model.encoder)
+    gates = {id(p) for group in gate_groups for p in group["params"]}
+    weights = [p for p in model.parameters() if id(p) not in gates]
+    optimizer = torch.optim.AdamW([{"params": weights, "weight_decay": WEIGHT_DECAY}, *gate_groups],
+                                  lr=schedule.lr(first_update))
     if controller is not None:
-        groups += [
-            {"params": list(gate_parameters(model.encoder)), "lr": controller.cfg.gate_lr, "weight_decay": 0.0},
-            {"params": controller.lambda_parameters(), "lr": controller.cfg.lambda_lr, "weight_decay": 0.0},
-        ]
+        controller.attach(optimizer)
         controller.train()
-    optimizer = torch.optim.AdamW(groups, lr=schedule.lr(first_update))
     model.train()
     start = time.perf_counter()
     done = 0
@@ -123,7 +122,7 @@ def train(
             loss = model.loss(batch)
             stats: Dict[str, Tensor] = {}
             if controller is not None:
-                pruning, stats = controller(model.encoder)
+                pruning, stats = controller(model.encoder, loss)
                 loss = loss + pruning
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -138,10 +137,12 @@ def train(
 
 
 def _log(done: int, updates: int, loss: Tensor, stats: Dict[str, Tensor], seconds: float) -> None:
+    prefix = "exact_sparsity_"
     controlled = " ".join(
-        f"{name[len('sparsity_'):]} sparsity {float(value):.3f}/{float(stats['target_' + name[len('sparsity_'):]]):.3f}"
+        f"{name[len(prefix):]} sparsity exact {float(value):.3f} expected "
+        f"{float(stats['expected_sparsity_' + name[len(prefix):]]):.3f} target {float(stats['target_' + name[len(prefix):]]):.3f}"
         for name, value in stats.items()
-        if name.startswith("sparsity_")
+        if name.startswith(prefix)
     )
     print(f"    update {done}/{updates}: loss {float(loss.detach()):.3f} {controlled} ({seconds / done:.2f} s/update)")
 

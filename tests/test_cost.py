@@ -13,7 +13,7 @@ from espnet_prune.models.model import Wav2Vec2Model
 from espnet_prune.pruning.cost import (
     COMPONENTS,
     CostBreakdown,
-    count,
+    exact_cost,
     expected_cost,
     frame_counts,
     make_flop_counter,

@@ -12,6 +12,7 @@ import yaml
 
 from espnet_prune.espnet import PrunableSSL, PrunedASRTask, PrunedESPnetASRModel
 from espnet_prune.bin import asr_train
+from espnet_prune.models import Wav2Vec2Config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "conf" / "train" / "tiny_hj_mac_50.yaml"
@@ -73,16 +74,19 @@ def test_pruning_model_adds_the_lagrangian_and_reports_stats(base_args) -> None:
         controller.lambdas.fill_(1.0)  # make the pruning term non-zero
     model.train()
     loss, stats, _ = model(**_batch())
-    assert int(controller.forward_passes) == 1
+    assert int(controller.pending_passes) == 1 and controller.num_updates == 0
     assert torch.allclose(loss, stats["loss_task"] + stats["loss_pruning"])
-    assert float(stats["loss_pruning"]) != 0.0
-    for key in ("loss_ctc", "expected_params", "expected_gmacs", "sparsity_macs", "target_macs", "lambda1_macs",
-                "lambda2_macs"):
+    # The term is scaled by the task loss's running magnitude (the first one: this batch's loss).
+    assert float(stats["task_loss_scale"]) == pytest.approx(float(stats["loss_task"]))
+    gap = float(stats["exact_sparsity_macs"]) - float(stats["target_macs"])
+    assert float(stats["loss_pruning"]) == pytest.approx(float(stats["loss_task"]) * (gap + gap * gap), rel=1e-4)
+    for key in ("loss_ctc", "expected_params", "expected_gmacs", "exact_params", "exact_gmacs",
+                "expected_sparsity_macs", "exact_sparsity_macs", "target_macs", "lambda1_macs", "lambda2_macs"):
         assert key in stats
     model.eval()
     with torch.no_grad():
         model(**_batch())
-    assert int(controller.forward_passes) == 1  # validation does not advance the warm-up
+    assert int(controller.pending_passes) == 1  # validation does not count
 
 
 def test_dense_fine_tuning_keeps_espnets_model(base_args) -> None:
@@ -94,7 +98,7 @@ def test_dense_fine_tuning_keeps_espnets_model(base_args) -> None:
 
 
 @pytest.mark.parametrize("exclude_weight_decay", [False, True])
-def test_optimizer_groups_and_ascent_under_warmup(base_args, exclude_weight_decay) -> None:
+def test_optimizer_groups_and_dual_ascent_under_warmup(base_args, exclude_weight_decay) -> None:
     model, args = _build(base_args + [
         "--optim", "adamw", "--optim_conf", "lr=0.001", "--optim_conf", "weight_decay=0.01",
         "--encoder_conf", "pruning.warmup_updates=0", "--encoder_conf", "pruning.gate_lr=0.03",
@@ -107,20 +111,23 @@ def test_optimizer_groups_and_ascent_under_warmup(base_args, exclude_weight_deca
     gates = {id(p) for n, p in model.named_parameters() if n.endswith("log_alpha")}
     by_param = {id(p): group for group in optimizer.param_groups for p in group["params"]}
     assert {(g["lr"], g["weight_decay"]) for g in map(by_param.get, gates)} == {(0.03, 0.0)}
-    assert (by_param[id(lambdas)]["lr"], by_param[id(lambdas)]["weight_decay"]) == (0.04, 0.0)
+    assert id(lambdas) not in by_param  # the controller updates them, not the optimizer
     assert by_param[id(model.encoder.ssl.model.encoder.layers[0].attention.q_proj.weight)]["lr"] == 0.001
 
     from espnet2.schedulers.warmup_lr import WarmupLR
 
     scheduler = WarmupLR(optimizer, warmup_steps=5)
-    for _ in range(3):  # expected sparsity ~0 is below the target 0.5: the lambdas must grow in magnitude
+    model.train()
+    for step in range(3):  # exact sparsity ~0 is below the target 0.5: the lambdas must grow in magnitude
         optimizer.zero_grad()
-        loss, _ = ssl.pruning_loss()
+        loss, stats = ssl.pruning_loss(torch.tensor(2.0))
         loss.backward()
         optimizer.step()
         scheduler.step()
-        assert all(group["lr"] > 0 for group in optimizer.param_groups)
+        assert ssl.controller.num_updates == step + 1  # the optimizer's step hook counted the update
     assert float(lambdas[0, 0]) < 0 < float(lambdas[0, 1])  # ascent on lambda1 * gap + lambda2 * gap^2, gap < 0
+    gap = float(stats["exact_sparsity_macs"]) - 0.5
+    assert float(lambdas[0, 0]) == pytest.approx(3 * 0.04 * gap, rel=0.05)  # the scheduler does not scale it
 
 
 def test_frontend_with_weighted_layer_sum(base_args, tmp_path) -> None:
@@ -141,21 +148,25 @@ def test_frontend_with_weighted_layer_sum(base_args, tmp_path) -> None:
     model.train()
     loss, stats, _ = model(**_batch())
     loss.sum().backward()
-    assert "sparsity_params" in stats
+    assert "exact_sparsity_params" in stats
     assert model.frontend.layer_weights.grad is not None and model.frontend.layer_weights.numel() == 3
 
 
 def test_cnn_frozen_for_the_first_updates_while_its_gates_learn() -> None:
-    ssl = PrunableSSL("encoder_conf", model_config=str(TINY_MODEL), pruning={"variant": "mac"}, freeze_cnn_updates=1)
-    ssl.set_accum_grad(2)
+    ssl = PrunableSSL("encoder_conf", model_config=str(TINY_MODEL), pruning={"variant": "mac", "target_sparsity": 0.5},
+                      freeze_cnn_updates=1)
+    optimizer = torch.optim.SGD(ssl.parameters(), lr=0.0)
+    ssl.attach(optimizer)
     ssl.train()
     conv = ssl.model.feature_extractor.conv_layers[1].conv.weight
     gate = ssl.model.feature_extractor.conv_layers[1].channel_gate.log_alpha
-    for step in range(3):  # passes 1, 2 are update 0 (frozen); pass 3 is update 1
+    for step in range(3):  # passes 1, 2 are before the first update (frozen); pass 3 is after it
         ssl.zero_grad()
         ssl(torch.randn(1, 4000), torch.tensor([4000])).last_hidden_state.sum().backward()
         assert gate.grad is not None
         assert (conv.grad is None) == (step < 2), step
+        if step == 1:  # accum_grad 2
+            optimizer.step()
 
 
 def test_checkpoint_survives_init_and_config_yaml_needs_no_checkpoint(base_args, tmp_path) -> None:
@@ -234,7 +245,8 @@ def test_remove_masks_of_a_gated_frontend_keeps_the_encoder_output(base_args, tm
     config.update(
         frontend="pruned_wav2vec2", normalize=None, encoder="transformer",
         frontend_conf={"model_config": str(TINY_MODEL), "multilayer_feature": True,
-                       "pruning": {"variant": "mac", "gates": {"init_keep_prob": 0.6}}},
+                       "pruning": {"variant": "mac", "target_sparsity": 0.5,
+                                                              "gates": {"init_keep_prob": 0.6}}},
         encoder_conf={"output_size": 16, "attention_heads": 2, "linear_units": 32, "num_blocks": 1},
     )
     (tmp_path / "frontend.yaml").write_text(yaml.safe_dump(config))
@@ -246,9 +258,20 @@ def test_remove_masks_of_a_gated_frontend_keeps_the_encoder_output(base_args, tm
     assert max_encode_difference(model, removed) < 1e-4
 
 
-def test_accum_grad_turns_forward_passes_into_updates(base_args) -> None:
-    model, _ = _build(base_args + ["--accum_grad", "4"])
-    assert model.encoder.ssl.controller.accum_grad == 4
+@pytest.mark.parametrize("gated", [True, False])
+def test_optimizer_steps_are_the_updates_that_the_ssl_module_counts(base_args, gated) -> None:
+    extra = ["--encoder_conf", "freeze_cnn_updates=5", "--accum_grad", "4"]
+    if not gated:
+        extra += ["--encoder_conf", "pruning=null"]
+    model, args = _build(base_args + extra)
+    optimizer = PrunedASRTask.build_optimizers(args, model)[0]
+    ssl = model.encoder.ssl
+    model.train()
+    for _ in range(2):
+        optimizer.zero_grad()
+        model(**_batch())[0].backward()
+        optimizer.step()
+    assert ssl.num_updates == 2
 
 
 def test_profile_reports_costs_latency_and_png(tmp_path, capsys) -> None:
@@ -272,3 +295,68 @@ def test_waveform_normalisation_ignores_padding() -> None:
     alone = normalize_waveform(wave[1:, :500], lengths[1:])
     assert torch.allclose(out[1, :500], alone[0], atol=1e-5) and not out[1, 500:].any()
     assert abs(float(out[0].mean())) < 1e-5 and abs(float(out[0].std(unbiased=False)) - 1) < 1e-3
+
+
+def _gated_checkpoint(base_args, tmp_path, sparsity: float, updates: int):
+    """config.yaml and weights of a tiny HJ-MAC run (target 0.5, warm-up 10) whose eval masks cut ``sparsity``
+    of the MACs after ``updates`` updates: the gates are set, not trained."""
+    from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
+
+    from espnet_prune.pruning.budget import exact_sparsity, fit_to_targets
+
+    model, args = _build(base_args)
+    ssl = model.encoder.ssl
+    fit_to_targets(ssl.model, [("macs", sparsity)], 10.0)
+    ssl.controller.updates.fill_(updates)
+    exp = tmp_path / "exp"
+    exp.mkdir(exist_ok=True)
+    with (exp / "config.yaml").open("w") as f:
+        yaml_no_alias_safe_dump(vars(args), f)
+    torch.save(model.state_dict(), exp / "latest.pth")
+    return exp, exact_sparsity(ssl.model, "macs", 10.0)
+
+
+def _remove(exp, out, *extra):
+    from espnet_prune.bin import remove_masks
+
+    remove_masks.main(["--asr_train_config", str(exp / "config.yaml"), "--asr_model_file", str(exp / "latest.pth"),
+                       "--out_dir", str(out), *extra])
+
+
+def test_remove_masks_fits_masks_near_the_target_onto_it(base_args, tmp_path, capsys) -> None:
+    from espnet_prune.pruning.cost import exact_cost
+
+    exp, trained = _gated_checkpoint(base_args, tmp_path, 0.48, updates=10)
+    assert 0.47 <= trained < 0.5
+    _remove(exp, tmp_path / "pruned")
+    printed = capsys.readouterr().out
+    assert f"macs @ 10 s: target 50.0%, expected" in printed and f"exact (trained masks) {trained:.1%}" in printed
+    conf = yaml.safe_load((tmp_path / "pruned" / "config.yaml").read_text())["encoder_conf"]
+    dense = Wav2Vec2Config.load_yaml(TINY_MODEL)
+    cut = 1 - exact_cost(Wav2Vec2Config.from_dict(conf["model_config"])).macs / exact_cost(dense).macs
+    assert abs(cut - 0.5) < abs(trained - 0.5) and abs(cut - 0.5) <= 0.015
+    assert f"macs: cut at {cut:.1%}" in printed
+
+
+@pytest.mark.parametrize("updates, cause", [(10, False), (4, True)])
+def test_remove_masks_refuses_masks_far_from_the_target(base_args, tmp_path, updates, cause) -> None:
+    exp, trained = _gated_checkpoint(base_args, tmp_path, 0.3, updates=updates)
+    with pytest.raises(SystemExit) as error:
+        _remove(exp, tmp_path / "pruned")
+    message = str(error.value)
+    assert message.startswith("remove_masks: error: the trained masks miss the budget by more than 3 points: ")
+    assert f"macs {trained:.1%} for a target of 50.0%" in message and "--allow_budget_miss" in message
+    assert ("stopped at update 4, before the target's warm-up ended (update 10)" in message) == cause
+    assert not (tmp_path / "pruned").exists()
+
+
+def test_remove_masks_cuts_masks_far_from_the_target_when_allowed(base_args, tmp_path, caplog) -> None:
+    from espnet_prune.pruning.cost import exact_cost
+
+    exp, trained = _gated_checkpoint(base_args, tmp_path, 0.3, updates=10)
+    _remove(exp, tmp_path / "pruned", "--allow_budget_miss")
+    conf = yaml.safe_load((tmp_path / "pruned" / "config.yaml").read_text())["encoder_conf"]
+    dense = Wav2Vec2Config.load_yaml(TINY_MODEL)
+    cut = 1 - exact_cost(Wav2Vec2Config.from_dict(conf["model_config"])).macs / exact_cost(dense).macs
+    assert cut == pytest.approx(trained)  # the trained masks, as they are
+    assert "Cutting them as they are (--allow_budget_miss)" in caplog.text

@@ -6,7 +6,12 @@
 writes OUT_DIR/config.yaml (encoder_conf / frontend_conf with an explicit ``model_config`` of the kept
 sizes, no ``pruning``, no ``ssl_checkpoint``, ``model: espnet``) and OUT_DIR/model.pth, after checking
 that the removed model's encoder output equals the gated model's (eval mode). Prints the SSL model's
-params and MACs before (dense) and after, at the pruning block's reference duration.
+params and MACs before (dense) and after, at the pruning block's reference duration, and per target the
+target, the expected sparsity, the exact sparsity of the trained eval masks and that of the cut.
+
+The budget: when the trained masks are within 3 points of every target, one shift of the controlled gates'
+log_alpha brings the cut to the target (``espnet_prune.pruning.budget``); further off, nothing is written
+and the exit status is 1, unless --allow_budget_miss (then the trained masks are cut as they are).
 
 Use one checkpoint of the end of training (latest.pth), not an average of gated checkpoints.
 """
@@ -18,16 +23,20 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
 
 from espnet_prune.espnet import ConfigError, PrunedASRTask
 from espnet_prune.espnet.removal import gated_module, max_encode_difference, remove_asr_masks
-from espnet_prune.pruning.cost import exact_cost
+from espnet_prune.pruning.budget import exact_sparsity, fit_to_targets
+from espnet_prune.pruning.cost import exact_cost, expected_cost
 
 TOLERANCE = 1e-3
+# The trained masks may miss a target by this much; the fit closes it (to within FIT_TOLERANCE where the
+# structures' granularity allows).
+MAX_MISS = 0.03
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -37,6 +46,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out_dir", type=Path, required=True, help="where config.yaml and model.pth are written")
     parser.add_argument("--seconds", type=float, default=None,
                         help="duration for the MAC counts (default: the pruning block's reference_seconds)")
+    parser.add_argument("--allow_budget_miss", action="store_true",
+                        help=f"cut the trained masks even when they miss a target by more than {MAX_MISS * 100:g} points")
     return parser
 
 
@@ -55,32 +66,60 @@ def _summary(before, after, n_before: int, n_after: int) -> str:
     return "\n".join(lines)
 
 
-def run(asr_train_config: Path, asr_model_file: Path, out_dir: Path, seconds: Optional[float] = None) -> None:
-    """Remove, verify, report, then write both files (each atomically)."""
+def budget_report(ssl, allow_budget_miss: bool) -> List[str]:
+    """Check the trained masks against the targets, fit the gates to them, and describe both.
+
+    Raises ConfigError when the trained masks miss a target by more than MAX_MISS (unless
+    ``allow_budget_miss``: then the trained masks are cut as they are), naming the warm-up as the cause
+    when training stopped before it ended.
+    """
+    controller, cfg = ssl.controller, ssl.controller.cfg
+    seconds = cfg.reference_seconds
+    expected = expected_cost(ssl.model, seconds)
+    dense = exact_cost(ssl.config, seconds)
+    trained = {quantity: exact_sparsity(ssl.model, quantity, seconds) for quantity, _ in cfg.targets()}
+    misses = [(q, t) for q, t in cfg.targets() if abs(trained[q] - t) > MAX_MISS]
+    lines = []
+    for quantity, target in cfg.targets():
+        expected_sparsity = 1.0 - float(getattr(expected, quantity).detach()) / getattr(dense, quantity)
+        lines.append(f"{quantity} @ {seconds:g} s: target {target:.1%}, expected {expected_sparsity:.1%}, "
+                     f"exact (trained masks) {trained[quantity]:.1%}")
+    if misses:
+        why = ", ".join(f"{q} {trained[q]:.1%} for a target of {t:.1%}" for q, t in misses)
+        cause = ""
+        if controller.num_updates < cfg.warmup_updates:
+            cause = (f" Training stopped at update {controller.num_updates}, before the target's warm-up ended "
+                     f"(update {cfg.warmup_updates}): train longer or shorten warmup_updates.")
+        message = f"the trained masks miss the budget by more than {MAX_MISS * 100:g} points: {why}.{cause}"
+        if not allow_budget_miss:
+            raise ConfigError(message + " Pass --allow_budget_miss to cut them as they are.")
+        logging.warning(message + " Cutting them as they are (--allow_budget_miss).")
+        return lines
+    for fit in fit_to_targets(ssl.model, cfg.targets(), seconds):
+        lines.append(f"{fit.quantity}: cut at {fit.fitted:.1%} (every controlled log_alpha shifted by {fit.shift:+.3f})")
+    return lines
+
+
+def run(asr_train_config: Path, asr_model_file: Path, out_dir: Path, seconds: Optional[float] = None,
+        allow_budget_miss: bool = False) -> None:
+    """Check the budget, fit, remove, verify, report, then write both files (each atomically)."""
     model, args = PrunedASRTask.build_model_from_file(asr_train_config, asr_model_file)
     model.eval()
     name, ssl = gated_module(model)
-    controller = ssl.controller
-    cfg = controller.cfg
     dense_config = ssl.config
-    n_dense = sum(p.numel() for key, p in model.named_parameters() if not key.endswith(("log_alpha", "lambdas")))
+    n_dense = sum(p.numel() for key, p in model.named_parameters() if not key.endswith("log_alpha"))
+    budget = budget_report(ssl, allow_budget_miss)
 
     removed, new_args = remove_asr_masks(model, args)
     difference = max_encode_difference(model, removed)
     if difference > TOLERANCE:
         raise RuntimeError(f"the removed model's encoder output differs from the gated model's by {difference:.2e}")
     removed_config = removed.get_submodule(name).config
-    seconds = seconds or cfg.reference_seconds
+    seconds = seconds or ssl.controller.cfg.reference_seconds
     before, after = exact_cost(dense_config, seconds), exact_cost(removed_config, seconds)
     print(_summary(before, after, n_dense, sum(p.numel() for p in removed.parameters())))
     print(f"\nremoved SSL model, per component:\n{after.table()}\n")
-    reference = exact_cost(dense_config, cfg.reference_seconds), exact_cost(removed_config, cfg.reference_seconds)
-    for quantity, final in cfg.targets():
-        achieved = 1.0 - getattr(reference[1], quantity) / getattr(reference[0], quantity)
-        print(f"sparsity of {quantity} @ {cfg.reference_seconds:g} s: {achieved:.1%} (target {final:.1%})")
-    if controller.num_updates < int(cfg.warmup_updates):
-        logging.warning(f"the checkpoint is from update {controller.num_updates}, before the target warm-up ended "
-                        f"({cfg.warmup_updates} updates): its sparsity is below the final target")
+    print("\n".join(budget))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model_tmp, config_tmp = out_dir / ".model.pth.tmp", out_dir / ".config.yaml.tmp"
@@ -96,7 +135,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(cmd)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
     try:
-        run(args.asr_train_config, args.asr_model_file, args.out_dir, args.seconds)
+        run(args.asr_train_config, args.asr_model_file, args.out_dir, args.seconds, args.allow_budget_miss)
     except ConfigError as exc:
         sys.exit(f"remove_masks: error: {exc}")
 

@@ -14,10 +14,12 @@ from espnet_prune.espnet.ssl import PrunableSSL, find_prunable
 class PrunedESPnetASRModel(ESPnetASRModel):
     """``ESPnetASRModel`` whose loss adds the pruning term of its gated ``pruned_wav2vec2`` encoder/frontend.
 
-    Training stats gain ``loss_task`` (ESPnet's loss), ``loss_pruning``, ``expected_params`` (M),
-    ``expected_gmacs`` (at the pruning block's reference duration) and, per controlled quantity,
-    ``sparsity_*``, ``target_*``, ``lambda1_*`` and ``lambda2_*``; ``loss`` is their sum, in training and
-    validation alike. Without a gated module it behaves exactly like ``ESPnetASRModel``.
+    Training stats gain ``loss_task`` (ESPnet's loss), ``loss_pruning``, ``task_loss_scale`` (the running task-loss
+    magnitude the pruning term is scaled by), ``expected_params`` / ``exact_params`` (M),
+    ``expected_gmacs`` / ``exact_gmacs`` (at the pruning block's reference duration) and, per controlled
+    quantity, ``expected_sparsity_*`` (under the gates' distribution), ``exact_sparsity_*`` (of the model
+    mask removal would cut now, which the controller steers), ``target_*``, ``lambda1_*`` and
+    ``lambda2_*``; ``loss`` is the sum of the two losses, in training and validation alike. Without a gated module it behaves exactly like ``ESPnetASRModel``.
     """
 
     def gated_ssl(self) -> Optional[PrunableSSL]:
@@ -39,7 +41,7 @@ class PrunedESPnetASRModel(ESPnetASRModel):
         ssl = self.gated_ssl()
         if ssl is None:
             return loss, stats, weight
-        loss_pruning, pruning_stats = ssl.pruning_loss()
+        loss_pruning, pruning_stats = ssl.pruning_loss(loss)
         # super() made every value 1-dim for DataParallel; the pruning term is a 0-dim tensor.
         loss = loss + loss_pruning
         stats = dict(stats, loss_task=stats["loss"], **pruning_stats)

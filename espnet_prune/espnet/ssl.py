@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from espnet_prune.models import PRESETS, Wav2Vec2Config, Wav2Vec2Model, Wav2Vec2Output
 from espnet_prune.pruning.controller import PruningConfig, PruningController
-from espnet_prune.pruning.gating import attach_gates, gate_parameters
+from espnet_prune.pruning.gating import attach_gates
 
 # Config keys that may be changed on top of a checkpoint's geometry (regularisation only).
 OVERRIDABLE = ("dropout", "attention_dropout", "activation_dropout", "projection_dropout", "layer_drop")
@@ -153,19 +153,27 @@ class PrunableSSL(nn.Module):
             raise ConfigError(f"{source}.freeze_cnn_updates: must be >= 0, got {freeze_cnn_updates}")
         self.freeze_cnn_updates = int(freeze_cnn_updates)
         self.normalize_waveform = normalize_waveform
-        self.accum_grad = 1
-        if self.freeze_cnn_updates:
-            self.register_buffer("forward_passes", torch.zeros((), dtype=torch.long))
+        if self.controller is None and self.freeze_cnn_updates:
+            # A gated model counts its updates in the controller; a dense one that freezes its CNN, here.
+            self.register_buffer("updates", torch.zeros((), dtype=torch.long))
 
     @property
     def config(self) -> Wav2Vec2Config:
         return self.model.config
 
-    def set_accum_grad(self, accum_grad: int) -> None:
-        """Forward passes per optimizer update (ESPnet's ``--accum_grad``): counters count updates."""
-        self.accum_grad = max(1, int(accum_grad))
+    @property
+    def num_updates(self) -> int:
+        """Optimizer updates seen so far (counted by the hook ``attach`` installs)."""
         if self.controller is not None:
-            self.controller.accum_grad = self.accum_grad
+            return self.controller.num_updates
+        return int(self.updates) if self.freeze_cnn_updates else 0
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+        """Count the updates ``optimizer`` makes (target warm-up, dual ascent, CNN freezing)."""
+        if self.controller is not None:
+            self.controller.attach(optimizer)
+        elif self.freeze_cnn_updates:
+            optimizer.register_step_post_hook(lambda *_: self.updates.add_(1))
 
     def explicit_conf(self) -> Dict[str, Any]:
         """Keyword arguments that rebuild this module without the checkpoint file (for config.yaml)."""
@@ -177,32 +185,22 @@ class PrunableSSL(nn.Module):
         )
 
     def param_groups(self) -> List[Dict[str, Any]]:
-        """Optimizer groups of the gates and the lambdas (own lr, no weight decay); empty when dense."""
-        if self.controller is None:
-            return []
-        cfg = self.controller.cfg
-        return [
-            {"params": list(gate_parameters(self.model)), "lr": cfg.gate_lr, "weight_decay": 0.0},
-            {"params": self.controller.lambda_parameters(), "lr": cfg.lambda_lr, "weight_decay": 0.0},
-        ]
+        """The optimizer group of the gates (own lr, no weight decay); empty when dense."""
+        return [] if self.controller is None else self.controller.param_groups(self.model)
 
-    def pruning_loss(self) -> Tuple[Tensor, Dict[str, Tensor]]:
-        """The Lagrangian term and its statistics (advances the controller's counter in training)."""
+    def pruning_loss(self, task_loss: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """The Lagrangian term, scaled to ``task_loss``, and its statistics."""
         assert self.controller is not None, "pruning_loss() needs a pruning block"
-        return self.controller(self.model)
+        return self.controller(self.model, task_loss)
 
     def cnn_frozen(self) -> bool:
-        return self.freeze_cnn_updates > 0 and int(self.forward_passes) // self.accum_grad < self.freeze_cnn_updates
+        return self.num_updates < self.freeze_cnn_updates
 
     def forward(self, waveform: Tensor, lengths: Tensor) -> Wav2Vec2Output:
         """waveform: (B, samples) at 16 kHz, lengths: (B,) valid samples."""
         if self.normalize_waveform:
             waveform = normalize_waveform(waveform, lengths)
-        if not (self.training and self.freeze_cnn_updates):
-            return self.model(waveform, lengths)
-        frozen = self.cnn_frozen()
-        self.forward_passes += 1
-        if not frozen:
+        if not (self.training and self.cnn_frozen()):
             return self.model(waveform, lengths)
         # Detached CNN weights: no gradient reaches them, while the CNN channel gates still learn.
         detached = {

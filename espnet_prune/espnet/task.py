@@ -64,9 +64,9 @@ class PrunedASRTask(ASRTask):
     """ASRTask for models with a ``pruned_wav2vec2`` encoder or frontend.
 
     - A ``pruning`` block selects ``model: pruned_espnet`` by itself (when ``model`` is left at ``espnet``).
-    - The optimizer gets three kinds of groups: the model (``optim_conf``), the gates (``pruning.gate_lr``,
-      no weight decay) and the lambdas (``pruning.lambda_lr``, no weight decay, ascent by gradient
-      reversal, so every lr stays positive under any scheduler).
+    - The optimizer gets two kinds of groups: the model (``optim_conf``) and the gates (``pruning.gate_lr``,
+      no weight decay); its step hook counts updates for the pruning controller (the lambdas are not
+      optimizer parameters: the controller updates them by dual ascent).
     - The SSL block of config.yaml is written as an explicit ``model_config``, so inference and mask
       removal rebuild the model without the original checkpoint.
     - ``build_model_from_file`` checks that the weights match the config exactly.
@@ -106,8 +106,6 @@ class PrunedASRTask(ASRTask):
             elif model_name != MODEL_NAME:
                 raise ConfigError(f"model: a pruning block needs {MODEL_NAME!r} (or 'espnet'), got {model_name!r}")
         model = super().build_model(args)
-        for _, ssl in find_prunable(model):
-            ssl.set_accum_grad(getattr(args, "accum_grad", 1))
         owners = {"encoder_conf": model.encoder, "frontend_conf": model.frontend}
         for key, _ in _ssl_confs(args):
             setattr(args, key, owners[key].explicit_conf())
@@ -115,9 +113,22 @@ class PrunedASRTask(ASRTask):
 
     @classmethod
     def build_optimizers(cls, args: argparse.Namespace, model: torch.nn.Module) -> List[torch.optim.Optimizer]:
-        groups = [group for _, ssl in find_prunable(model) for group in ssl.param_groups()]
+        """ESPnet's optimizer, with the gates in their own group, and hooked so that every update it makes
+        advances the pruning controller (target warm-up, lambdas' dual ascent) and CNN freezing."""
+        prunable = [ssl for _, ssl in find_prunable(model)]
+        groups = [group for ssl in prunable for group in ssl.param_groups()]
         if not groups:
-            return super().build_optimizers(args, model)
+            optimizers = super().build_optimizers(args, model)
+        else:
+            optimizers = [cls._grouped_optimizer(args, model, groups)]
+        for ssl in prunable:
+            ssl.attach(optimizers[0])
+        return optimizers
+
+    @staticmethod
+    def _grouped_optimizer(
+        args: argparse.Namespace, model: torch.nn.Module, groups: List[Dict[str, Any]]
+    ) -> torch.optim.Optimizer:
         if args.sharded_ddp:
             raise ConfigError("sharded_ddp: not supported with a pruning block (its optimizer ignores param groups)")
         optim_class = optim_classes.get(args.optim)
@@ -130,8 +141,8 @@ class PrunedASRTask(ASRTask):
             for group in groups:
                 for p in group["params"]:
                     p._optim = {k: v for k, v in group.items() if k != "params"}
-            return [configure_optimizer(model, optim_class, args.optim_conf, args.exclude_weight_decay_conf)]
-        return [_grouped_optimizer(model, optim_class, args.optim_conf, groups)]
+            return configure_optimizer(model, optim_class, args.optim_conf, args.exclude_weight_decay_conf)
+        return _grouped_optimizer(model, optim_class, args.optim_conf, groups)
 
     @classmethod
     def build_model_from_file(

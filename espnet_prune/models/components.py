@@ -8,8 +8,10 @@ Each prunable structure has a named insertion point, an attribute that holds a g
 - ``FeedForward.unit_gate``            intermediate activations, before the output projection
 - ``FeedForward.layer_gate``           the whole feed-forward branch
 
-A gate is any module whose call returns a 1-D mask (one value per unit). With no gate attached the
-blocks run the plain dense computation. A mask scales the weights that consume the gated units (the
+A gate is a module with ``sample()`` (a training mask, one value per unit), ``deterministic(count_scale)``
+(the eval mask), ``keep_prob()`` and ``test_values()``; its call gives the mask of its mode (the CNN's
+channel gates), and ``branch_masks`` combines the unit and layer gates of a branch. With no gate
+attached the blocks run the plain dense computation. A mask scales the weights that consume the gated units (the
 input channels of the next conv, the columns of an output projection) rather than the activations:
 the same function, at the cost of a weight-sized product instead of an activation-sized one. Two rules keep the later physical removal of zero units exact:
 where a gate meets a LayerNorm, the norm's statistics are taken over the kept units only (mask > 0);
@@ -176,21 +178,47 @@ class ConvPositionalEmbedding(nn.Module):
         return F.gelu(x).transpose(1, 2)
 
 
+def branch_masks(
+    unit_gate: Optional[nn.Module], layer_gate: Optional[nn.Module], deterministic: Optional[bool] = None
+) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    """The unit mask and the layer value of a prunable branch (attention, FFN); None where ungated.
+
+    ``deterministic``: the eval masks (True), training samples (False), or as the gates' mode says (None).
+    Sampled, each gate draws on its own. Deterministic, when the branch has both gates, the unit gate
+    keeps its expected number of units counting the layer gate's keep probability (about
+    p_layer * sum p_units, what the cost model expects the branch to keep: ``count_scale``) and the layer
+    gate contributes its test-time value (``test_values()``); the branch vanishes when that count rounds to
+    0 or the value is 0. Rounding the layer gate on its own instead would keep the whole branch that the
+    expected cost counts as 30% gone at keep probability 0.7.
+    """
+    gate = unit_gate if unit_gate is not None else layer_gate
+    if gate is None:
+        return None, None
+    if deterministic is None:
+        deterministic = not gate.training
+    if not deterministic:
+        return (None if unit_gate is None else unit_gate.sample()), (None if layer_gate is None else layer_gate.sample())
+    if unit_gate is None or layer_gate is None:
+        return (None if unit_gate is None else unit_gate.deterministic()), (
+            None if layer_gate is None else layer_gate.deterministic().squeeze(0)
+        )
+    return unit_gate.deterministic(layer_gate.keep_prob().squeeze(0)), layer_gate.test_values().squeeze(0)
+
+
 def gated_output_projection(
-    x: Tensor, projection: nn.Linear, unit_mask: Optional[Tensor], layer_gate: Optional[nn.Module]
+    x: Tensor, projection: nn.Linear, unit_mask: Optional[Tensor], layer_value: Optional[Tensor]
 ) -> Tensor:
     """``projection(x * unit_mask) * scale`` computed with a masked weight.
 
-    ``scale`` is the branch's layer gate, times 0 when no unit is left: a branch without units then
+    ``scale`` is the branch's layer value, times 0 when no unit is left: a branch without units then
     contributes nothing, its bias included, like the removed branch.
     """
-    if unit_mask is None and layer_gate is None:
+    if unit_mask is None and layer_value is None:
         return projection(x)
     weight, bias = projection.weight, projection.bias
+    scale = layer_value
     if unit_mask is not None:
         weight = weight * unit_mask[None, :]
-    scale = layer_gate() if layer_gate is not None else None
-    if unit_mask is not None:
         alive = (unit_mask > 0).any().to(weight.dtype)
         scale = alive if scale is None else scale * alive
     return F.linear(x, weight * scale, bias * scale)
@@ -220,10 +248,9 @@ class SelfAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         context = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=dropout)
         context = context.transpose(1, 2).reshape(batch, frames, self.num_heads * self.head_dim)
-        unit_mask = None
-        if self.head_gate is not None:
-            unit_mask = self.head_gate().repeat_interleave(self.head_dim)
-        return gated_output_projection(context, self.out_proj, unit_mask, self.layer_gate)
+        head_mask, layer_value = branch_masks(self.head_gate, self.layer_gate)
+        unit_mask = None if head_mask is None else head_mask.repeat_interleave(self.head_dim)
+        return gated_output_projection(context, self.out_proj, unit_mask, layer_value)
 
 
 class FeedForward(nn.Module):
@@ -240,8 +267,8 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.activation_dropout(F.gelu(self.intermediate_dense(x)))
-        unit_mask = self.unit_gate() if self.unit_gate is not None else None
-        return self.dropout(gated_output_projection(x, self.output_dense, unit_mask, self.layer_gate))
+        unit_mask, layer_value = branch_masks(self.unit_gate, self.layer_gate)
+        return self.dropout(gated_output_projection(x, self.output_dense, unit_mask, layer_value))
 
 
 class EncoderLayer(nn.Module):

@@ -14,18 +14,12 @@ from typing import Any, Dict, List, Tuple, Union
 
 import yaml
 
+from espnet_prune.config_schema import from_mapping
+
 EXTRACTOR_MODES = ("group_norm", "layer_norm")
 
 # (channels, kernel, stride) of the wav2vec2 / HuBERT CNN feature extractor.
 DEFAULT_CONV_LAYERS: List[Tuple[int, int, int]] = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2
-
-
-def check_known_keys(cls: type, data: Dict[str, Any], source: str) -> None:
-    """Raise ValueError naming ``source`` and every key of ``data`` that is not a field of dataclass ``cls``."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(known)}")
 
 
 @dataclass
@@ -113,14 +107,8 @@ class Wav2Vec2Config:
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any], source: str = "config") -> "Wav2Vec2Config":
-        """Build from a plain dict; unknown keys are an error naming the key and the source."""
-        if not isinstance(data, dict):
-            raise ValueError(f"{source}: expected a mapping of config keys, got {type(data).__name__}")
-        check_known_keys(cls, data, source)
-        try:
-            return cls(**data)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{source}: {exc}") from exc
+        """Build from a plain dict; unknown keys and mistyped values are an error naming the key and the source."""
+        return from_mapping(cls, data, source)
 
     def save_yaml(self, path: Union[str, Path]) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))

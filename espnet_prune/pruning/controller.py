@@ -1,58 +1,66 @@
-"""Lagrangian control of the expected model cost (HJ-Pruning, Peng et al., ICASSP 2023).
+"""Lagrangian control of the pruned model's cost (HJ-Pruning, Peng et al., ICASSP 2023).
 
 For every controlled quantity q the loss term is
 
-    lambda1 * (s_q - t_q) + lambda2 * (s_q - t_q) ** 2,    s_q = 1 - E[cost_q] / dense_cost_q,
+    S * (lambda1 * (s_q - t_q) + lambda2 * (s_q - t_q) ** 2),
 
-where s_q is the expected sparsity and t_q the target sparsity, warmed up linearly from 0 to its final
-value. The model and gates minimise it; the lambdas maximise it (gradient ascent, implemented by a
-gradient reversal in the forward pass, so any optimizer with a positive learning rate and any
-scheduler that scales it positively keeps the ascent's sign).
+where t_q is the target sparsity, warmed up linearly from 0 to its final value over ``warmup_updates``
+optimizer updates, and s_q the sparsity of q. Three choices make the model the user gets meet the target,
+whatever the task and its loss:
+
+- s_q is the *exact* sparsity of the model that mask removal would cut from the gates right now (their
+  deterministic eval mask), not the expected sparsity under the gates' sampling distribution: the two
+  differ (a whole-layer gate with keep probability 0.7 costs 70% of the layer in expectation, but the eval
+  mask keeps all of it). The exact sparsity is piecewise constant, so its gradient is taken from the
+  expected sparsity (a straight-through estimator): value exact, gradient expected.
+- The lambdas are updated by dual ascent once per optimizer update (``attach`` hooks the optimizer), with
+  the gap averaged over the update's forward passes: independent of the optimizer, its learning-rate
+  schedule and gradient accumulation:
+
+      lambda1 += lambda_lr * (s - t)
+      lambda2 += LAMBDA2_STEP * lambda_lr * (s - t) ** 2
+
+  lambda2 (its term's gradient 2 * lambda2 * (s - t) is the proportional action that damps overshoot)
+  steps faster because its gradient (s - t) ** 2 is an order smaller than lambda1's. Gates move at a
+  limited speed, so lambda1 grows while they lag the rising target and then pushes them past it; a
+  lambda1 that pushes past the target is therefore unwound in proportion to its size (anti-windup).
+- S is a running mean of the task loss's magnitude, so the lambdas are in units of the task loss: ESPnet's
+  CTC loss summed over tokens and a mean-reduced loss need the same settings.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from espnet_prune.models.config import check_known_keys
+from espnet_prune.config_schema import from_mapping
 from espnet_prune.models.model import Wav2Vec2Model
-from espnet_prune.pruning.cost import count, expected_cost
-from espnet_prune.pruning.gating import GateConfig
+from espnet_prune.pruning.cost import exact_cost, expected_cost
+from espnet_prune.pruning.gating import GateConfig, gate_parameters
+from espnet_prune.pruning.removal import pruned_config
 
 VARIANTS = ("size", "sep_size", "mac", "transformer_only")
 
-# Which cost quantity each variant controls, by the attribute name of the cost reports.
-_CONTROLLED = {
-    "size": ("params",),
-    "sep_size": ("cnn_params", "transformer_params"),
-    "mac": ("macs",),
-    "transformer_only": ("transformer_params",),
+# Per variant: the target keys of the pruning block and the cost quantity each one controls (attribute
+# names of the cost reports).
+CONTROLLED = {
+    "size": {"target_sparsity": "params"},
+    "sep_size": {"cnn_target_sparsity": "cnn_params", "transformer_target_sparsity": "transformer_params"},
+    "mac": {"target_sparsity": "macs"},
+    "transformer_only": {"target_sparsity": "transformer_params"},
 }
+TARGET_KEYS = ("target_sparsity", "cnn_target_sparsity", "transformer_target_sparsity")
 
-
-class _ReverseGradient(torch.autograd.Function):
-    """Identity in the forward pass, negated gradient in the backward pass (ascent for the lambdas).
-
-    Done in the graph rather than by a tensor hook so that it survives copies and pickling.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        return -grad
-
-
-def _check_fraction(key: str, value: Any, source: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-        raise ValueError(f"{source}.{key}: must be a number in (0, 1) (the fraction to remove), got {value!r}")
-    return float(value)
+# Step of lambda2's dual ascent relative to lambda1's (see the module docstring).
+LAMBDA2_STEP = 10.0
+# Running mean of the task loss's magnitude: weight of the newest forward pass.
+LOSS_SCALE_MOMENTUM = 0.02
+# Training forward passes without any update after which a controller that was never attached is an error.
+UNATTACHED_PASSES = 64
 
 
 @dataclass
@@ -63,127 +71,185 @@ class PruningConfig:
         variant: "size" (one target on all params), "sep_size" (CNN and Transformer params apart),
             "mac" (total MACs at ``reference_seconds``), "transformer_only" (the baseline: CNN not
             gated, target on Transformer params).
-        target_sparsity: final fraction of the controlled cost to remove (all variants but sep_size).
-        cnn_target_sparsity, transformer_target_sparsity: the two targets of sep_size.
-        warmup_updates: updates over which the target grows linearly from 0 to its final value.
+        target_sparsity: final fraction of the controlled cost to remove (every variant but sep_size).
+        cnn_target_sparsity, transformer_target_sparsity: the two targets of sep_size (only there).
+        warmup_updates: optimizer updates over which the target grows linearly from 0 to its final value.
         reference_seconds: audio duration at which MACs are computed.
-        gate_lr, lambda_lr: learning rates of the log_alpha and lambda parameter groups.
+        gate_lr: learning rate of the gates' log_alpha (their own optimizer group, no weight decay).
+        lambda_lr: relative step of the lambdas' dual ascent per update (lambdas in units of the task loss).
         gates: which structures are gated and how gates start.
     """
 
     variant: str = "mac"
-    target_sparsity: Optional[float] = 0.5
+    target_sparsity: Optional[float] = None
     cnn_target_sparsity: Optional[float] = None
     transformer_target_sparsity: Optional[float] = None
     warmup_updates: int = 1000
     reference_seconds: float = 10.0
     gate_lr: float = 0.02
-    lambda_lr: float = 0.02
+    lambda_lr: float = 1.0
     gates: GateConfig = field(default_factory=GateConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.gates, dict):
-            self.gates = GateConfig.from_dict(self.gates, source="pruning.gates")
-        if self.variant == "transformer_only":
-            self.gates.conv_channels = False
-        self.validate()
-
-    def validate(self, source: str = "pruning") -> None:
+            self.gates = GateConfig.from_dict(self.gates)
         if self.variant not in VARIANTS:
-            raise ValueError(f"{source}.variant: {self.variant!r} is not one of {VARIANTS}")
-        if self.variant == "sep_size":
-            for key in ("cnn_target_sparsity", "transformer_target_sparsity"):
-                _check_fraction(key, getattr(self, key), source)
-            if not self.gates.conv_channels:
-                raise ValueError(f"{source}.gates.conv_channels: sep_size needs the CNN gated")
-        else:
-            _check_fraction("target_sparsity", self.target_sparsity, source)
-        if self.variant in ("size", "mac") and not self.gates.conv_channels:
-            raise ValueError(f"{source}.gates.conv_channels: variant {self.variant!r} prunes the CNN; use transformer_only")
-        if int(self.warmup_updates) < 0:
-            raise ValueError(f"{source}.warmup_updates: must be >= 0, got {self.warmup_updates}")
-        if self.reference_seconds <= 0:
-            raise ValueError(f"{source}.reference_seconds: must be > 0, got {self.reference_seconds}")
-        for key in ("gate_lr", "lambda_lr"):
+            raise ValueError(f"variant: {self.variant!r} is not one of {VARIANTS}")
+        used = CONTROLLED[self.variant]
+        for key in TARGET_KEYS:
+            value = getattr(self, key)
+            if key not in used:
+                if value is not None:
+                    raise ValueError(
+                        f"{key}: variant {self.variant!r} does not use it; its target key(s): {list(used)}"
+                    )
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+                raise ValueError(f"{key}: must be a number in (0, 1) (the fraction to remove), got {value!r}")
+        cnn_gated = self.variant != "transformer_only"
+        if self.gates.conv_channels is None:
+            self.gates.conv_channels = cnn_gated
+        elif self.gates.conv_channels != cnn_gated:
+            why = "keeps the CNN whole" if not cnn_gated else "prunes the CNN (use transformer_only to keep it)"
+            raise ValueError(f"gates.conv_channels: variant {self.variant!r} {why}; leave conv_channels unset")
+        if self.warmup_updates < 0:
+            raise ValueError(f"warmup_updates: must be >= 0, got {self.warmup_updates}")
+        for key in ("reference_seconds", "gate_lr", "lambda_lr"):
             if getattr(self, key) <= 0:
-                raise ValueError(f"{source}.{key}: must be > 0, got {getattr(self, key)}")
+                raise ValueError(f"{key}: must be > 0, got {getattr(self, key)}")
 
     @classmethod
     def from_dict(cls, data: Optional[Dict[str, Any]], source: str = "pruning") -> "PruningConfig":
-        data = dict(data or {})
-        check_known_keys(cls, data, source)
-        if isinstance(data.get("gates"), dict) or data.get("gates") is None:
-            data["gates"] = GateConfig.from_dict(data.get("gates"), source=f"{source}.gates")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise ValueError(f"{source}: {exc}") from exc
+        return from_mapping(cls, data, source)
 
     def to_dict(self) -> Dict[str, Any]:
+        """The block as a plain mapping, without the target keys the variant does not use."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key in TARGET_KEYS:
+            if out[key] is None:
+                del out[key]
         out["gates"] = self.gates.to_dict()
         return out
 
     def targets(self) -> List[Tuple[str, float]]:
         """(controlled cost quantity, final target sparsity) pairs of this variant."""
-        if self.variant == "sep_size":
-            finals = [self.cnn_target_sparsity, self.transformer_target_sparsity]
-        else:
-            finals = [self.target_sparsity]
-        return list(zip(_CONTROLLED[self.variant], [float(t) for t in finals]))
+        return [(quantity, float(getattr(self, key))) for key, quantity in CONTROLLED[self.variant].items()]
 
 
 class PruningController(nn.Module):
-    """Holds the lambdas and the update counter and computes the Lagrangian term of a gated model.
+    """Holds the lambdas, the update counter and the loss scale, and computes the Lagrangian term.
 
     The dense reference costs come from the config of the model the controller is built for (the
-    unpruned geometry). In training mode every call counts one forward pass; ``accum_grad`` forward
-    passes make one update, which is what the target warm-up counts.
+    unpruned geometry). Training needs ``attach(optimizer)`` (or a call of ``update()`` after every
+    optimizer step): the update hook advances the target warm-up and takes the lambdas' dual step.
+    All state is in buffers, so checkpoints resume it exactly.
     """
 
     def __init__(self, model: Wav2Vec2Model, cfg: PruningConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.accum_grad = 1
         self.targets = cfg.targets()
-        dense = count(model.config, cfg.reference_seconds)
+        dense = exact_cost(model.config, cfg.reference_seconds)
         self.dense_costs = [float(getattr(dense, quantity)) for quantity, _ in self.targets]
-        self.lambdas = nn.Parameter(torch.zeros(len(self.targets), 2))
-        self.register_buffer("forward_passes", torch.zeros((), dtype=torch.long))
+        self.register_buffer("lambdas", torch.zeros(len(self.targets), 2))
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+        self.register_buffer("loss_scale", torch.zeros(()))  # 0 until the first task loss is seen
+        # Exact gaps summed over the forward passes since the last update (for gradient accumulation).
+        self.register_buffer("pending_gaps", torch.zeros(len(self.targets), dtype=torch.float64))
+        self.register_buffer("pending_passes", torch.zeros((), dtype=torch.long))
+        self._optimizers: "weakref.WeakSet[torch.optim.Optimizer]" = weakref.WeakSet()
 
     @property
     def num_updates(self) -> int:
-        return int(self.forward_passes) // max(1, self.accum_grad)
+        return int(self.updates)
 
     def current_target(self, final: float) -> float:
         """Target sparsity after ``num_updates`` updates of the linear warm-up."""
-        warmup = int(self.cfg.warmup_updates)
+        warmup = self.cfg.warmup_updates
         if warmup == 0:
             return final
         return final * min(1.0, self.num_updates / warmup)
 
-    def lambda_parameters(self) -> List[nn.Parameter]:
-        return [self.lambdas]
+    def param_groups(self, model: nn.Module) -> List[Dict[str, Any]]:
+        """The optimizer group of ``model``'s gates: ``gate_lr``, no weight decay."""
+        return [{"params": list(gate_parameters(model)), "lr": self.cfg.gate_lr, "weight_decay": 0.0}]
 
-    def forward(self, model: Wav2Vec2Model) -> Tuple[Tensor, Dict[str, Tensor]]:
-        """The Lagrangian term for ``model``'s gates and the statistics to log."""
-        cost = expected_cost(model, self.cfg.reference_seconds)
-        lambdas = _ReverseGradient.apply(self.lambdas)
-        loss = lambdas.new_zeros(())
+    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+        """Call ``update()`` after every step ``optimizer`` takes (a skipped step is no update)."""
+        if optimizer not in self._optimizers:
+            optimizer.register_step_post_hook(lambda *_: self.update())
+            self._optimizers.add(optimizer)
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """One optimizer update happened: dual ascent on the lambdas with the update's mean exact gap,
+        and one more update for the target warm-up."""
+        passes = int(self.pending_passes)
+        if passes:
+            gaps = (self.pending_gaps / passes).to(self.lambdas.dtype)
+            lambda1 = self.lambdas[:, 0]
+            step = self.cfg.lambda_lr * gaps
+            # Anti-windup: a lambda1 that pushes past the target is unwound in proportion to its size,
+            # but never beyond zero in one update.
+            unwinding = step * lambda1 < 0
+            unwound = lambda1 + step * (1.0 + lambda1.abs())
+            unwound = torch.where(unwound * lambda1 < 0, torch.zeros_like(unwound), unwound)
+            lambda1.copy_(torch.where(unwinding, unwound, lambda1 + step))
+            self.lambdas[:, 1] += LAMBDA2_STEP * self.cfg.lambda_lr * gaps.square()
+        self.pending_gaps.zero_()
+        self.pending_passes.zero_()
+        self.updates += 1
+
+    def _scale(self, task_loss: Optional[Tensor]) -> Tensor:
+        """S: the running mean of |task loss| (1 without a task loss); updated in training."""
+        if task_loss is None:
+            return torch.ones((), device=self.lambdas.device)
+        if self.training:
+            magnitude = task_loss.detach().abs().float().mean()
+            if float(self.loss_scale) == 0.0:
+                self.loss_scale.copy_(magnitude)
+            else:
+                self.loss_scale.lerp_(magnitude, LOSS_SCALE_MOMENTUM)
+        return self.loss_scale.clone() if float(self.loss_scale) > 0 else task_loss.detach().abs().float().mean()
+
+    def forward(self, model: Wav2Vec2Model, task_loss: Optional[Tensor] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """The Lagrangian term for ``model``'s gates and the statistics to log.
+
+        ``task_loss`` (the loss the pruning term is added to) sets the term's scale S.
+        """
+        if self.training and not self._optimizers and self.num_updates == 0 and self.pending_passes >= UNATTACHED_PASSES:
+            raise RuntimeError(
+                "PruningController: no optimizer update reached the controller; call controller.attach(optimizer) "
+                "(or controller.update() after each optimizer step)"
+            )
+        reference = self.cfg.reference_seconds
+        expected = expected_cost(model, reference)
+        exact = exact_cost(pruned_config(model), reference)
+        scale = self._scale(task_loss)
+        term = self.lambdas.new_zeros(())
         stats: Dict[str, Tensor] = {
-            "expected_params": cost.params.detach() / 1e6,
-            "expected_gmacs": cost.macs.detach() / 1e9,
+            "expected_params": expected.params.detach() / 1e6,
+            "expected_gmacs": expected.macs.detach() / 1e9,
+            "exact_params": torch.tensor(exact.params / 1e6),
+            "exact_gmacs": torch.tensor(exact.macs / 1e9),
+            "task_loss_scale": scale.detach().cpu(),
         }
+        exact_gaps = []
         for i, ((quantity, final), dense) in enumerate(zip(self.targets, self.dense_costs)):
-            sparsity = 1.0 - getattr(cost, quantity) / dense
             target = self.current_target(final)
-            gap = sparsity - target
-            loss = loss + lambdas[i, 0] * gap + lambdas[i, 1] * gap * gap
-            stats[f"sparsity_{quantity}"] = sparsity.detach()
+            expected_sparsity = 1.0 - getattr(expected, quantity) / dense
+            exact_sparsity = 1.0 - getattr(exact, quantity) / dense
+            exact_gaps.append(exact_sparsity - target)
+            # Straight-through: the value is the exact gap, the gradient that of the expected sparsity.
+            gap = expected_sparsity - expected_sparsity.detach() + (exact_sparsity - target)
+            term = term + self.lambdas[i, 0] * gap + self.lambdas[i, 1] * gap * gap
+            stats[f"expected_sparsity_{quantity}"] = expected_sparsity.detach()
+            stats[f"exact_sparsity_{quantity}"] = torch.tensor(exact_sparsity)
             stats[f"target_{quantity}"] = torch.tensor(target)
-            stats[f"lambda1_{quantity}"] = self.lambdas[i, 0].detach()
-            stats[f"lambda2_{quantity}"] = self.lambdas[i, 1].detach()
+            stats[f"lambda1_{quantity}"] = self.lambdas[i, 0].detach().clone()
+            stats[f"lambda2_{quantity}"] = self.lambdas[i, 1].detach().clone()
+        loss = scale * term
         stats["loss_pruning"] = loss.detach()
         if self.training:
-            self.forward_passes += 1
+            self.pending_gaps += torch.tensor(exact_gaps, dtype=torch.float64, device=self.pending_gaps.device)
+            self.pending_passes += 1
         return loss, stats

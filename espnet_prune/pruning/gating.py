@@ -7,7 +7,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 
 from torch import nn
 
-from espnet_prune.models.config import check_known_keys
+from espnet_prune.config_schema import from_mapping
 from espnet_prune.models.model import Wav2Vec2Model
 from espnet_prune.pruning.hard_concrete import HardConcrete
 
@@ -16,12 +16,13 @@ from espnet_prune.pruning.hard_concrete import HardConcrete
 class GateConfig:
     """Which structures get gates, and how the gates start.
 
-    ``conv_channels`` gates the output channels of every CNN layer; the Transformer-only baseline
-    switches it off. ``multiple_of`` rounds the kept CNN channels and FFN units of the final masks to
-    multiples (8 suits oneDNN and tensor cores; heads and whole layers are not rounded).
+    ``conv_channels`` gates the output channels of every CNN layer; None (the default) means "as the
+    pruning variant needs": on for size, sep_size and mac, off for the Transformer-only baseline.
+    ``multiple_of`` rounds the kept CNN channels and FFN units of the final masks to multiples (8 suits
+    oneDNN and tensor cores; heads and whole layers are not rounded).
     """
 
-    conv_channels: bool = True
+    conv_channels: Optional[bool] = None
     attention_heads: bool = True
     attention_layers: bool = True
     ffn_units: bool = True
@@ -31,13 +32,20 @@ class GateConfig:
     stretch: Tuple[float, float] = (-0.1, 1.1)
     multiple_of: int = 1
 
+    def __post_init__(self) -> None:
+        self.stretch = tuple(self.stretch)
+        if not 0.0 < self.init_keep_prob < 1.0:
+            raise ValueError(f"init_keep_prob: must be in (0, 1), got {self.init_keep_prob}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature: must be > 0, got {self.temperature}")
+        if not (len(self.stretch) == 2 and self.stretch[0] < 0.0 < 1.0 < self.stretch[1]):
+            raise ValueError(f"stretch: expected [l, r] with l < 0 and r > 1, got {list(self.stretch)}")
+        if self.multiple_of < 1:
+            raise ValueError(f"multiple_of: must be >= 1, got {self.multiple_of}")
+
     @classmethod
     def from_dict(cls, data: Optional[Dict[str, Any]], source: str = "gates") -> "GateConfig":
-        data = dict(data or {})
-        check_known_keys(cls, data, source)
-        if "stretch" in data:
-            data["stretch"] = tuple(data["stretch"])
-        return cls(**data)
+        return from_mapping(cls, data, source)
 
     def to_dict(self) -> Dict[str, Any]:
         out = asdict(self)
@@ -62,7 +70,7 @@ def attach_gates(model: Wav2Vec2Model, cfg: Optional[GateConfig] = None) -> Wav2
     cfg = cfg or GateConfig()
     if any(True for _ in iter_gates(model)):
         raise ValueError("attach_gates: the model already has gates attached")
-    if cfg.conv_channels:
+    if cfg.conv_channels is not False:
         for block in model.feature_extractor.conv_layers:
             block.channel_gate = _gate(cfg, block.conv.out_channels, min_keep=1, multiple_of=cfg.multiple_of)
     for layer in model.encoder.layers:

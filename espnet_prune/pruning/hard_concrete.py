@@ -2,12 +2,15 @@
 
 A gate holds one ``log_alpha`` per unit. In training every call draws a fresh stretched, clipped
 concrete sample z in [0, 1]; at eval the mask is deterministic: the expected number of kept units
-(rounded) with the largest ``log_alpha`` keep their test-time value, the rest are exactly 0.
+(rounded) with the largest ``log_alpha`` keep their test-time value, the rest are exactly 0. Inside a
+branch that also has a layer gate, the unit count takes the layer gate's keep probability into account
+(``count_scale``; see ``models.components.branch_masks``).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -73,10 +76,14 @@ class HardConcrete(nn.Module):
         s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + self.log_alpha) / self.temperature)
         return (s * (self.high - self.low) + self.low).clamp(0.0, 1.0)
 
-    def num_kept(self) -> int:
-        """Units the deterministic mask keeps: the expected L0 norm rounded to a multiple of ``multiple_of``
-        (or to ``num_units``, whichever is nearer), at least ``min_keep``."""
-        expected = float(self.keep_prob().detach().sum())
+    def num_kept(self, count_scale: Optional[Tensor] = None) -> int:
+        """Units the deterministic mask keeps: the expected L0 norm (times ``count_scale``, the keep
+        probability of an enclosing layer gate) rounded to a multiple of ``multiple_of`` (or to
+        ``num_units``, whichever is nearer), at least ``min_keep``."""
+        expected = self.keep_prob().detach().sum()
+        if count_scale is not None:
+            expected = expected * count_scale.detach()
+        expected = float(expected)
         step = self.multiple_of
         kept = min(int(round(expected / step)) * step, self.num_units)
         if self.num_units - expected < abs(expected - kept):
@@ -85,15 +92,21 @@ class HardConcrete(nn.Module):
             kept = min(self.num_units, -(-self.min_keep // step) * step)
         return kept
 
-    def deterministic(self) -> Tensor:
+    def test_values(self) -> Tensor:
+        """Louizos et al.'s test-time estimate per unit: clamp(sigmoid(log_alpha) * (r - l) + l, 0, 1)."""
+        return (torch.sigmoid(self.log_alpha) * (self.high - self.low) + self.low).clamp(0.0, 1.0)
+
+    def deterministic(self, count_scale: Optional[Tensor] = None) -> Tensor:
         """Eval mask: test-time values of the top-``num_kept`` units by log_alpha, zeros elsewhere."""
-        values = (torch.sigmoid(self.log_alpha) * (self.high - self.low) + self.low).clamp(0.0, 1.0)
-        kept = self.num_kept()
+        values = self.test_values()
+        kept = self.num_kept(count_scale)
         mask = torch.zeros_like(values)
         if kept:
             index = torch.topk(self.log_alpha, kept).indices
             mask[index] = values[index]
         return mask
 
-    def forward(self) -> Tensor:
-        return self.sample() if self.training else self.deterministic()
+    def forward(self, count_scale: Optional[Tensor] = None) -> Tensor:
+        """A training sample, or the eval mask (``count_scale``: see ``num_kept``)."""
+        return self.sample() if self.training else self.deterministic(count_scale)
+

@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from espnet_prune.models.components import branch_masks
 from espnet_prune.models.config import Wav2Vec2Config
 from espnet_prune.models.model import Wav2Vec2Model
 
@@ -43,13 +44,10 @@ def _kept_units(mask: Optional[Tensor], size: int, min_keep: int = 0) -> _Kept:
     return _Kept(index, mask)
 
 
-def _scalar_gate(gate: Optional[torch.nn.Module]) -> Optional[Tensor]:
-    return None if gate is None else gate.deterministic()
-
-
 @torch.no_grad()
 def _plan(model: Wav2Vec2Model) -> Tuple[List[_Kept], List[Optional[Tuple[_Kept, Optional[Tensor]]]], List]:
-    """Kept conv channels per layer, and per Transformer layer the kept heads / units with layer values."""
+    """Kept conv channels per layer, and per Transformer layer the kept heads / units with layer values,
+    from the eval masks (whatever mode the model is in)."""
     conv: List[_Kept] = []
     for block in model.feature_extractor.conv_layers:
         mask = block.channel_gate.deterministic() if block.channel_gate is not None else None
@@ -57,16 +55,15 @@ def _plan(model: Wav2Vec2Model) -> Tuple[List[_Kept], List[Optional[Tuple[_Kept,
     attention: List[Optional[Tuple[_Kept, Optional[Tensor]]]] = []
     ffn: List[Optional[Tuple[_Kept, Optional[Tensor]]]] = []
     for layer in model.encoder.layers:
-        for module, unit_slot, count, out in (
+        for module, unit_slot, num_units, out in (
             (layer.attention, "head_gate", lambda m: m.num_heads, attention),
             (layer.feed_forward, "unit_gate", lambda m: m.intermediate_dense.out_features, ffn),
         ):
             if module is None:
                 out.append(None)
                 continue
-            unit_gate = getattr(module, unit_slot)
-            kept = _kept_units(_scalar_gate(unit_gate), count(module))
-            layer_value = _scalar_gate(module.layer_gate)
+            unit_mask, layer_value = branch_masks(getattr(module, unit_slot), module.layer_gate, deterministic=True)
+            kept = _kept_units(unit_mask, num_units(module))
             removed = kept.index.numel() == 0 or (layer_value is not None and float(layer_value) == 0.0)
             out.append(None if removed else (kept, layer_value))
     return conv, attention, ffn

@@ -35,6 +35,7 @@ asr_config=""           # training config (conf/tuning/*.yaml)
 asr_tag=""              # exp/<asr_tag>; default: the config's file name
 asr_args=""             # extra training options, e.g. "--encoder_conf ssl_checkpoint=/path/wav2vec_small.pt"
 init_from_exp=""        # initialise training from <dir>/latest.pth (e.g. a dense run: the demo's stand-in SSL model)
+removal_args=""         # extra options of mask removal, e.g. "--allow_budget_miss" for a smoke run that stops early
 inference_tag=ctc       # decode_<inference_tag>
 inference_args="--ctc_greedy true --batch_size 8"  # decoding options: batched best-path CTC by default; ESPnet beam search e.g. "--ctc_weight 1.0 --beam_size 10"
 seconds=10              # reference duration for the MACs reported by scoring
@@ -141,8 +142,9 @@ fi
 if [ ${stage} -le 12 ] && [ ${stop_stage} -ge 12 ]; then
     if [ "${model_dir}" = "${exp_dir}/pruned" ]; then
         log "stage 12: removing masks of ${exp_dir}/latest.pth into ${model_dir}"
+        # shellcheck disable=SC2086
         ${python} -m espnet_prune.bin.remove_masks --asr_train_config ${exp_dir}/config.yaml \
-            --asr_model_file ${exp_dir}/latest.pth --out_dir ${model_dir}
+            --asr_model_file ${exp_dir}/latest.pth --out_dir ${model_dir} ${removal_args}
     else
         log "stage 12: ${exp_dir} is not a pruning run: nothing to remove"
     fi

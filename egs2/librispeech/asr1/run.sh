@@ -26,6 +26,7 @@ nbpe=300
 inference_args="--ctc_greedy true --batch_size 8"   # ESPnet beam search instead: "--ctc_weight 1.0 --beam_size 10"
 demo_sentences=600,100,100   # demo corpus: train,dev,test sentences (2 voices each)
 demo_train_args=""      # extra training options of the three demo runs (e.g. "--max_epoch 1" for a smoke test)
+demo_removal_args=""    # extra mask removal options of the demo (e.g. "--allow_budget_miss" with "--max_epoch 1")
 help_message=$(sed -n '2,10p' "$0")
 
 . ../../TEMPLATE/asr1/parse_options.sh
@@ -37,7 +38,7 @@ if [ "${demo}" = true ]; then
         --ngpu 0 --nj 1 --train_set train_clean_100 --valid_set dev_clean --test_sets test_clean \
         --token_type char --min_seconds 0.3 --max_seconds 15 \
         --local_data_opts "--demo true --demo_sentences ${demo_sentences}" \
-        --asr_args "${demo_train_args}" --train_cmd "${train_cmd}" --decode_cmd "${decode_cmd}"
+        --asr_args "${demo_train_args}" --removal_args "${demo_removal_args}" --train_cmd "${train_cmd}" --decode_cmd "${decode_cmd}"
     exit 0
 fi
 

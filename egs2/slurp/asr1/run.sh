@@ -34,6 +34,7 @@ demo_source=templates   # demo corpus: templates (project-made commands) or real
 demo_sentences=800,100,150  # templates: train,devel,test sentences (2 espeak-ng voices each)
 demo_limit=""           # real_slurp: at most this many sentences from devel.jsonl and from test.jsonl
 demo_train_args=""      # extra training options of the three demo runs (e.g. "--max_epoch 1" for a smoke test)
+demo_removal_args=""    # extra mask removal options of the demo (e.g. "--allow_budget_miss" with "--max_epoch 1")
 help_message=$(sed -n '2,11p' "$0")
 
 . ../../TEMPLATE/asr1/parse_options.sh
@@ -52,7 +53,7 @@ if [ "${demo}" = true ]; then
         --token_type char --min_seconds 0.3 --max_seconds 15 --intent_first true \
         --local_data_opts "--demo true --demo_source ${demo_source} --demo_sentences ${demo_sentences// /,} --python ${python}${demo_limit:+ --demo_limit ${demo_limit}}" \
         --train_cmd "${train_cmd}" --decode_cmd "${decode_cmd}" \
-        --inference_args "${inference_args:---ctc_greedy true --batch_size 8}" --asr_args "${demo_train_args}"
+        --inference_args "${inference_args:---ctc_greedy true --batch_size 8}" --asr_args "${demo_train_args}" --removal_args "${demo_removal_args}"
     exit 0
 fi
 
