@@ -35,6 +35,8 @@ def _type_name(kind: Any) -> str:
     if origin is Union:
         args = [a for a in typing.get_args(kind) if a is not type(None)]
         return " or ".join(_type_name(a) for a in args) + " (or null)"
+    if origin is dict:
+        return "a mapping"
     if origin in (list, tuple):
         args = typing.get_args(kind)
         inner = ", ".join(_type_name(a) for a in args if a is not Ellipsis)
@@ -51,24 +53,33 @@ def coerce(kind: Any, value: Any, key: str) -> Any:
         args = typing.get_args(kind)
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return coerce(inner, value, key)
-    if kind is Any:
+        for alternative in (a for a in args if a is not type(None)):
+            try:
+                return coerce(alternative, value, key)
+            except ValueError:
+                continue
+    elif kind is Any:
         return value
-    if dataclasses.is_dataclass(kind):
+    elif dataclasses.is_dataclass(kind):
         if isinstance(value, kind):
             return value
         if isinstance(value, Mapping):
             return from_mapping(kind, value, key)
-    elif origin is list and isinstance(value, (list, tuple)):
-        (inner,) = typing.get_args(kind)
-        return [coerce(inner, item, f"{key}[{i}]") for i, item in enumerate(value)]
-    elif origin is tuple and isinstance(value, (list, tuple)):
+    elif origin is list:
+        if isinstance(value, (list, tuple)):
+            (inner,) = typing.get_args(kind)
+            return [coerce(inner, item, f"{key}[{i}]") for i, item in enumerate(value)]
+    elif origin is dict:
+        if isinstance(value, Mapping):
+            key_type, value_type = typing.get_args(kind)
+            return {coerce(key_type, k, key): coerce(value_type, v, join_key(key, str(k))) for k, v in value.items()}
+    elif origin is tuple:
         args = typing.get_args(kind)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(coerce(args[0], item, f"{key}[{i}]") for i, item in enumerate(value))
-        if len(value) == len(args):
-            return tuple(coerce(a, item, f"{key}[{i}]") for i, (a, item) in enumerate(zip(args, value)))
+        if isinstance(value, (list, tuple)):
+            if len(args) == 2 and args[1] is Ellipsis:
+                return tuple(coerce(args[0], item, f"{key}[{i}]") for i, item in enumerate(value))
+            if len(value) == len(args):
+                return tuple(coerce(a, item, f"{key}[{i}]") for i, (a, item) in enumerate(zip(args, value)))
     elif kind is bool:
         if isinstance(value, bool):
             return value
@@ -84,10 +95,9 @@ def coerce(kind: Any, value: Any, key: str) -> Any:
             try:
                 number = float(value)
             except ValueError:
-                pass
-            else:
-                if math.isfinite(number):
-                    return number
+                number = math.nan
+            if math.isfinite(number):
+                return number
     elif kind is str:
         if isinstance(value, str):
             return value

@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from espnet_prune.espnet import PrunableSSL, PrunedASRTask, PrunedESPnetASRModel
+from espnet_prune.espnet.ssl import SSLOptions
 from espnet_prune.bin import asr_train
 from espnet_prune.models import Wav2Vec2Config
 
@@ -68,7 +69,7 @@ def test_entry_points_have_help(module, capsys) -> None:
 def test_pruning_model_adds_the_lagrangian_and_reports_stats(base_args) -> None:
     model, args = _build(base_args)
     assert isinstance(model, PrunedESPnetASRModel) and args.model == "pruned_espnet"
-    assert set(args.encoder_conf) == {"model_config", "pruning", "freeze_cnn_updates", "normalize_waveform"}
+    assert set(args.encoder_conf) == {"model_config", "pruning"}
     controller = model.encoder.ssl.controller
     with torch.no_grad():
         controller.lambdas.fill_(1.0)  # make the pruning term non-zero
@@ -153,8 +154,9 @@ def test_frontend_with_weighted_layer_sum(base_args, tmp_path) -> None:
 
 
 def test_cnn_frozen_for_the_first_updates_while_its_gates_learn() -> None:
-    ssl = PrunableSSL("encoder_conf", model_config=str(TINY_MODEL), pruning={"variant": "mac", "target_sparsity": 0.5},
-                      freeze_cnn_updates=1)
+    options = SSLOptions(model_config=str(TINY_MODEL), pruning={"variant": "mac", "target_sparsity": 0.5},
+                         freeze_cnn_updates=1)
+    ssl = PrunableSSL("encoder_conf", options)
     optimizer = torch.optim.SGD(ssl.parameters(), lr=0.0)
     ssl.attach(optimizer)
     ssl.train()
@@ -286,7 +288,7 @@ def test_profile_reports_costs_latency_and_png(tmp_path, capsys) -> None:
 
 
 def test_waveform_normalisation_ignores_padding() -> None:
-    from espnet_prune.espnet.ssl import normalize_waveform
+    from espnet_prune.models.components import normalize_waveform
 
     torch.manual_seed(0)
     wave = torch.randn(2, 800) * 3 + 1

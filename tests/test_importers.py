@@ -10,7 +10,6 @@ import argparse
 import contextlib
 import fractions
 import json
-import logging
 import sys
 import types
 from pathlib import Path
@@ -21,8 +20,10 @@ import torch
 import torchaudio
 import transformers
 from omegaconf import OmegaConf
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from espnet_prune.checkpoints import CheckpointError
 from espnet_prune.models.config import DEFAULT_CONV_LAYERS, Wav2Vec2Config
 from espnet_prune.models.importers import (
     infer_torchaudio_config,
@@ -38,7 +39,6 @@ CONV_LAYERS = [(16, 10, 5), (16, 3, 2), (16, 3, 2), (24, 2, 2)]
 CONV_SPEC = "[(16, 10, 5)] + [(16, 3, 2)] * 2 + [(24, 2, 2)]"  # fairseq's way of writing CONV_LAYERS
 EMBED, HEADS, FFN, LAYERS, POS_GROUPS = 32, 4, 48, 2, 4
 TOLERANCE = 1e-4
-FALLBACK_WARNING = "weights_only=False"
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -202,6 +202,25 @@ TA_CASES = [  # extractor mode, layer_norm_first, conv bias, pos kernel
 ]
 
 
+
+
+def test_huggingface_feature_extractor_normalisation_reaches_the_model(tmp_path):
+    """A model whose feature extractor normalises (``do_normalize``, e.g. wav2vec2-large-lv60) gets the same
+    features from the raw waveform as transformers gives it from the feature extractor's output."""
+    reference = hf_model("Wav2Vec2Model", "layer", True, True, 8, seed=5)
+    save_hf(reference, tmp_path, "safetensors")
+    transformers.Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(tmp_path)
+    model, config = load_pretrained(tmp_path)
+    assert config.normalize_waveform
+    audio = waveform() * 3 + 0.5
+    normalised = transformers.Wav2Vec2FeatureExtractor(do_normalize=True)(
+        audio[0].numpy(), sampling_rate=16000, return_tensors="pt"
+    ).input_values
+    with torch.no_grad(), recorded_layer_io(reference.encoder.layers) as record:
+        last = reference(normalised).last_hidden_state
+    assert_same_outputs(model, audio, record, last)
+
+
 @pytest.mark.parametrize("extractor_mode, layer_norm_first, conv_bias, pos_kernel", TA_CASES)
 def test_torchaudio_import_matches_torchaudio(tmp_path, extractor_mode, layer_norm_first, conv_bias, pos_kernel):
     reference = torchaudio_reference(extractor_mode, layer_norm_first, conv_bias, pos_kernel, seed=3)
@@ -357,13 +376,14 @@ FAIRSEQ_CASES = [  # layout, model name, extractor mode, layer_norm_first, conv 
 
 @pytest.mark.parametrize("layout, name, extractor_mode, layer_norm_first, conv_bias, pos_kernel", FAIRSEQ_CASES)
 def test_fairseq_import_matches_reference(
-    tmp_path, caplog, layout, name, extractor_mode, layer_norm_first, conv_bias, pos_kernel
+    tmp_path, layout, name, extractor_mode, layer_norm_first, conv_bias, pos_kernel
 ):
     reference = torchaudio_reference(extractor_mode, layer_norm_first, conv_bias, pos_kernel, seed=11)
     model_type = "hubert" if name.startswith("hubert") else "wav2vec2"
     state = fairseq_state_dict(reference, extractor_mode, new_weight_norm=layout in ("cfg omegaconf", "s3prl"))
     state.update(pretraining_extras(model_type))
     model_cfg = fairseq_model_cfg(extractor_mode, layer_norm_first, conv_bias, pos_kernel, name)
+    # The task's waveform normalisation (on in the layer-norm-first cases) must reach the imported model.
     task = {"_name": "audio_pretraining", "data": "/data", "normalize": layer_norm_first, "sample_rate": 16000}
     bookkeeping = {
         "optimizer_history": [{"num_updates": 10}],
@@ -379,7 +399,8 @@ def test_fairseq_import_matches_reference(
             checkpoint = {"args": None, "cfg": cfg, "model": state, "task_state": {"dictionaries": [dictionary()]}}
         elif layout == "args namespace":
             model_cfg.pop("_name")
-            args = argparse.Namespace(arch=name, task="audio_pretraining", data="/data", sample_rate=16000, **model_cfg)
+            args = argparse.Namespace(arch=name, task="audio_pretraining", data="/data", sample_rate=16000,
+                                      normalize=layer_norm_first, **model_cfg)
             checkpoint = {"args": args, "model": state, **bookkeeping}
         else:  # CTC fine-tuned: encoder under w2v_encoder.w2v_model., pretraining cfg in w2v_args
             state = {f"w2v_encoder.w2v_model.{key}": value for key, value in state.items()}
@@ -391,15 +412,15 @@ def test_fairseq_import_matches_reference(
         path = tmp_path / "checkpoint.pt"
         torch.save(checkpoint, path)
     audio = waveform()
-    record, last = torchaudio_outputs(reference, audio)
-    with caplog.at_level(logging.WARNING):
-        model, config = load_pretrained(path)
-    assert FALLBACK_WARNING not in caplog.text  # loaded with weights_only=True, without fairseq
+    # fairseq normalises with F.layer_norm over the whole waveform (an independent formula of ours)
+    record, last = torchaudio_outputs(reference, F.layer_norm(audio, audio.shape) if layer_norm_first else audio)
+    model, config = load_pretrained(path)  # weights_only=True, without fairseq
     assert_same_outputs(model, audio, record, last)
     assert config == our_config(extractor_mode, layer_norm_first, conv_bias, pos_kernel).replace(
         model_type=model_type,
         layer_drop=0.2 if layout == "fine-tuned" else 0.05,
         dropout=0.0 if layout == "fine-tuned" else 0.1,
+        normalize_waveform=layer_norm_first,
     )
 
 
@@ -531,12 +552,12 @@ def test_unrecognised_checkpoint_is_named(tmp_path):
         load_pretrained(path)
 
 
-def test_unknown_pickled_class_falls_back_with_a_warning(tmp_path, caplog):
+def test_unknown_pickled_class_is_refused_unless_trusted(tmp_path):
     path = write_fairseq(tmp_path)
     checkpoint = torch.load(path, weights_only=True)
     checkpoint["extra_state"] = {"best": fractions.Fraction(1, 3)}  # a class weights_only=True refuses
     torch.save(checkpoint, path)
-    with caplog.at_level(logging.WARNING):
+    with pytest.raises(CheckpointError, match=r"wav2vec2_tiny\.pt: the file pickles fractions\.Fraction.*trust_checkpoint"):
         load_pretrained(path)
-    assert "wav2vec2_tiny.pt" in caplog.text and "fractions.Fraction" in caplog.text
-    assert FALLBACK_WARNING in caplog.text
+    model, _ = load_pretrained(path, trust_checkpoint=True)  # the user's explicit opt-in
+    assert isinstance(model, Wav2Vec2Model)

@@ -8,53 +8,34 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
 
-from espnet_prune.espnet.ssl import ConfigError, MappingOrPath, PrunableSSL
+from espnet_prune.espnet.ssl import ConfigError, PrunableSSL, SSLOptions, with_ssl_options
 
 
 class PrunedWav2Vec2Encoder(AbsEncoder):
     """wav2vec2 / HuBERT as an ESPnet encoder, optionally gated for HJ-Pruning.
 
     ESPnet passes ``input_size`` from the config; raw waveforms need ``input_size: 1`` (and no frontend,
-    no normalize layer). The remaining arguments are those of ``PrunableSSL``; the output is the last kept
+    no normalize layer). The other keyword arguments are the ``SSLOptions``; the output is the last kept
     layer (``output_layer`` k: layer k, with the layers above dropped).
     """
 
-    def __init__(
-        self,
-        input_size: int,
-        ssl_checkpoint: Optional[str] = None,
-        model_config: MappingOrPath = None,
-        preset: Optional[str] = None,
-        model_overrides: Optional[Dict[str, Any]] = None,
-        output_layer: Optional[int] = None,
-        pruning: MappingOrPath = None,
-        freeze_cnn_updates: int = 0,
-        normalize_waveform: bool = False,
-    ) -> None:
+    @with_ssl_options
+    def __init__(self, input_size: int, **options: Any) -> None:
         super().__init__()
         if input_size != 1:
             raise ConfigError(
                 f"encoder_conf: pruned_wav2vec2 reads raw waveforms; set `input_size: 1` and `frontend: null` "
                 f"(got input_size {input_size}, i.e. features from a frontend)"
             )
-        self._kwargs = dict(
-            ssl_checkpoint=ssl_checkpoint,
-            model_config=model_config,
-            preset=preset,
-            model_overrides=model_overrides,
-            output_layer=output_layer,
-            pruning=pruning,
-            freeze_cnn_updates=freeze_cnn_updates,
-            normalize_waveform=normalize_waveform,
-        )
-        self.ssl = PrunableSSL("encoder_conf", **self._kwargs)
+        self.options = SSLOptions.from_conf(options, "encoder_conf")
+        self.ssl = PrunableSSL("encoder_conf", self.options)
 
     def output_size(self) -> int:
         return self.ssl.config.embed_dim
 
     def explicit_conf(self) -> Dict[str, Any]:
         """``encoder_conf`` that rebuilds this encoder from config.yaml alone."""
-        return self.ssl.explicit_conf()
+        return self.ssl.explicit_options().to_conf()
 
     def forward(
         self, xs_pad: torch.Tensor, ilens: torch.Tensor, prev_states: torch.Tensor = None
@@ -66,5 +47,5 @@ class PrunedWav2Vec2Encoder(AbsEncoder):
     def reload_pretrained_parameters(self) -> None:
         """Called by ESPnet after ``--init``: rebuild from the checkpoint so that its weights (and zero
         lambdas) survive the re-initialisation of the rest of the model."""
-        self.ssl = PrunableSSL("encoder_conf", **self._kwargs)
+        self.ssl = PrunableSSL("encoder_conf", self.options)
         logging.info("pruned_wav2vec2 encoder: pretrained parameters reloaded after --init")

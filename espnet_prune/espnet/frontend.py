@@ -10,7 +10,7 @@ import torch
 from espnet2.asr.frontend.abs_frontend import AbsFrontend
 from torch import nn
 
-from espnet_prune.espnet.ssl import ConfigError, MappingOrPath, PrunableSSL
+from espnet_prune.espnet.ssl import ConfigError, PrunableSSL, SSLOptions, with_ssl_options
 
 
 class PrunedWav2Vec2Frontend(AbsFrontend):
@@ -20,38 +20,18 @@ class PrunedWav2Vec2Frontend(AbsFrontend):
         fs: sampling rate (ESPnet's asr.sh passes it); the models are 16 kHz only.
         multilayer_feature: output a learned softmax-weighted sum of all hidden states (input of layer 1
             and every layer output, up to ``output_layer``) instead of the last layer.
-        Others: those of ``PrunableSSL``.
+        Others: the ``SSLOptions``.
     """
 
-    def __init__(
-        self,
-        fs: Union[int, str] = 16000,
-        ssl_checkpoint: Optional[str] = None,
-        model_config: MappingOrPath = None,
-        preset: Optional[str] = None,
-        model_overrides: Optional[Dict[str, Any]] = None,
-        output_layer: Optional[int] = None,
-        pruning: MappingOrPath = None,
-        freeze_cnn_updates: int = 0,
-        normalize_waveform: bool = False,
-        multilayer_feature: bool = False,
-    ) -> None:
+    @with_ssl_options
+    def __init__(self, fs: Union[int, str] = 16000, multilayer_feature: bool = False, **options: Any) -> None:
         super().__init__()
         if isinstance(fs, str):
             fs = humanfriendly.parse_size(fs)
         if fs != 16000:
             raise ConfigError(f"frontend_conf.fs: wav2vec2 / HuBERT models take 16 kHz audio, got {fs}")
-        self._kwargs = dict(
-            ssl_checkpoint=ssl_checkpoint,
-            model_config=model_config,
-            preset=preset,
-            model_overrides=model_overrides,
-            output_layer=output_layer,
-            pruning=pruning,
-            freeze_cnn_updates=freeze_cnn_updates,
-            normalize_waveform=normalize_waveform,
-        )
-        self.ssl = PrunableSSL("frontend_conf", **self._kwargs)
+        self.options = SSLOptions.from_conf(options, "frontend_conf")
+        self.ssl = PrunableSSL("frontend_conf", self.options)
         self.multilayer_feature = multilayer_feature
         self.layer_weights = nn.Parameter(torch.zeros(self.ssl.config.num_layers + 1)) if multilayer_feature else None
 
@@ -60,7 +40,7 @@ class PrunedWav2Vec2Frontend(AbsFrontend):
 
     def explicit_conf(self) -> Dict[str, Any]:
         """``frontend_conf`` that rebuilds this frontend from config.yaml alone."""
-        return dict(self.ssl.explicit_conf(), multilayer_feature=self.multilayer_feature)
+        return dict(self.ssl.explicit_options().to_conf(), multilayer_feature=self.multilayer_feature)
 
     def forward(self, input: torch.Tensor, input_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """input: (B, samples) waveforms -> features (B, frames, embed_dim) and frame lengths."""
@@ -73,5 +53,5 @@ class PrunedWav2Vec2Frontend(AbsFrontend):
 
     def reload_pretrained_parameters(self) -> None:
         """Called by ESPnet after ``--init``: rebuild the SSL model from its checkpoint."""
-        self.ssl = PrunableSSL("frontend_conf", **self._kwargs)
+        self.ssl = PrunableSSL("frontend_conf", self.options)
         logging.info("pruned_wav2vec2 frontend: pretrained parameters reloaded after --init")

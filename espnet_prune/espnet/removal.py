@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 from typing import Tuple
 
 import torch
 from espnet2.asr.espnet_model import ESPnetASRModel
 
-from espnet_prune.espnet.ssl import ConfigError, PrunableSSL, find_prunable
+from espnet_prune.espnet.ssl import ConfigError, PrunableSSL, SSLOptions, find_prunable
 from espnet_prune.espnet.task import MODEL_NAME, PrunedASRTask
 from espnet_prune.pruning.removal import remove_masks
 
@@ -38,11 +39,9 @@ def remove_asr_masks(model: ESPnetASRModel, args: argparse.Namespace) -> Tuple[E
     owner = name.split(".")[0]  # "encoder" or "frontend"
     key = f"{owner}_conf"
     new_args = copy.deepcopy(args)
-    conf = dict(getattr(args, key))
-    for dropped in ("ssl_checkpoint", "preset", "model_overrides", "output_layer"):
-        conf.pop(dropped, None)
-    conf.update(model_config=small_config.to_dict(), pruning=None, freeze_cnn_updates=0)
-    setattr(new_args, key, conf)
+    options = {f.name for f in dataclasses.fields(SSLOptions)}
+    owner_conf = {k: v for k, v in getattr(args, key).items() if k not in options}  # e.g. multilayer_feature
+    setattr(new_args, key, {**owner_conf, **SSLOptions(model_config=small_config.to_dict()).to_conf()})
     if getattr(new_args, "model", None) == MODEL_NAME:
         new_args.model = "espnet"
     new_model = PrunedASRTask.build_model(new_args)

@@ -1,21 +1,27 @@
 """The prunable SSL model as ESPnet's encoder and frontend hold it.
 
-``PrunableSSL`` builds a ``Wav2Vec2Model`` from a checkpoint (any format the importers know), an explicit
-config (how a removed model is described) or a preset; with a ``pruning`` block it attaches the gates and
-a ``PruningController``. It also freezes the CNN weights for the first updates and optionally normalises
-each waveform (fairseq's ``normalize: true`` models). ESPnet-specific code lives in its two owners
-(``encoder.py``, ``frontend.py``); this module only adapts configuration to the model and pruning layers.
+``SSLOptions`` are the keys of ``encoder_conf`` / ``frontend_conf`` that build it (one list for every
+owner: the encoder, the frontend, mask removal). ``PrunableSSL`` builds a ``Wav2Vec2Model`` from a
+checkpoint (any format the importers know), an explicit config (how a removed model is described) or a
+preset; with a ``pruning`` block it attaches the gates and a ``PruningController``. It also freezes the
+CNN weights for the first updates. ESPnet-specific code lives in its two owners (``encoder.py``,
+``frontend.py``); this module only adapts configuration to the model and pruning layers.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import yaml
 from torch import Tensor, nn
 
+from espnet_prune.checkpoints import CheckpointError
+from espnet_prune.config_schema import from_mapping
 from espnet_prune.models import PRESETS, Wav2Vec2Config, Wav2Vec2Model, Wav2Vec2Output
 from espnet_prune.pruning.controller import PruningConfig, PruningController
 from espnet_prune.pruning.gating import attach_gates
@@ -43,49 +49,108 @@ def load_mapping(value: MappingOrPath, key: str) -> Optional[Dict[str, Any]]:
     return data
 
 
-def build_ssl_model(
-    source: str,
-    ssl_checkpoint: Optional[str] = None,
-    model_config: MappingOrPath = None,
-    preset: Optional[str] = None,
-    model_overrides: Optional[Dict[str, Any]] = None,
-    output_layer: Optional[int] = None,
-) -> Wav2Vec2Model:
-    """The ungated model from exactly one of checkpoint / explicit config / preset.
+@dataclass
+class SSLOptions:
+    """The keys of ``encoder_conf`` / ``frontend_conf`` that build the SSL model.
+
+    Attributes:
+        ssl_checkpoint: a fairseq / S3PRL ``.pt``, a Hugging Face model directory, or a torchaudio ``.pth``
+            (which records no geometry: give ``preset`` or ``model_config`` with it).
+        model_config: the geometry, a mapping or a YAML file (how a removed model is described).
+        preset: a named geometry (``wav2vec2_base``, ...), random weights unless a torchaudio checkpoint.
+        model_overrides: regularisation settings changed on top of the checkpoint's.
+        output_layer: k keeps only the first k Transformer layers (the ones above are never computed).
+        pruning: a ``PruningConfig`` mapping (or YAML file); None = dense fine-tuning.
+        freeze_cnn_updates: the CNN weights get no gradient for this many updates (its gates still learn).
+        normalize_waveform: normalise each waveform to zero mean and unit variance first; None = as the
+            checkpoint says (fairseq ``task.normalize``, Hugging Face ``do_normalize``), else as given.
+        trust_checkpoint: unpickle a checkpoint that pickles more than plain data (can run its code).
+    """
+
+    ssl_checkpoint: Optional[str] = None
+    model_config: Optional[Union[Dict[str, Any], str]] = None
+    preset: Optional[str] = None
+    model_overrides: Optional[Dict[str, Any]] = None
+    output_layer: Optional[int] = None
+    pruning: Optional[Union[Dict[str, Any], str]] = None
+    freeze_cnn_updates: int = 0
+    normalize_waveform: Optional[bool] = None
+    trust_checkpoint: bool = False
+
+    def to_conf(self) -> Dict[str, Any]:
+        """As ``encoder_conf`` / ``frontend_conf``: the geometry, the pruning block and what differs from
+        the defaults."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name in ("model_config", "pruning") or getattr(self, f.name) != f.default
+        }
+
+    @classmethod
+    def from_conf(cls, conf: Dict[str, Any], source: str) -> "SSLOptions":
+        """From ``encoder_conf`` / ``frontend_conf``: unknown keys and mistyped values name the key."""
+        try:
+            return from_mapping(cls, conf, source)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+
+def with_ssl_options(init: Callable[..., None]) -> Callable[..., None]:
+    """Give ``init(self, ..., **options)`` a signature that lists the ``SSLOptions`` with their defaults,
+    so that ESPnet's ``--print_config`` shows them like any other encoder's keyword arguments."""
+    signature = inspect.signature(init)
+    fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    options = [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+        for f in dataclasses.fields(SSLOptions)
+    ]
+    init.__signature__ = signature.replace(parameters=fixed + options)
+    return init
+
+
+def build_ssl_model(source: str, options: SSLOptions) -> Wav2Vec2Model:
+    """The ungated model from the checkpoint, the explicit config or the preset of ``options``.
 
     ``output_layer`` k keeps only the first k Transformer layers: the layers above are never computed, so
     they are neither counted in the cost nor pruned.
     """
-    sources = (("ssl_checkpoint", ssl_checkpoint), ("model_config", model_config), ("preset", preset))
-    given = [key for key, value in sources if value is not None]
-    if len(given) != 1:
-        raise ConfigError(f"{source}: give exactly one of ssl_checkpoint, model_config, preset (got {given or 'none'})")
-    pretrained: Optional[Wav2Vec2Model] = None
-    if ssl_checkpoint is not None:
-        from espnet_prune.models.importers import load_pretrained
-
-        if not Path(ssl_checkpoint).exists():
-            raise ConfigError(f"{source}.ssl_checkpoint: {ssl_checkpoint!r} does not exist")
-        try:
-            pretrained, config = load_pretrained(ssl_checkpoint)
-        except (ValueError, KeyError, RuntimeError, FileNotFoundError) as exc:
-            raise ConfigError(f"{source}.ssl_checkpoint: {ssl_checkpoint!r} is not a supported wav2vec2/HuBERT "
-                              f"checkpoint: {exc}") from exc
-    elif model_config is not None:
-        data = load_mapping(model_config, f"{source}.model_config")
+    geometry = [key for key in ("model_config", "preset") if getattr(options, key) is not None]
+    if len(geometry) > 1 or (options.ssl_checkpoint is None and not geometry):
+        given = geometry + (["ssl_checkpoint"] if options.ssl_checkpoint is not None else [])
+        raise ConfigError(f"{source}: give exactly one of ssl_checkpoint, model_config, preset (a torchaudio checkpoint with "
+                          f"model_config or preset; got {given or 'none'})")
+    config: Optional[Wav2Vec2Config] = None
+    if options.model_config is not None:
+        data = load_mapping(options.model_config, f"{source}.model_config")
         try:
             config = Wav2Vec2Config.from_dict(data, source=f"{source}.model_config")
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-    else:
-        if preset not in PRESETS:
-            raise ConfigError(f"{source}.preset: {preset!r} is not one of {sorted(PRESETS)}")
-        config = PRESETS[preset]()
+    elif options.preset is not None:
+        if options.preset not in PRESETS:
+            raise ConfigError(f"{source}.preset: {options.preset!r} is not one of {sorted(PRESETS)}")
+        config = PRESETS[options.preset]()
+    pretrained: Optional[Wav2Vec2Model] = None
+    if options.ssl_checkpoint is not None:
+        from espnet_prune.models.importers import load_pretrained
 
-    overrides = dict(model_overrides or {})
+        checkpoint = options.ssl_checkpoint
+        if not Path(checkpoint).exists():
+            raise ConfigError(f"{source}.ssl_checkpoint: {checkpoint!r} does not exist")
+        try:
+            pretrained, config = load_pretrained(checkpoint, config, trust_checkpoint=options.trust_checkpoint)
+        except (CheckpointError, ValueError, KeyError, RuntimeError, FileNotFoundError) as exc:
+            raise ConfigError(f"{source}.ssl_checkpoint: {checkpoint!r} is not a supported wav2vec2/HuBERT "
+                              f"checkpoint: {exc}") from exc
+    assert config is not None
+
+    overrides: Dict[str, Any] = dict(options.model_overrides or {})
     bad = sorted(set(overrides) - set(OVERRIDABLE))
     if bad:
         raise ConfigError(f"{source}.model_overrides: {bad} cannot be overridden; allowed keys are {list(OVERRIDABLE)}")
+    if options.normalize_waveform is not None:
+        overrides["normalize_waveform"] = options.normalize_waveform
+    output_layer = options.output_layer
     if output_layer is not None:
         if not 1 <= output_layer <= config.num_layers:
             raise ConfigError(f"{source}.output_layer: must be in [1, {config.num_layers}], got {output_layer}")
@@ -105,54 +170,29 @@ def build_ssl_model(
     return model
 
 
-def normalize_waveform(waveform: Tensor, lengths: Tensor, eps: float = 1e-5) -> Tensor:
-    """Zero mean, unit variance per utterance over its valid samples (fairseq's ``normalize: true``)."""
-    valid = (torch.arange(waveform.shape[1], device=waveform.device)[None, :] < lengths[:, None]).to(waveform.dtype)
-    count = valid.sum(1, keepdim=True).clamp(min=1.0)
-    mean = (waveform * valid).sum(1, keepdim=True) / count
-    var = ((waveform - mean).square() * valid).sum(1, keepdim=True) / count
-    return (waveform - mean) * torch.rsqrt(var + eps) * valid
-
-
 class PrunableSSL(nn.Module):
-    """A wav2vec2 / HuBERT model, gated with a Lagrangian controller when ``pruning`` is given.
+    """A wav2vec2 / HuBERT model, gated with a Lagrangian controller when ``options.pruning`` is given.
 
     Args:
         source: the config key this module is built from ("encoder_conf" / "frontend_conf"), for messages.
-        ssl_checkpoint, model_config, preset, model_overrides, output_layer: see ``build_ssl_model``;
-            ``model_config`` may be a dict or a YAML file.
-        pruning: a ``PruningConfig`` mapping (or YAML file); None = dense fine-tuning.
-        freeze_cnn_updates: the CNN weights get no gradient for this many updates (its gates still learn).
-        normalize_waveform: normalise every waveform first (required by e.g. wav2vec2-large-lv60k, XLS-R).
+        options: what to build (see ``SSLOptions``).
     """
 
-    def __init__(
-        self,
-        source: str,
-        ssl_checkpoint: Optional[str] = None,
-        model_config: MappingOrPath = None,
-        preset: Optional[str] = None,
-        model_overrides: Optional[Dict[str, Any]] = None,
-        output_layer: Optional[int] = None,
-        pruning: MappingOrPath = None,
-        freeze_cnn_updates: int = 0,
-        normalize_waveform: bool = False,
-    ) -> None:
+    def __init__(self, source: str, options: SSLOptions) -> None:
         super().__init__()
-        self.model = build_ssl_model(source, ssl_checkpoint, model_config, preset, model_overrides, output_layer)
+        self.model = build_ssl_model(source, options)
         self.controller: Optional[PruningController] = None
-        pruning = load_mapping(pruning, f"{source}.pruning")
+        pruning = load_mapping(options.pruning, f"{source}.pruning")
         if pruning is not None:
             try:
-                cfg = PruningConfig.from_dict(pruning, source="pruning")
+                cfg = PruningConfig.from_dict(pruning, source=f"{source}.pruning")
             except ValueError as exc:
-                raise ConfigError(f"{source}.{exc}") from exc
+                raise ConfigError(str(exc)) from exc
             attach_gates(self.model, cfg.gates)
             self.controller = PruningController(self.model, cfg)
-        if freeze_cnn_updates < 0:
-            raise ConfigError(f"{source}.freeze_cnn_updates: must be >= 0, got {freeze_cnn_updates}")
-        self.freeze_cnn_updates = int(freeze_cnn_updates)
-        self.normalize_waveform = normalize_waveform
+        if options.freeze_cnn_updates < 0:
+            raise ConfigError(f"{source}.freeze_cnn_updates: must be >= 0, got {options.freeze_cnn_updates}")
+        self.freeze_cnn_updates = options.freeze_cnn_updates
         if self.controller is None and self.freeze_cnn_updates:
             # A gated model counts its updates in the controller; a dense one that freezes its CNN, here.
             self.register_buffer("updates", torch.zeros((), dtype=torch.long))
@@ -175,13 +215,13 @@ class PrunableSSL(nn.Module):
         elif self.freeze_cnn_updates:
             optimizer.register_step_post_hook(lambda *_: self.updates.add_(1))
 
-    def explicit_conf(self) -> Dict[str, Any]:
-        """Keyword arguments that rebuild this module without the checkpoint file (for config.yaml)."""
-        return dict(
+    def explicit_options(self) -> SSLOptions:
+        """Options that rebuild this module without any file (for config.yaml): the explicit geometry, the
+        pruning block, the CNN freezing."""
+        return SSLOptions(
             model_config=self.config.to_dict(),
             pruning=None if self.controller is None else self.controller.cfg.to_dict(),
             freeze_cnn_updates=self.freeze_cnn_updates,
-            normalize_waveform=self.normalize_waveform,
         )
 
     def param_groups(self) -> List[Dict[str, Any]]:
@@ -198,8 +238,6 @@ class PrunableSSL(nn.Module):
 
     def forward(self, waveform: Tensor, lengths: Tensor) -> Wav2Vec2Output:
         """waveform: (B, samples) at 16 kHz, lengths: (B,) valid samples."""
-        if self.normalize_waveform:
-            waveform = normalize_waveform(waveform, lengths)
         if not (self.training and self.cnn_frozen()):
             return self.model(waveform, lengths)
         # Detached CNN weights: no gradient reaches them, while the CNN channel gates still learn.
@@ -212,7 +250,7 @@ class PrunableSSL(nn.Module):
 
     def extra_repr(self) -> str:
         state = "dense" if self.controller is None else f"pruning={self.controller.cfg.variant}"
-        return f"{state}, freeze_cnn_updates={self.freeze_cnn_updates}, normalize_waveform={self.normalize_waveform}"
+        return f"{state}, freeze_cnn_updates={self.freeze_cnn_updates}"
 
 
 def find_prunable(model: nn.Module) -> List[Tuple[str, PrunableSSL]]:

@@ -33,6 +33,18 @@ def conv_output_lengths(lengths: Tensor, kernel: int, stride: int) -> Tensor:
     return torch.clamp(torch.div(lengths - kernel, stride, rounding_mode="floor") + 1, min=0)
 
 
+def normalize_waveform(waveform: Tensor, lengths: Optional[Tensor], eps: float = 1e-5) -> Tensor:
+    """Zero mean, unit variance per utterance over its valid samples (fairseq's ``normalize: true``);
+    padding stays zero, so a padded batch gives each utterance what it gets alone."""
+    if lengths is None:
+        lengths = torch.full(waveform.shape[:1], waveform.shape[1], device=waveform.device)
+    valid = (torch.arange(waveform.shape[1], device=waveform.device)[None, :] < lengths[:, None]).to(waveform.dtype)
+    count = valid.sum(1, keepdim=True).clamp(min=1.0)
+    mean = (waveform * valid).sum(1, keepdim=True) / count
+    var = ((waveform - mean).square() * valid).sum(1, keepdim=True) / count
+    return (waveform - mean) * torch.rsqrt(var + eps) * valid
+
+
 def masked_layer_norm(x: Tensor, keep: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
     """LayerNorm over the last dim whose mean and variance cover only the channels where ``keep`` is 1.
 

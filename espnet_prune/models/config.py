@@ -40,6 +40,8 @@ class Wav2Vec2Config:
         dropout, attention_dropout, activation_dropout, projection_dropout, layer_drop: regularisation
             used in training only (projection_dropout is applied after the feature projection).
         model_type: "wav2vec2" or "hubert" (same encoder, recorded for provenance).
+        normalize_waveform: the model expects each waveform at zero mean and unit variance (fairseq
+            ``normalize: true``: wav2vec2-large-lv60k, XLS-R, ...); the model normalises its input itself.
     """
 
     conv_layers: List[Tuple[int, int, int]] = field(default_factory=lambda: list(DEFAULT_CONV_LAYERS))
@@ -59,6 +61,7 @@ class Wav2Vec2Config:
     projection_dropout: float = 0.1
     layer_drop: float = 0.05
     model_type: str = "wav2vec2"
+    normalize_waveform: bool = False
 
     def __post_init__(self) -> None:
         self.conv_layers = [tuple(int(v) for v in layer) for layer in self.conv_layers]

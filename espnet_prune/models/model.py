@@ -14,6 +14,7 @@ from espnet_prune.models.components import (
     Transformer,
     conv_output_lengths,
     init_weights,
+    normalize_waveform,
 )
 from espnet_prune.models.config import Wav2Vec2Config
 
@@ -39,6 +40,7 @@ class Wav2Vec2Model(nn.Module):
     def __init__(self, config: Wav2Vec2Config) -> None:
         super().__init__()
         self.config = config
+        self.normalize_waveform = config.normalize_waveform  # a plain attribute: TorchScript reads no dataclass
         self.feature_extractor = FeatureExtractor(
             config.conv_layers, config.extractor_mode, config.conv_bias, config.layer_norm_eps
         )
@@ -79,6 +81,8 @@ class Wav2Vec2Model(nn.Module):
 
     def forward(self, waveform: Tensor, lengths: Optional[Tensor] = None) -> Wav2Vec2Output:
         """waveform: (B, samples) raw 16 kHz audio; lengths: (B,) valid samples per utterance."""
+        if self.normalize_waveform:
+            waveform = normalize_waveform(waveform, lengths)
         features, frame_lengths, last_mask = self.feature_extractor(waveform, lengths)
         x = self.feature_projection(features, last_mask)
         padding_mask = None

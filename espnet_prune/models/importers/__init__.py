@@ -38,12 +38,15 @@ __all__ = [
 ]
 
 
-def load_pretrained(path: PathLike, config: Optional[Wav2Vec2Config] = None) -> Tuple[Wav2Vec2Model, Wav2Vec2Config]:
+def load_pretrained(
+    path: PathLike, config: Optional[Wav2Vec2Config] = None, trust_checkpoint: bool = False
+) -> Tuple[Wav2Vec2Model, Wav2Vec2Config]:
     """Load a pretrained wav2vec2 / HuBERT checkpoint of any supported format.
 
     A directory (or its config.json / .safetensors file) is a Hugging Face model; a file is a fairseq checkpoint, an
     S3PRL converted checkpoint or a torchaudio state dict. ``config`` is needed, and allowed, only for
     torchaudio state dicts, which record no geometry (``load_torchaudio_state_dict`` can infer most of it).
+    Files are read with ``weights_only=True``; ``trust_checkpoint`` allows one that pickles other classes.
     """
     path = Path(path)
     if path.is_file() and (path.name == "config.json" or path.suffix == ".safetensors"):
@@ -52,7 +55,7 @@ def load_pretrained(path: PathLike, config: Optional[Wav2Vec2Config] = None) -> 
         if config is not None:
             raise ValueError(f"{path}: a Hugging Face model records its own config; do not pass one")
         return load_huggingface_checkpoint(path)
-    checkpoint = load_torch_file(path)
+    checkpoint = load_torch_file(path, trust_checkpoint)
     if is_torchaudio_state_dict(checkpoint):
         if config is None:
             raise ValueError(

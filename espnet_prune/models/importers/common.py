@@ -10,21 +10,18 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
-import logging
-import pickle
 import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-import torch
 from torch import Tensor
 
+from espnet_prune.checkpoints import load_checkpoint
 from espnet_prune.models.config import Wav2Vec2Config
 from espnet_prune.models.model import Wav2Vec2Model
 
-logger = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 
@@ -181,38 +178,8 @@ def _checkpoint_safe_globals() -> List[Any]:
     return allowed
 
 
-# What torch.load raises for a file that is not a checkpoint (or a truncated one).
-_UNREADABLE = (RuntimeError, EOFError, KeyError, ValueError)
-
-
-def load_torch_file(path: PathLike) -> Any:
-    """``torch.load`` on CPU with ``weights_only=True``, allow-listing the plain objects of fairseq
-    checkpoints.
-
-    Only when the file pickles other classes does it fall back to ``weights_only=False``, which
-    runs code from the file, with a warning naming the file and those classes.
-    """
-    path = require_file(path)
-    with torch.serialization.safe_globals(_checkpoint_safe_globals()):
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:  # a class outside the allow-list, or a damaged pickle
-            safe_error = exc
-        except _UNREADABLE as exc:
-            raise ValueError(f"{path}: not a readable PyTorch checkpoint ({exc!r})") from exc
-        try:
-            needed = ", ".join(sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path)))
-        except (ValueError, RuntimeError):  # not a zip checkpoint: torch cannot list its globals
-            needed = "classes that cannot be listed"
-    if not needed:
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({safe_error})")
-    logger.warning(
-        "%s: the file pickles %s, which weights_only=True refuses; loading it with weights_only=False, "
-        "which can run code from the file. Only use checkpoints you trust.",
-        path,
-        needed,
-    )
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except (pickle.UnpicklingError, ImportError, AttributeError) + _UNREADABLE as exc:
-        raise ValueError(f"{path}: cannot unpickle the checkpoint: {exc!r}") from exc
+def load_torch_file(path: PathLike, trust_checkpoint: bool = False) -> Any:
+    """A checkpoint file read safely (``espnet_prune.checkpoints.load_checkpoint``), allow-listing the plain
+    objects of fairseq and S3PRL checkpoints; other pickled classes are refused unless ``trust_checkpoint``."""
+    require_file(path)
+    return load_checkpoint(path, _checkpoint_safe_globals(), trust=trust_checkpoint)

@@ -157,8 +157,9 @@ def _pretraining_model_cfg(model_cfg: Mapping[str, Any], source: PathLike) -> Di
     return inner
 
 
-def convert_config(model_cfg: Mapping[str, Any], source: PathLike) -> Wav2Vec2Config:
-    """Our config from fairseq's model config (pretraining or fine-tuned), rejecting unsupported variants."""
+def convert_config(model_cfg: Mapping[str, Any], source: PathLike, normalize: bool = False) -> Wav2Vec2Config:
+    """Our config from fairseq's model config (pretraining or fine-tuned), rejecting unsupported variants;
+    ``normalize`` is the task's waveform normalisation."""
     model_type = _MODEL_NAMES[_model_name(model_cfg, source)]
     cfg = {**_DEFAULTS, **_pretraining_model_cfg(model_cfg, source)}
     missing = [key for key in _GEOMETRY if cfg.get(key) is None]
@@ -192,6 +193,7 @@ def convert_config(model_cfg: Mapping[str, Any], source: PathLike) -> Wav2Vec2Co
         projection_dropout=float_field(cfg["dropout_input"], "dropout_input", source),
         layer_drop=float_field(cfg["encoder_layerdrop"], "encoder_layerdrop", source),
         model_type=model_type,
+        normalize_waveform=bool(normalize),
     )
     return Wav2Vec2Config.from_dict(params, source=str(source))
 
@@ -204,21 +206,35 @@ def is_s3prl_checkpoint(checkpoint: Any) -> bool:
     return isinstance(checkpoint, Mapping) and "model_cfg" in checkpoint and "model_weight" in checkpoint
 
 
+def _task_normalize(task_cfg: Any, model_cfg: Mapping[str, Any]) -> bool:
+    """The task's waveform normalisation; a fine-tuning task without the key inherits the pretraining one."""
+    if isinstance(task_cfg, Mapping) and "normalize" in task_cfg:
+        return bool(task_cfg["normalize"])
+    w2v_args = _plain(model_cfg.get("w2v_args"))
+    inner_task = _plain(w2v_args.get("task")) if isinstance(w2v_args, Mapping) else None
+    return bool(inner_task.get("normalize", False)) if isinstance(inner_task, Mapping) else False
+
+
 def import_fairseq_checkpoint(checkpoint: Mapping[str, Any], source: PathLike) -> Tuple[Wav2Vec2Model, Wav2Vec2Config]:
     """Build our model from an already loaded fairseq or S3PRL checkpoint dict (``source`` names it in errors)."""
     if is_s3prl_checkpoint(checkpoint):
         model_cfg, state_dict = _plain(checkpoint["model_cfg"]), checkpoint["model_weight"]
+        task_cfg = _plain(checkpoint.get("task_cfg"))
     elif is_fairseq_checkpoint(checkpoint):
         cfg = _plain(checkpoint.get("cfg"))
-        model_cfg = cfg.get("model") if isinstance(cfg, Mapping) else _plain(checkpoint.get("args"))
+        if isinstance(cfg, Mapping):
+            model_cfg, task_cfg = cfg.get("model"), cfg.get("task")
+        else:  # old checkpoints: one flat Namespace for the task and the model
+            model_cfg = task_cfg = _plain(checkpoint.get("args"))
         state_dict = checkpoint["model"]
     else:
         raise ValueError(f"{source}: not a fairseq checkpoint (no 'model' with 'cfg'/'args') nor an S3PRL one")
     if not isinstance(model_cfg, Mapping):
         raise ValueError(f"{source}: checkpoint has no model config (cfg.model or args)")
-    return build_model(convert_config(model_cfg, source), state_dict, KEY_MAP, source)
+    normalize = _task_normalize(task_cfg, model_cfg)
+    return build_model(convert_config(model_cfg, source, normalize), state_dict, KEY_MAP, source)
 
 
-def load_fairseq_checkpoint(path: PathLike) -> Tuple[Wav2Vec2Model, Wav2Vec2Config]:
+def load_fairseq_checkpoint(path: PathLike, trust_checkpoint: bool = False) -> Tuple[Wav2Vec2Model, Wav2Vec2Config]:
     """Load a fairseq or S3PRL wav2vec2 / HuBERT checkpoint file into our model (eval mode) and config."""
-    return import_fairseq_checkpoint(load_torch_file(path), path)
+    return import_fairseq_checkpoint(load_torch_file(path, trust_checkpoint), path)

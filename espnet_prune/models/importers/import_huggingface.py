@@ -16,6 +16,7 @@ from typing import Any, Dict, Mapping, Tuple
 import torch
 from torch import Tensor
 
+from espnet_prune.checkpoints import CheckpointError, load_state_dict
 from espnet_prune.models.config import Wav2Vec2Config
 from espnet_prune.models.importers.common import KeyMap, KeyRule, PathLike, build_model, float_field
 from espnet_prune.models.model import Wav2Vec2Model
@@ -131,10 +132,14 @@ def convert_config(hf_config: Mapping[str, Any], source: PathLike) -> Wav2Vec2Co
 
 def _read_weight_file(path: Path) -> Dict[str, Tensor]:
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    return load_state_dict(path)
 
 
 def read_state_dict(directory: PathLike) -> Dict[str, Tensor]:
@@ -166,5 +171,16 @@ def load_huggingface_checkpoint(directory: PathLike) -> Tuple[Wav2Vec2Model, Wav
         hf_config = json.loads(config_path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{config_path}: not valid JSON ({exc})") from None
-    config = convert_config(hf_config, config_path)
+    config = convert_config(hf_config, config_path).replace(normalize_waveform=_feature_extractor_normalizes(directory))
     return build_model(config, read_state_dict(directory), KEY_MAP, directory)
+
+
+def _feature_extractor_normalizes(directory: Path) -> bool:
+    """``do_normalize`` of the model's feature extractor (preprocessor_config.json); False without one."""
+    path = directory / "preprocessor_config.json"
+    if not path.is_file():
+        return False
+    try:
+        return bool(json.loads(path.read_text()).get("do_normalize", False))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
