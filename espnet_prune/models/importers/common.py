@@ -62,6 +62,23 @@ class KeyRule:
         return self.source.format(**match.groupdict()) if match else None
 
 
+# Our positional convolution: a Conv1d weight-normalised by torch's parametrization.
+POS_CONV = "encoder.pos_conv_embed.conv"
+
+
+def pos_conv_rules(source: str) -> Tuple[KeyRule, ...]:
+    """The positional convolution's five parameters at ``source`` in a checkpoint: its bias and the weight
+    norm's g and v, named by the old ``weight_g`` / ``weight_v`` hook or by torch's parametrization."""
+    g, v = POS_CONV + ".parametrizations.weight.original0", POS_CONV + ".parametrizations.weight.original1"
+    return (
+        KeyRule(source + ".weight_g", g),
+        KeyRule(source + ".weight_v", v),
+        KeyRule(source + ".parametrizations.weight.original0", g),
+        KeyRule(source + ".parametrizations.weight.original1", v),
+        KeyRule(source + ".bias", POS_CONV + ".bias"),
+    )
+
+
 class KeyMap:
     """Renames a checkpoint's parameters to ours.
 

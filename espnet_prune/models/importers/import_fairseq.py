@@ -16,23 +16,26 @@ import ast
 from typing import Any, Dict, List, Mapping, Tuple
 
 from espnet_prune.models.config import Wav2Vec2Config
-from espnet_prune.models.importers.common import KeyMap, KeyRule, PathLike, build_model, float_field, load_torch_file
+from espnet_prune.models.importers.common import (
+    KeyMap,
+    KeyRule,
+    PathLike,
+    build_model,
+    float_field,
+    load_torch_file,
+    pos_conv_rules,
+)
 from espnet_prune.models.model import Wav2Vec2Model
 
 _CONV = "feature_extractor.conv_layers.{i}"
 _LAYER = "encoder.layers.{i}"
-_POS_CONV = "encoder.pos_conv_embed.conv"
 _RULES = (
     KeyRule(_CONV + ".0.{wb}", _CONV + ".conv.{wb}"),
     KeyRule(_CONV + ".2.{wb}", _CONV + ".norm.{wb}"),  # GroupNorm ("default" mode, first layer)
     KeyRule(_CONV + ".2.1.{wb}", _CONV + ".norm.{wb}"),  # LayerNorm inside TransposeLast ("layer_norm" mode)
     KeyRule("layer_norm.{wb}", "feature_projection.layer_norm.{wb}"),
     KeyRule("post_extract_proj.{wb}", "feature_projection.projection.{wb}"),
-    KeyRule("encoder.pos_conv.0.weight_g", _POS_CONV + ".parametrizations.weight.original0"),
-    KeyRule("encoder.pos_conv.0.weight_v", _POS_CONV + ".parametrizations.weight.original1"),
-    KeyRule("encoder.pos_conv.0.parametrizations.weight.original0", _POS_CONV + ".parametrizations.weight.original0"),
-    KeyRule("encoder.pos_conv.0.parametrizations.weight.original1", _POS_CONV + ".parametrizations.weight.original1"),
-    KeyRule("encoder.pos_conv.0.bias", _POS_CONV + ".bias"),
+    *pos_conv_rules("encoder.pos_conv.0"),
     KeyRule("encoder.layer_norm.{wb}", "encoder.layer_norm.{wb}"),
     KeyRule(_LAYER + ".self_attn.{proj}_proj.{wb}", _LAYER + ".attention.{proj}_proj.{wb}"),
     KeyRule(_LAYER + ".self_attn_layer_norm.{wb}", _LAYER + ".layer_norm.{wb}"),

@@ -17,24 +17,27 @@ import torch
 from torch import Tensor
 
 from espnet_prune.models.config import Wav2Vec2Config
-from espnet_prune.models.importers.common import KeyMap, KeyRule, PathLike, build_model, float_field
+from espnet_prune.models.importers.common import (
+    POS_CONV,
+    KeyMap,
+    KeyRule,
+    PathLike,
+    build_model,
+    float_field,
+    pos_conv_rules,
+)
 from espnet_prune.models.model import Wav2Vec2Model
 
 logger = logging.getLogger(__name__)
 
 _CONV = "feature_extractor.conv_layers.{i}"
 _LAYER = "encoder.layers.{i}"
-_POS_CONV = "encoder.pos_conv_embed.conv"
 _RULES = (
     KeyRule(_CONV + ".conv.{wb}", _CONV + ".conv.{wb}"),
     KeyRule(_CONV + ".layer_norm.{wb}", _CONV + ".norm.{wb}"),  # GroupNorm or LayerNorm
     KeyRule("feature_projection.layer_norm.{wb}", "feature_projection.layer_norm.{wb}"),
     KeyRule("feature_projection.projection.{wb}", "feature_projection.projection.{wb}"),
-    KeyRule(_POS_CONV + ".weight_g", _POS_CONV + ".parametrizations.weight.original0"),
-    KeyRule(_POS_CONV + ".weight_v", _POS_CONV + ".parametrizations.weight.original1"),
-    KeyRule(_POS_CONV + ".parametrizations.weight.original0", _POS_CONV + ".parametrizations.weight.original0"),
-    KeyRule(_POS_CONV + ".parametrizations.weight.original1", _POS_CONV + ".parametrizations.weight.original1"),
-    KeyRule(_POS_CONV + ".bias", _POS_CONV + ".bias"),
+    *pos_conv_rules(POS_CONV),
     KeyRule("encoder.layer_norm.{wb}", "encoder.layer_norm.{wb}"),
     KeyRule(_LAYER + ".attention.{proj}_proj.{wb}", _LAYER + ".attention.{proj}_proj.{wb}"),
     KeyRule(_LAYER + ".layer_norm.{wb}", _LAYER + ".layer_norm.{wb}"),
