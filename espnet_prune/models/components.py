@@ -72,11 +72,12 @@ class ConvLayerBlock(nn.Module):
         super().__init__()
         self.kernel, self.stride, self.norm_type, self.eps = kernel, stride, norm, eps
         self.conv = nn.Conv1d(in_channels, out_channels, kernel, stride=stride, bias=bias)
-        self.norm: Optional[nn.Module] = None
+        # Named as in torchaudio and Hugging Face, whichever norm it is.
+        self.layer_norm: Optional[nn.Module] = None
         if norm == "group":
-            self.norm = nn.GroupNorm(out_channels, out_channels, eps=eps)
+            self.layer_norm = nn.GroupNorm(out_channels, out_channels, eps=eps)
         elif norm == "layer":
-            self.norm = nn.LayerNorm(out_channels, eps=eps)
+            self.layer_norm = nn.LayerNorm(out_channels, eps=eps)
         self.channel_gate: Optional[nn.Module] = None
 
     def forward(
@@ -99,14 +100,14 @@ class ConvLayerBlock(nn.Module):
         if lengths is not None:
             lengths = conv_output_lengths(lengths, self.kernel, self.stride)
         if self.norm_type == "group":
-            x = _time_group_norm(x, lengths, self.norm.weight, self.norm.bias, self.eps)
+            x = _time_group_norm(x, lengths, self.layer_norm.weight, self.layer_norm.bias, self.eps)
         elif self.norm_type == "layer":
             x = x.transpose(1, 2)
             if channel_mask is None:
-                x = self.norm(x)
+                x = self.layer_norm(x)
             else:
                 keep = (channel_mask > 0).to(x.dtype)
-                x = masked_layer_norm(x, keep, self.norm.weight, self.norm.bias, self.eps)
+                x = masked_layer_norm(x, keep, self.layer_norm.weight, self.layer_norm.bias, self.eps)
             x = x.transpose(1, 2)
         return F.gelu(x), lengths
 

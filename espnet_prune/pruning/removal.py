@@ -111,7 +111,7 @@ def remove_masks(model: Wav2Vec2Model) -> Tuple[Wav2Vec2Model, Wav2Vec2Config]:
         if i > 0:
             weight = _fold(weight, conv[i - 1], None)
         state[prefix + "conv.weight"] = weight
-        for name in ("conv.bias", "norm.weight", "norm.bias"):
+        for name in ("conv.bias", "layer_norm.weight", "layer_norm.bias"):
             if prefix + name in source:
                 state[prefix + name] = source.pop(prefix + name)[kept.index]
     last_kept = conv[last]

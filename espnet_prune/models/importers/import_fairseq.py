@@ -31,8 +31,8 @@ _CONV = "feature_extractor.conv_layers.{i}"
 _LAYER = "encoder.layers.{i}"
 _RULES = (
     KeyRule(_CONV + ".0.{wb}", _CONV + ".conv.{wb}"),
-    KeyRule(_CONV + ".2.{wb}", _CONV + ".norm.{wb}"),  # GroupNorm ("default" mode, first layer)
-    KeyRule(_CONV + ".2.1.{wb}", _CONV + ".norm.{wb}"),  # LayerNorm inside TransposeLast ("layer_norm" mode)
+    KeyRule(_CONV + ".2.{wb}", _CONV + ".layer_norm.{wb}"),  # GroupNorm ("default" mode, first layer)
+    KeyRule(_CONV + ".2.1.{wb}", _CONV + ".layer_norm.{wb}"),  # LayerNorm inside TransposeLast ("layer_norm" mode)
     KeyRule("layer_norm.{wb}", "feature_projection.layer_norm.{wb}"),
     KeyRule("post_extract_proj.{wb}", "feature_projection.projection.{wb}"),
     *pos_conv_rules("encoder.pos_conv.0"),

@@ -19,8 +19,8 @@ from torch import Tensor
 from espnet_prune.models.config import Wav2Vec2Config
 from espnet_prune.models.importers.common import (
     POS_CONV,
+    SAME_NAME,
     KeyMap,
-    KeyRule,
     PathLike,
     build_model,
     float_field,
@@ -30,21 +30,9 @@ from espnet_prune.models.model import Wav2Vec2Model
 
 logger = logging.getLogger(__name__)
 
-_CONV = "feature_extractor.conv_layers.{i}"
-_LAYER = "encoder.layers.{i}"
-_RULES = (
-    KeyRule(_CONV + ".conv.{wb}", _CONV + ".conv.{wb}"),
-    KeyRule(_CONV + ".layer_norm.{wb}", _CONV + ".norm.{wb}"),  # GroupNorm or LayerNorm
-    KeyRule("feature_projection.layer_norm.{wb}", "feature_projection.layer_norm.{wb}"),
-    KeyRule("feature_projection.projection.{wb}", "feature_projection.projection.{wb}"),
-    *pos_conv_rules(POS_CONV),
-    KeyRule("encoder.layer_norm.{wb}", "encoder.layer_norm.{wb}"),
-    KeyRule(_LAYER + ".attention.{proj}_proj.{wb}", _LAYER + ".attention.{proj}_proj.{wb}"),
-    KeyRule(_LAYER + ".layer_norm.{wb}", _LAYER + ".layer_norm.{wb}"),
-    KeyRule(_LAYER + ".feed_forward.intermediate_dense.{wb}", _LAYER + ".feed_forward.intermediate_dense.{wb}"),
-    KeyRule(_LAYER + ".feed_forward.output_dense.{wb}", _LAYER + ".feed_forward.output_dense.{wb}"),
-    KeyRule(_LAYER + ".final_layer_norm.{wb}", _LAYER + ".final_layer_norm.{wb}"),
-)
+# Our parameter names are Hugging Face's, except the weight norm of checkpoints saved before torch's
+# parametrizations (weight_g / weight_v).
+_RULES = (*pos_conv_rules(POS_CONV), SAME_NAME)
 # Heads of *ForCTC / *ForSequenceClassification / *ForAudioFrameClassification / *ForXVector /
 # Wav2Vec2ForPreTraining, and the SpecAugment mask embedding.
 _DROPPED = (
