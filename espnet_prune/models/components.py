@@ -167,6 +167,7 @@ class ConvPositionalEmbedding(nn.Module):
 
     def __init__(self, embed_dim: int, kernel: int, groups: int) -> None:
         super().__init__()
+        self.embed_dim = embed_dim
         conv = nn.Conv1d(embed_dim, embed_dim, kernel, padding=kernel // 2, groups=groups)
         self.conv = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2)
         self.trim_last = kernel % 2 == 0
@@ -273,30 +274,28 @@ class FeedForward(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """One Transformer layer; either branch may be absent (pruned away).
+    """One Transformer layer; either branch may be absent (None: pruned away).
 
     Post-LN (base): x = LN(x + attn(x)); x = LN(x + ffn(x)). The norms stay when a branch is removed.
     Pre-LN (large): x = x + attn(LN(x)); x = x + ffn(LN(x)). A removed branch takes its norm with it.
+    ``embed_dim`` is given on its own because both branches may be absent.
     """
 
     def __init__(
         self,
+        attention: Optional[SelfAttention],
+        feed_forward: Optional[FeedForward],
         embed_dim: int,
-        num_heads: int,
-        head_dim: int,
-        ffn_dim: int,
         layer_norm_first: bool,
         eps: float,
         dropout: float,
-        attention_dropout: float,
-        activation_dropout: float,
     ) -> None:
         super().__init__()
         self.layer_norm_first = layer_norm_first
-        self.attention = SelfAttention(embed_dim, num_heads, head_dim, attention_dropout) if num_heads else None
-        self.feed_forward = FeedForward(embed_dim, ffn_dim, activation_dropout, dropout) if ffn_dim else None
-        keep_attention_norm = num_heads > 0 or not layer_norm_first
-        keep_ffn_norm = ffn_dim > 0 or not layer_norm_first
+        self.attention = attention
+        self.feed_forward = feed_forward
+        keep_attention_norm = attention is not None or not layer_norm_first
+        keep_ffn_norm = feed_forward is not None or not layer_norm_first
         self.layer_norm = nn.LayerNorm(embed_dim, eps=eps) if keep_attention_norm else None
         self.final_layer_norm = nn.LayerNorm(embed_dim, eps=eps) if keep_ffn_norm else None
         self.dropout = nn.Dropout(dropout)
@@ -321,18 +320,16 @@ class Transformer(nn.Module):
 
     def __init__(
         self,
-        embed_dim: int,
+        pos_conv_embed: ConvPositionalEmbedding,
         layers: List[EncoderLayer],
-        pos_conv_kernel: int,
-        pos_conv_groups: int,
         layer_norm_first: bool,
         eps: float,
         dropout: float,
         layer_drop: float,
     ) -> None:
         super().__init__()
-        self.pos_conv_embed = ConvPositionalEmbedding(embed_dim, pos_conv_kernel, pos_conv_groups)
-        self.layer_norm = nn.LayerNorm(embed_dim, eps=eps)
+        self.pos_conv_embed = pos_conv_embed
+        self.layer_norm = nn.LayerNorm(pos_conv_embed.embed_dim, eps=eps)
         self.layers = nn.ModuleList(layers)
         self.layer_norm_first = layer_norm_first
         self.dropout = nn.Dropout(dropout)

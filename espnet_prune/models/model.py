@@ -8,9 +8,12 @@ import torch
 from torch import Tensor, nn
 
 from espnet_prune.models.components import (
+    ConvPositionalEmbedding,
     EncoderLayer,
     FeatureExtractor,
     FeatureProjection,
+    FeedForward,
+    SelfAttention,
     Transformer,
     conv_output_lengths,
     init_weights,
@@ -33,6 +36,31 @@ class Wav2Vec2Output(NamedTuple):
     padding_mask: Optional[Tensor]
 
 
+def _encoder_layer(config: Wav2Vec2Config, num_heads: int, ffn_dim: int) -> EncoderLayer:
+    """One Transformer layer of ``config`` with its own sizes; a branch of size 0 is left out."""
+    attention = None
+    if num_heads:
+        attention = SelfAttention(
+            embed_dim=config.embed_dim, num_heads=num_heads, head_dim=config.head_dim, dropout=config.attention_dropout
+        )
+    feed_forward = None
+    if ffn_dim:
+        feed_forward = FeedForward(
+            embed_dim=config.embed_dim,
+            ffn_dim=ffn_dim,
+            activation_dropout=config.activation_dropout,
+            dropout=config.dropout,
+        )
+    return EncoderLayer(
+        attention=attention,
+        feed_forward=feed_forward,
+        embed_dim=config.embed_dim,
+        layer_norm_first=config.layer_norm_first,
+        eps=config.layer_norm_eps,
+        dropout=config.dropout,
+    )
+
+
 class Wav2Vec2Model(nn.Module):
     """wav2vec2 / HuBERT encoder: CNN feature extractor, feature projection and Transformer."""
 
@@ -40,34 +68,24 @@ class Wav2Vec2Model(nn.Module):
         super().__init__()
         self.config = config
         self.feature_extractor = FeatureExtractor(
-            config.conv_layers, config.extractor_mode, config.conv_bias, config.layer_norm_eps
+            conv_layers=config.conv_layers, mode=config.extractor_mode, bias=config.conv_bias, eps=config.layer_norm_eps
         )
         self.feature_projection = FeatureProjection(
-            config.conv_layers[-1][0], config.embed_dim, config.projection_dropout, config.layer_norm_eps
+            in_features=config.conv_layers[-1][0],
+            out_features=config.embed_dim,
+            dropout=config.projection_dropout,
+            eps=config.layer_norm_eps,
         )
-        layers = [
-            EncoderLayer(
-                config.embed_dim,
-                heads,
-                config.head_dim,
-                ffn,
-                config.layer_norm_first,
-                config.layer_norm_eps,
-                config.dropout,
-                config.attention_dropout,
-                config.activation_dropout,
-            )
-            for heads, ffn in zip(config.num_heads, config.ffn_dims)
-        ]
+        layers = [_encoder_layer(config, heads, ffn_dim) for heads, ffn_dim in zip(config.num_heads, config.ffn_dims)]
         self.encoder = Transformer(
-            config.embed_dim,
-            layers,
-            config.pos_conv_kernel,
-            config.pos_conv_groups,
-            config.layer_norm_first,
-            config.layer_norm_eps,
-            config.dropout,
-            config.layer_drop,
+            pos_conv_embed=ConvPositionalEmbedding(
+                embed_dim=config.embed_dim, kernel=config.pos_conv_kernel, groups=config.pos_conv_groups
+            ),
+            layers=layers,
+            layer_norm_first=config.layer_norm_first,
+            eps=config.layer_norm_eps,
+            dropout=config.dropout,
+            layer_drop=config.layer_drop,
         )
         init_weights(self)
 
