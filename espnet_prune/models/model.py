@@ -1,4 +1,4 @@
-"""The wav2vec2 / HuBERT encoder assembled from its components and a config."""
+"""The wav2vec2 / HuBERT / WavLM encoder assembled from its components and a config."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from espnet_prune.models.components import (
     FeatureExtractor,
     FeatureProjection,
     FeedForward,
+    RelativePositionBias,
     SelfAttention,
     Transformer,
+    WavLMSelfAttention,
     conv_output_lengths,
     init_weights,
 )
@@ -36,10 +38,21 @@ class Wav2Vec2Output(NamedTuple):
     padding_mask: Optional[Tensor]
 
 
-def _encoder_layer(config: Wav2Vec2Config, num_heads: int, ffn_dim: int) -> EncoderLayer:
-    """One Transformer layer of ``config`` with its own sizes; a branch of size 0 is left out."""
-    attention = None
-    if num_heads:
+def _encoder_layer(config: Wav2Vec2Config, index: int) -> EncoderLayer:
+    """Transformer layer ``index`` of ``config`` with its own sizes; a branch of size 0 is left out."""
+    num_heads, ffn_dim = config.num_heads[index], config.ffn_dims[index]
+    attention: Optional[SelfAttention] = None
+    if num_heads and config.model_type == "wavlm":
+        head_ids = config.layer_head_ids()[index]
+        table = config.bias_table_heads()
+        attention = WavLMSelfAttention(
+            embed_dim=config.embed_dim,
+            head_dim=config.head_dim,
+            dropout=config.attention_dropout,
+            head_ids=head_ids,
+            bias_columns=[table.index(head) for head in head_ids],
+        )
+    elif num_heads:
         attention = SelfAttention(
             embed_dim=config.embed_dim, num_heads=num_heads, head_dim=config.head_dim, dropout=config.attention_dropout
         )
@@ -62,7 +75,7 @@ def _encoder_layer(config: Wav2Vec2Config, num_heads: int, ffn_dim: int) -> Enco
 
 
 class Wav2Vec2Model(nn.Module):
-    """wav2vec2 / HuBERT encoder: CNN feature extractor, feature projection and Transformer."""
+    """wav2vec2 / HuBERT / WavLM encoder: CNN feature extractor, feature projection and Transformer."""
 
     def __init__(self, config: Wav2Vec2Config) -> None:
         super().__init__()
@@ -76,7 +89,8 @@ class Wav2Vec2Model(nn.Module):
             dropout=config.projection_dropout,
             eps=config.layer_norm_eps,
         )
-        layers = [_encoder_layer(config, heads, ffn_dim) for heads, ffn_dim in zip(config.num_heads, config.ffn_dims)]
+        layers = [_encoder_layer(config, index) for index in range(config.num_layers)]
+        bias_table_heads = config.bias_table_heads()
         self.encoder = Transformer(
             pos_conv_embed=ConvPositionalEmbedding(
                 embed_dim=config.embed_dim, kernel=config.pos_conv_kernel, groups=config.pos_conv_groups
@@ -86,6 +100,11 @@ class Wav2Vec2Model(nn.Module):
             eps=config.layer_norm_eps,
             dropout=config.dropout,
             layer_drop=config.layer_drop,
+            rel_attn_embed=RelativePositionBias(
+                num_buckets=config.num_buckets, max_distance=config.max_distance, num_heads=len(bias_table_heads)
+            )
+            if bias_table_heads
+            else None,
         )
         init_weights(self)
 
