@@ -79,6 +79,8 @@ def test_removed_wavlm_equals_gated_eval_model(mode, layer_norm_first):
         for name, parameter in gated.named_parameters():  # attention patterns that depend on the input
             if not name.endswith("log_alpha"):
                 parameter.add_(0.1 * torch.randn_like(parameter))
+        # Most of the last CNN layer kept: frames as varied as the attention needs to show its bias.
+        gated.feature_extractor.conv_layers[3].channel_gate.log_alpha.normal_(1.5, 1.0)
         layers[0].attention.layer_gate.log_alpha.fill_(-10.0)  # the first layer's whole attention pruned
         layers[2].attention.head_gate.log_alpha.copy_(torch.tensor([2.0, -10.0, -10.0]))  # keeps head 0
         layers[3].attention.head_gate.log_alpha.copy_(torch.tensor([-10.0, 2.0, -10.0, 2.0]))  # keeps heads 1, 3
