@@ -279,8 +279,8 @@ def relative_position_buckets(offsets: Tensor, num_buckets: int, max_distance: i
     half = num_buckets // 2
     exact = half // 2
     distance = offsets.abs()
-    # log(0) at distance 0 is -inf, but those distances take the exact branch of the where.
-    scaled = torch.log(distance.float() / exact) / math.log(max_distance / exact) * (half - exact)
+    # clamp: no log(0) for the distances below ``exact``, which the where takes from ``distance``
+    scaled = torch.log(distance.clamp(min=exact).float() / exact) / math.log(max_distance / exact) * (half - exact)
     far = torch.clamp(exact + scaled.long(), max=half - 1)
     return torch.where(distance < exact, distance, far) + (offsets > 0).long() * half
 
