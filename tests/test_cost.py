@@ -8,7 +8,7 @@ from typing import Dict
 import pytest
 import torch
 
-from espnet_prune.models.config import Wav2Vec2Config, wav2vec2_base
+from espnet_prune.models.config import Wav2Vec2Config, wav2vec2_base, wavlm_base
 from espnet_prune.models.model import Wav2Vec2Model
 from espnet_prune.pruning.cost import (
     COMPONENTS,
@@ -45,8 +45,21 @@ def random_pruned_config(seed: int) -> Wav2Vec2Config:
     )
 
 
+def random_pruned_wavlm_config(seed: int) -> Wav2Vec2Config:
+    """``random_pruned_config`` as a WavLM whose layers keep random subsets of the 4 pretrained heads."""
+    rng = random.Random(seed)
+    config = random_pruned_config(seed)
+    head_ids = [sorted(rng.sample(range(4), heads)) for heads in config.num_heads]
+    return config.replace(model_type="wavlm", head_ids=head_ids, num_buckets=16, max_distance=20)
+
+
 PRUNED_SEEDS = range(6)
-CONFIGS = {"base": wav2vec2_base(), **{f"pruned{seed}": random_pruned_config(seed) for seed in PRUNED_SEEDS}}
+CONFIGS = {
+    "base": wav2vec2_base(),
+    **{f"pruned{seed}": random_pruned_config(seed) for seed in PRUNED_SEEDS},
+    "wavlm_base": wavlm_base(),
+    **{f"wavlm_pruned{seed}": random_pruned_wavlm_config(seed) for seed in PRUNED_SEEDS},
+}
 
 
 def measured_macs(model: Wav2Vec2Model, seconds: float) -> Dict[str, int]:
@@ -73,14 +86,17 @@ def module_params(module: torch.nn.Module) -> int:
 
 
 def measured_component_params(model: Wav2Vec2Model) -> Dict[str, int]:
-    """Parameters per cost component, read from the modules (documents where each LayerNorm belongs)."""
+    """Parameters per cost component, read from the modules (documents where each LayerNorm and WavLM's
+    relative position bias table belong)."""
     layers = model.encoder.layers
+    bias_table = model.encoder.rel_attn_embed
     return {
         "cnn": module_params(model.feature_extractor),
         "feature_projection": module_params(model.feature_projection),
         "pos_conv": module_params(model.encoder.pos_conv_embed),
         "attention": sum(module_params(layer.attention) if layer.attention else 0 for layer in layers)
-        + sum(module_params(layer.layer_norm) if layer.layer_norm else 0 for layer in layers),
+        + sum(module_params(layer.layer_norm) if layer.layer_norm else 0 for layer in layers)
+        + (module_params(bias_table) if bias_table is not None else 0),
         "ffn": sum(module_params(layer.feed_forward) if layer.feed_forward else 0 for layer in layers)
         + sum(module_params(layer.final_layer_norm) if layer.final_layer_norm else 0 for layer in layers),
         "encoder_norm": module_params(model.encoder.layer_norm),
@@ -128,10 +144,21 @@ def test_base_config_matches_flop_counter_and_parameter_count() -> None:
     assert report.macs == report.cnn_macs + report.transformer_macs
 
 
+def test_wavlm_base_matches_flop_counter_and_parameter_count() -> None:
+    """WavLM-base: wav2vec2-base plus the gated-relative-position units' MACs and the bias table."""
+    torch.manual_seed(0)
+    report = assert_exact_match(Wav2Vec2Model(wavlm_base()), seconds=10.0)
+    base = exact_cost(wav2vec2_base())
+    gate_units = 12 * (8 * 64 + 8 + 12)  # per layer: Linear(head_dim, 8) and a constant per head
+    assert report.params == base.params + gate_units + 320 * 12
+    assert report.macs == base.macs + 12 * 12 * 8 * 64 * 499
+
+
+@pytest.mark.parametrize("model_type", ["wav2vec2", "wavlm"])
 @pytest.mark.parametrize("seed", PRUNED_SEEDS)
-def test_pruned_configs_match_flop_counter_and_parameter_count(seed: int) -> None:
+def test_pruned_configs_match_flop_counter_and_parameter_count(seed: int, model_type: str) -> None:
     torch.manual_seed(seed)
-    model = Wav2Vec2Model(random_pruned_config(seed))
+    model = Wav2Vec2Model(CONFIGS[f"wavlm_pruned{seed}" if model_type == "wavlm" else f"pruned{seed}"])
     seconds = 0.3 + 0.05 * seed
     report = assert_exact_match(model, seconds)
     model.train()
@@ -172,7 +199,7 @@ def test_ungated_model_expects_its_exact_cost() -> None:
     assert_same_cost(expected_cost(Wav2Vec2Model(config)), exact_cost(config))
 
 
-@pytest.mark.parametrize("name", ["base", "pruned2", "pruned3"])
+@pytest.mark.parametrize("name", ["base", "pruned2", "pruned3", "wavlm_base", "wavlm_pruned3"])
 @pytest.mark.parametrize("target", ["params", "macs"])
 def test_gradients_reach_every_log_alpha(name: str, target: str) -> None:
     model = attach_gates(Wav2Vec2Model(CONFIGS[name]))
@@ -182,10 +209,11 @@ def test_gradients_reach_every_log_alpha(name: str, target: str) -> None:
         assert bool((gate.log_alpha.grad > 0).all()), name
 
 
+@pytest.mark.parametrize("model_type", ["wav2vec2", "wavlm"])
 @pytest.mark.parametrize("layer_norm_first", [False, True])
-def test_closing_any_gate_lowers_the_expected_cost(layer_norm_first: bool) -> None:
+def test_closing_any_gate_lowers_the_expected_cost(layer_norm_first: bool, model_type: str) -> None:
     config = random_pruned_config(0).replace(num_heads=[2, 3, 0, 1], ffn_dims=[0, 5, 7, 9])
-    config = config.replace(layer_norm_first=layer_norm_first)
+    config = config.replace(layer_norm_first=layer_norm_first, model_type=model_type)
     model = attach_gates(Wav2Vec2Model(config))
     for name, gate in iter_gates(model):
         costs = []
@@ -210,12 +238,16 @@ def test_transformer_only_gating_leaves_the_cnn_cost_exact() -> None:
     assert expected.transformer_macs.item() < exact.transformer_macs
 
 
+@pytest.mark.parametrize("model_type", ["wav2vec2", "wavlm"])
 @pytest.mark.parametrize("layer_norm_first", [False, True])
 @pytest.mark.parametrize("closed", ["unit_gates", "layer_gates"])
-def test_closed_gates_give_the_cost_of_the_removed_branches(layer_norm_first: bool, closed: str) -> None:
-    """Closing a branch's gates removes its weights, output bias and (pre-LN) LayerNorm from the cost."""
+def test_closed_gates_give_the_cost_of_the_removed_branches(
+    layer_norm_first: bool, closed: str, model_type: str
+) -> None:
+    """Closing a branch's gates removes its weights, output bias, (pre-LN) LayerNorm and WavLM gate unit from
+    the cost."""
     config = random_pruned_config(3).replace(num_heads=[2, 3, 1, 4], ffn_dims=[6, 5, 7, 9])
-    config = config.replace(layer_norm_first=layer_norm_first)
+    config = config.replace(layer_norm_first=layer_norm_first, model_type=model_type)
     model = attach_gates(Wav2Vec2Model(config))
     open_all_gates(model)
     attention, feed_forward = model.encoder.layers[1].attention, model.encoder.layers[2].feed_forward
@@ -228,4 +260,19 @@ def test_closed_gates_give_the_cost_of_the_removed_branches(layer_norm_first: bo
         for gate in gates:
             gate.log_alpha.fill_(-50.0)
     removed = config.replace(num_heads=[2, 0, 1, 4], ffn_dims=[6, 5, 0, 9])
+    assert_same_cost(expected_cost(model, seconds=0.5), exact_cost(removed, seconds=0.5))
+
+
+def test_a_head_closed_in_every_layer_takes_its_bias_table_column() -> None:
+    """WavLM's relative position bias table keeps a head's column while some layer keeps the head."""
+    head_ids = [[0, 1, 2, 3], [1, 3], [0, 1, 3], [1]]
+    config = random_pruned_wavlm_config(1).replace(num_heads=[4, 2, 3, 1], head_ids=head_ids)
+    model = attach_gates(Wav2Vec2Model(config))
+    open_all_gates(model)
+    with torch.no_grad():
+        for layer, ids in zip(model.encoder.layers, head_ids):
+            layer.attention.head_gate.log_alpha[ids.index(1)] = -50.0  # head 1 closed in every layer
+        model.encoder.layers[0].attention.head_gate.log_alpha[3] = -50.0  # head 3 closed in layer 0 only
+    removed = config.replace(num_heads=[2, 1, 2, 0], head_ids=[[0, 2], [3], [0, 3], []])
+    assert removed.bias_table_heads() == [0, 2, 3]
     assert_same_cost(expected_cost(model, seconds=0.5), exact_cost(removed, seconds=0.5))

@@ -83,8 +83,9 @@ def test_bad_gate_arguments_name_the_argument(bad):
         HardConcrete(**args)
 
 
-def _tiny_config() -> Wav2Vec2Config:
+def _tiny_config(model_type: str = "wav2vec2") -> Wav2Vec2Config:
     return Wav2Vec2Config(
+        model_type=model_type,
         conv_layers=[(16, 10, 5), (16, 3, 2)],
         embed_dim=32,
         num_heads=[4, 2],
@@ -95,8 +96,9 @@ def _tiny_config() -> Wav2Vec2Config:
     )
 
 
-def test_attach_gates_puts_one_gate_per_selected_structure():
-    model = attach_gates(Wav2Vec2Model(_tiny_config()), GateConfig())
+@pytest.mark.parametrize("model_type", ["wav2vec2", "wavlm"])
+def test_attach_gates_puts_one_gate_per_selected_structure(model_type):
+    model = attach_gates(Wav2Vec2Model(_tiny_config(model_type)), GateConfig())
     sizes = {name: gate.num_units for name, gate in iter_gates(model)}
     assert sizes == {
         "feature_extractor.conv_layers.0.channel_gate": 16,
@@ -115,10 +117,11 @@ def test_attach_gates_puts_one_gate_per_selected_structure():
         attach_gates(transformer_only)
 
 
-def test_fully_open_gates_leave_the_eval_output_unchanged():
+@pytest.mark.parametrize("model_type", ["wav2vec2", "wavlm"])
+def test_fully_open_gates_leave_the_eval_output_unchanged(model_type):
     torch.manual_seed(0)
-    dense = Wav2Vec2Model(_tiny_config()).eval()
-    gated = Wav2Vec2Model(_tiny_config())
+    dense = Wav2Vec2Model(_tiny_config(model_type)).eval()
+    gated = Wav2Vec2Model(_tiny_config(model_type))
     gated.load_state_dict(dense.state_dict())
     attach_gates(gated)
     for _, gate in iter_gates(gated):

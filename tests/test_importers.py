@@ -1,19 +1,20 @@
 """Checkpoint importers: each is proven against an independent implementation with random weights.
 
-The references are transformers' Wav2Vec2 / HuBERT models and torchaudio's ``wav2vec2_model``; fairseq
-and S3PRL files are written from a torchaudio reference with fairseq's parameter names spelled out
-here, independently of the importer's tables. Inputs are single utterances: the references include
-padding in their group-norm statistics.
+The references are transformers' Wav2Vec2 / HuBERT / WavLM models and torchaudio's ``wav2vec2_model`` and
+``wavlm_model``; fairseq, S3PRL and Microsoft WavLM files are written from a torchaudio reference with their
+parameter names spelled out here, independently of the importer's tables. Inputs are single utterances: the
+references include padding in their group-norm statistics.
 """
 
 import argparse
 import contextlib
 import fractions
+import functools
 import json
 import sys
 import types
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 import torch
@@ -38,15 +39,21 @@ from espnet_prune.models.model import Wav2Vec2Model
 CONV_LAYERS = [(16, 10, 5), (16, 3, 2), (16, 3, 2), (24, 2, 2)]
 CONV_SPEC = "[(16, 10, 5)] + [(16, 3, 2)] * 2 + [(24, 2, 2)]"  # fairseq's way of writing CONV_LAYERS
 EMBED, HEADS, FFN, LAYERS, POS_GROUPS = 32, 4, 48, 2, 4
+# WavLM's relative position buckets, small enough that the test utterance (199 frames) reaches the
+# logarithmic buckets and the last one (distances past WAVLM_MAX_DISTANCE).
+WAVLM_BUCKETS, WAVLM_MAX_DISTANCE = 16, 20
 TOLERANCE = 1e-4
 
 
 # --- helpers -----------------------------------------------------------------------------------
 def perturb_(model: nn.Module, seed: int) -> nn.Module:
-    """Random noise on every parameter, so that norm weights and biases are not 1 and 0."""
+    """Random noise on every parameter, so that norm weights and biases are not 1 and 0; WavLM's relative
+    position bias table gets unit scale (as nn.Embedding's init), so that any error in the bias shows."""
     torch.manual_seed(seed)
     with torch.no_grad():
-        for parameter in model.parameters():
+        for name, parameter in model.named_parameters():
+            if name.endswith("rel_attn_embed.weight"):
+                parameter.normal_()
             parameter.add_(0.1 * torch.randn_like(parameter))
     return model.eval()
 
@@ -85,9 +92,20 @@ def assert_same_outputs(model: Wav2Vec2Model, audio: Tensor, hidden_states: List
 
 
 def torchaudio_reference(
-    extractor_mode: str, layer_norm_first: bool, conv_bias: bool, pos_kernel: int, seed: int, conv_layers=CONV_LAYERS
+    extractor_mode: str,
+    layer_norm_first: bool,
+    conv_bias: bool,
+    pos_kernel: int,
+    seed: int,
+    conv_layers=CONV_LAYERS,
+    wavlm: bool = False,
 ):
-    model = torchaudio.models.wav2vec2_model(
+    builder = torchaudio.models.wav2vec2_model
+    if wavlm:
+        builder = functools.partial(
+            torchaudio.models.wavlm_model, encoder_num_buckets=WAVLM_BUCKETS, encoder_max_distance=WAVLM_MAX_DISTANCE
+        )
+    model = builder(
         extractor_mode=extractor_mode,
         extractor_conv_layer_config=conv_layers,
         extractor_conv_bias=conv_bias,
@@ -138,11 +156,19 @@ HF_CASES = [  # class, feat_extract_norm, do_stable_layer_norm, conv_bias, pos k
     ("Wav2Vec2ForCTC", "layer", False, True, 6, "bin, weight_g/weight_v"),
     ("HubertModel", "group", True, True, 5, "safetensors"),
     ("HubertForSequenceClassification", "layer", True, False, 4, "safetensors"),
+    ("WavLMModel", "group", False, False, 8, "safetensors"),  # WavLM-base layout
+    ("WavLMModel", "layer", True, False, 7, "bin"),  # WavLM-large layout
+    ("WavLMForCTC", "layer", False, True, 6, "bin, weight_g/weight_v"),
 ]
+HF_CONFIGS = {  # class name prefix: config class and its own fields
+    "Wav2Vec2": (transformers.Wav2Vec2Config, {}),
+    "Hubert": (transformers.HubertConfig, {}),
+    "WavLM": (transformers.WavLMConfig, {"num_buckets": WAVLM_BUCKETS, "max_bucket_distance": WAVLM_MAX_DISTANCE}),
+}
 
 
 def hf_model(class_name: str, feat_extract_norm: str, stable: bool, conv_bias: bool, pos_kernel: int, seed: int):
-    config_class = transformers.HubertConfig if class_name.startswith("Hubert") else transformers.Wav2Vec2Config
+    (config_class, own_fields), = [value for prefix, value in HF_CONFIGS.items() if class_name.startswith(prefix)]
     config = config_class(
         hidden_size=EMBED,
         num_hidden_layers=LAYERS,
@@ -159,6 +185,7 @@ def hf_model(class_name: str, feat_extract_norm: str, stable: bool, conv_bias: b
         vocab_size=7,
         num_labels=3,
         use_weighted_layer_sum=True,
+        **own_fields,
     )
     return perturb_(getattr(transformers, class_name)(config), seed)
 
@@ -185,13 +212,16 @@ def test_huggingface_import_matches_transformers(
     reference = hf_model(class_name, norm, stable, conv_bias, pos_kernel, seed=pos_kernel)
     save_hf(reference, tmp_path, weight_file)
     model, config = load_pretrained(tmp_path)
-    base = getattr(reference, "wav2vec2", None) or getattr(reference, "hubert", None) or reference
+    model_type = reference.config.model_type
+    base = getattr(reference, model_type, reference)  # the encoder of a *For* model
     audio = waveform()
     with torch.no_grad(), recorded_layer_io(base.encoder.layers) as record:
         last = base(audio).last_hidden_state  # after the final LayerNorm in the stable (pre-LN) layout
     assert_same_outputs(model, audio, record, last)
-    assert config.model_type == ("hubert" if class_name.startswith("Hubert") else "wav2vec2")
+    assert config.model_type == model_type == class_name[: len(model_type)].lower()
     assert config.extractor_mode == f"{norm}_norm" and config.layer_norm_first == stable
+    if model_type == "wavlm":
+        assert (config.num_buckets, config.max_distance) == (WAVLM_BUCKETS, WAVLM_MAX_DISTANCE)
     assert not model.training
 
 
@@ -259,8 +289,28 @@ def test_torchaudio_state_dict_without_config_is_refused(tmp_path):
 
 
 # --- fairseq and S3PRL -----------------------------------------------------------------------------
+def fairseq_attention(attention) -> Dict[str, Tensor]:
+    """A torchaudio attention module's weights under fairseq's names (relative to ``self_attn.``), WavLM's
+    (microsoft/unilm wavlm/modules.py MultiheadAttention) for a WavLMSelfAttention."""
+    if not hasattr(attention, "gru_rel_pos_linear"):
+        names = [f"{p}_proj.{kind}" for p in ("q", "k", "v", "out") for kind in ("weight", "bias")]
+        return {name: attention.get_parameter(name) for name in names}
+    inner = attention.attention  # nn.MultiheadAttention: q, k and v stacked in in_proj
+    state = {}
+    for name, weight, bias in zip("qkv", inner.in_proj_weight.chunk(3), inner.in_proj_bias.chunk(3)):
+        state[f"{name}_proj.weight"], state[f"{name}_proj.bias"] = weight, bias
+    state["out_proj.weight"], state["out_proj.bias"] = inner.out_proj.weight, inner.out_proj.bias
+    state["grep_linear.weight"] = attention.gru_rel_pos_linear.weight
+    state["grep_linear.bias"] = attention.gru_rel_pos_linear.bias
+    state["grep_a"] = attention.gru_rel_pos_const
+    if attention.rel_attn_embed is not None:  # the first layer's
+        state["relative_attention_bias.weight"] = attention.rel_attn_embed.weight
+    return state
+
+
 def fairseq_state_dict(reference, extractor_mode: str, new_weight_norm: bool) -> Dict[str, Tensor]:
-    """The torchaudio reference's weights under fairseq's names (fairseq.models.wav2vec.Wav2Vec2Model)."""
+    """The torchaudio reference's weights under fairseq's names (fairseq.models.wav2vec.Wav2Vec2Model;
+    for a WavLM reference, microsoft/unilm's WavLM)."""
     state: Dict[str, Tensor] = {}
     for i, block in enumerate(reference.feature_extractor.conv_layers):
         state[f"feature_extractor.conv_layers.{i}.0.weight"] = block.conv.weight
@@ -288,11 +338,9 @@ def fairseq_state_dict(reference, extractor_mode: str, new_weight_norm: bool) ->
     state["encoder.layer_norm.weight"] = transformer.layer_norm.weight
     state["encoder.layer_norm.bias"] = transformer.layer_norm.bias
     for i, layer in enumerate(transformer.layers):
+        for name, value in fairseq_attention(layer.attention).items():
+            state[f"encoder.layers.{i}.self_attn.{name}"] = value
         modules = {
-            "self_attn.q_proj": layer.attention.q_proj,
-            "self_attn.k_proj": layer.attention.k_proj,
-            "self_attn.v_proj": layer.attention.v_proj,
-            "self_attn.out_proj": layer.attention.out_proj,
             "self_attn_layer_norm": layer.layer_norm,
             "fc1": layer.feed_forward.intermediate_dense,
             "fc2": layer.feed_forward.output_dense,
@@ -424,6 +472,82 @@ def test_fairseq_import_matches_reference(
     )
 
 
+# --- WavLM (microsoft/unilm layout) ------------------------------------------------------------------
+def wavlm_cfg(extractor_mode: str, layer_norm_first: bool, conv_bias: bool, pos_kernel: int) -> Dict[str, Any]:
+    """The ``cfg`` of a WavLM.pt: microsoft/unilm's flat WavLMConfig dict, which names no model."""
+    cfg = fairseq_model_cfg(extractor_mode, layer_norm_first, conv_bias, pos_kernel, name="")
+    for key in ("_name", "layer_type", "pos_conv_depth", "final_dim", "logit_temp"):
+        del cfg[key]
+    cfg.update(
+        normalize=layer_norm_first,
+        feature_grad_mult=0.1,
+        dropout_features=0.1,
+        mask_prob=0.8,
+        mask_selection="static",
+        relative_position_embedding=True,
+        num_buckets=WAVLM_BUCKETS,
+        max_distance=WAVLM_MAX_DISTANCE,
+        gru_rel_pos=True,
+        expand_attention_head_size=-1,
+    )
+    return cfg
+
+
+def write_wavlm(
+    tmp_path: Path,
+    extractor_mode="group_norm",
+    layer_norm_first=False,
+    pos_kernel=8,
+    new_weight_norm=False,
+    cfg_changes=None,
+    drop=(),
+) -> Tuple[Path, nn.Module]:
+    """A WavLM.pt ({"cfg", "model"}) holding a torchaudio WavLM reference's weights; returns it and the reference."""
+    reference = torchaudio_reference(extractor_mode, layer_norm_first, False, pos_kernel, seed=13, wavlm=True)
+    state = fairseq_state_dict(reference, extractor_mode, new_weight_norm)
+    state["mask_emb"] = torch.randn(EMBED)  # pretraining only
+    for key in drop:
+        del state[key]
+    cfg = {**wavlm_cfg(extractor_mode, layer_norm_first, False, pos_kernel), **(cfg_changes or {})}
+    path = tmp_path / "WavLM-Tiny.pt"
+    torch.save({"cfg": cfg, "model": state}, path)
+    return path, reference
+
+
+WAVLM_CASES = [  # extractor mode, layer_norm_first, pos kernel, weight norm names
+    ("group_norm", False, 8, False),  # WavLM-base / base-plus layout
+    ("layer_norm", True, 7, True),  # WavLM-large layout
+]
+
+
+@pytest.mark.parametrize("extractor_mode, layer_norm_first, pos_kernel, new_weight_norm", WAVLM_CASES)
+def test_wavlm_import_matches_torchaudio(tmp_path, extractor_mode, layer_norm_first, pos_kernel, new_weight_norm):
+    path, reference = write_wavlm(tmp_path, extractor_mode, layer_norm_first, pos_kernel, new_weight_norm)
+    audio = waveform()
+    # the cfg's ``normalize`` (on in the large layout) must reach the model: fairseq's F.layer_norm of the input
+    record, last = torchaudio_outputs(reference, F.layer_norm(audio, audio.shape) if layer_norm_first else audio)
+    model, config = load_pretrained(path)  # the cfg dict loads with weights_only=True
+    assert_same_outputs(model, audio, record, last)
+    assert config == our_config(extractor_mode, layer_norm_first, False, pos_kernel).replace(
+        model_type="wavlm", num_buckets=WAVLM_BUCKETS, max_distance=WAVLM_MAX_DISTANCE,
+        normalize_waveform=layer_norm_first,
+    )
+
+
+@pytest.mark.parametrize("field", ["relative_position_embedding", "gru_rel_pos"])
+def test_wavlm_without_gated_relative_position_is_refused(tmp_path, field):
+    path, _ = write_wavlm(tmp_path, cfg_changes={field: False})
+    with pytest.raises(ValueError, match=rf"WavLM-Tiny\.pt.*{field}=False is not supported"):
+        load_pretrained(path)
+
+
+def test_missing_wavlm_parameter_is_named(tmp_path):
+    path, _ = write_wavlm(tmp_path, drop=["encoder.layers.1.self_attn.grep_a"])
+    pattern = r"WavLM-Tiny\.pt.*missing parameter 'encoder\.layers\.1\.self_attn\.grep_a'"
+    with pytest.raises(ValueError, match=pattern):
+        load_pretrained(path)
+
+
 def test_conv_feature_layers_are_parsed_without_eval():
     standard = "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2"
     assert parse_conv_feature_layers(standard, "ckpt.pt") == DEFAULT_CONV_LAYERS
@@ -515,7 +639,7 @@ def test_unsupported_encoder_of_a_fine_tuned_checkpoint_is_named(tmp_path):
     "class_name, field, value",
     [
         ("Wav2Vec2Model", "hidden_act", "relu"),
-        ("Wav2Vec2Model", "model_type", "wavlm"),
+        ("Wav2Vec2Model", "model_type", "data2vec-audio"),
         ("Wav2Vec2Model", "add_adapter", True),
         ("HubertModel", "feat_proj_layer_norm", False),
         ("HubertModel", "conv_pos_batch_norm", True),

@@ -1,4 +1,4 @@
-"""The prunable wav2vec2 / HuBERT model: sizes, config round trips, padding and per-layer sizes.
+"""The prunable wav2vec2 / HuBERT / WavLM model: sizes, config round trips, padding and per-layer sizes.
 
 Equality with the reference implementations (transformers, torchaudio, fairseq layout) is in
 test_importers.py.
@@ -56,15 +56,18 @@ def test_wav2vec2_base_has_94_4m_parameters_like_torchaudio():
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_presets_have_torchaudio_parameter_counts(preset):
+    builder = {"wavlm_base_plus": "wavlm_base"}.get(preset, preset)  # torchaudio's name for the geometry
     with torch.device("meta"):
         ours = sum(p.numel() for p in Wav2Vec2Model(PRESETS[preset]()).parameters())
-        reference = getattr(torchaudio.models, preset)(aux_num_out=None)
+        reference = getattr(torchaudio.models, builder)(aux_num_out=None)
         theirs = sum(p.numel() for p in reference.parameters())
     assert ours == theirs
 
 
-def test_config_yaml_round_trip(tmp_path):
-    config = tiny_config(num_heads=[4, 0], ffn_dims=[0, 17], extractor_mode="layer_norm", layer_norm_first=True)
+@pytest.mark.parametrize("model_type, head_ids", [("wav2vec2", None), ("wavlm", [[0, 2, 3], []])])
+def test_config_yaml_round_trip(tmp_path, model_type, head_ids):
+    config = tiny_config(num_heads=[3, 0], ffn_dims=[0, 17], extractor_mode="layer_norm", layer_norm_first=True)
+    config = config.replace(model_type=model_type, head_ids=head_ids)
     path = tmp_path / "model.yaml"
     config.save_yaml(path)
     assert Wav2Vec2Config.load_yaml(path) == config
@@ -82,10 +85,29 @@ def test_config_names_inconsistent_key():
         tiny_config(ffn_dims=[48])
 
 
+@pytest.mark.parametrize(
+    "changes, key",
+    [
+        (dict(head_ids=[[0, 1, 2, 3], [0, 1, 2, 3]]), "head_ids: only WavLM"),
+        (dict(model_type="wavlm", head_ids=[[0, 1, 2, 3]]), r"head_ids: 1 entries"),
+        (dict(model_type="wavlm", head_ids=[[0, 1, 2], [0, 1, 2, 3]]), r"head_ids\[0\]: 3 heads"),
+        (dict(model_type="wavlm", head_ids=[[0, 1, 3, 2], [0, 1, 2, 3]]), r"head_ids\[0\].*increasing"),
+        (dict(model_type="wavlm", num_heads=[4, 2], head_ids=[[0, 1, 2, 3], [1, 4]]), r"head_ids\[1\].*\[0, 4\)"),
+        (dict(model_type="wavlm", head_dim=6), "head_dim: 6 does not divide"),
+        (dict(model_type="wavlm", num_buckets=16, max_distance=4), "max_distance"),
+    ],
+)
+def test_config_names_inconsistent_wavlm_key(changes, key):
+    with pytest.raises(ValueError, match=key):
+        tiny_config(**changes)
+
+
+@pytest.mark.parametrize("model_type", ["wav2vec2", "wavlm"])
 @pytest.mark.parametrize("extractor_mode", ["group_norm", "layer_norm"])
 @pytest.mark.parametrize("layer_norm_first", [False, True])
-def test_padded_batch_equals_one_utterance_at_a_time(extractor_mode, layer_norm_first):
-    model = perturbed_model(tiny_config(extractor_mode=extractor_mode, layer_norm_first=layer_norm_first))
+def test_padded_batch_equals_one_utterance_at_a_time(extractor_mode, layer_norm_first, model_type):
+    config = tiny_config(extractor_mode=extractor_mode, layer_norm_first=layer_norm_first, model_type=model_type)
+    model = perturbed_model(config.replace(num_buckets=16, max_distance=20))
     lengths = [8000, 5003, 3120]
     generator = torch.Generator().manual_seed(1)
     batch = torch.randn(len(lengths), max(lengths), generator=generator)  # padding is noise, not zeros

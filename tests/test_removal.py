@@ -67,6 +67,53 @@ def test_removed_model_equals_gated_eval_model(mode, layer_norm_first, seed):
     assert report.params < exact_cost(gated.config, seconds=1.0).params
 
 
+@pytest.mark.parametrize("mode", ["group_norm", "layer_norm"])
+@pytest.mark.parametrize("layer_norm_first", [False, True])
+def test_removed_wavlm_equals_gated_eval_model(mode, layer_norm_first):
+    """WavLM: the kept heads keep their pretrained relative-position-bias columns and input slices; the bias
+    table, shared by all layers, outlives the first layer's attention and loses the column no layer keeps."""
+    config = _config(mode, layer_norm_first).replace(model_type="wavlm", num_buckets=32, max_distance=40)
+    gated = _randomly_gated(config, seed=2)
+    layers = gated.encoder.layers
+    with torch.no_grad():
+        for name, parameter in gated.named_parameters():  # attention patterns that depend on the input
+            if not name.endswith("log_alpha"):
+                parameter.add_(0.1 * torch.randn_like(parameter))
+        # Most of the last CNN layer kept: frames as varied as the attention needs to show its bias.
+        gated.feature_extractor.conv_layers[3].channel_gate.log_alpha.normal_(1.5, 1.0)
+        layers[0].attention.layer_gate.log_alpha.fill_(-10.0)  # the first layer's whole attention pruned
+        layers[2].attention.head_gate.log_alpha.copy_(torch.tensor([2.0, -10.0, -10.0]))  # keeps head 0
+        layers[3].attention.head_gate.log_alpha.copy_(torch.tensor([-10.0, 2.0, -10.0, 2.0]))  # keeps heads 1, 3
+        for layer in layers[2:]:
+            layer.attention.layer_gate.log_alpha.fill_(1.5)  # kept, with a soft value to fold
+    removed, pruned = remove_masks(gated)
+    assert pruned.num_heads == [0, 0, 1, 2] and pruned.head_ids == [[], [], [0], [1, 3]]
+    assert removed.encoder.rel_attn_embed.weight.shape == (32, 3)  # columns of heads 0, 1, 3
+    assert not list(iter_gates(removed))
+
+    torch.manual_seed(12)
+    waves, lengths = torch.randn(3, 9000), torch.tensor([9000, 7000, 5123])
+    with torch.no_grad():
+        expected, actual = gated(waves, lengths), removed(waves, lengths)
+    valid = ~expected.padding_mask
+    for mine, theirs in zip(expected.hidden_states + [expected.last_hidden_state],
+                            actual.hidden_states + [actual.last_hidden_state]):
+        assert (mine - theirs)[valid].abs().max() <= 1e-4
+
+    report = exact_cost(pruned, seconds=1.0)
+    assert measure_params(removed) == report.params
+    assert measure_macs(removed, seconds=1.0) == pytest.approx(report.macs, rel=0.01)
+    assert pruned_config(gated) == pruned
+
+    # Pruning the removed model again composes the head indices.
+    regated = attach_gates(removed, GateConfig(conv_channels=False, ffn_units=False))
+    with torch.no_grad():
+        for _, gate in iter_gates(regated):
+            gate.log_alpha.fill_(10.0)
+        regated.encoder.layers[3].attention.head_gate.log_alpha[0] = -10.0  # drops pretrained head 1
+    assert pruned_config(regated.eval()).head_ids == [[], [], [0], [3]]
+
+
 def test_removal_with_multiple_of_8_keeps_aligned_sizes_and_stays_exact():
     config = _config("layer_norm", True)
     torch.manual_seed(3)

@@ -1,4 +1,4 @@
-"""Building blocks of the prunable wav2vec2 / HuBERT encoder (plain PyTorch).
+"""Building blocks of the prunable wav2vec2 / HuBERT / WavLM encoder (plain PyTorch).
 
 Each prunable structure has a named insertion point, an attribute that holds a gate module or None:
 
@@ -16,6 +16,12 @@ input channels of the next conv, the columns of an output projection) rather tha
 the same function, at the cost of a weight-sized product instead of an activation-sized one. Two rules keep the later physical removal of zero units exact:
 where a gate meets a LayerNorm, the norm's statistics are taken over the kept units only (mask > 0);
 and a branch whose units are all zero contributes nothing, its output bias included.
+
+WavLM differs from wav2vec2 only in its attention (``WavLMSelfAttention``): a relative position bias,
+one table shared by all layers (``RelativePositionBias``, held by the ``Transformer``), is added to every
+head's attention logits, scaled per frame by the head's gated-relative-position unit (gru_rel_pos).
+A head gate removes a head together with its gate constant; the table keeps the columns of the heads
+that some layer keeps.
 """
 
 from __future__ import annotations
@@ -84,11 +90,12 @@ class ConvLayerBlock(nn.Module):
         super().__init__()
         self.kernel, self.stride, self.norm_type, self.eps = kernel, stride, norm, eps
         self.conv = nn.Conv1d(in_channels, out_channels, kernel, stride=stride, bias=bias)
-        self.norm: Optional[nn.Module] = None
+        # Named as in torchaudio and Hugging Face, whichever norm it is.
+        self.layer_norm: Optional[nn.Module] = None
         if norm == "group":
-            self.norm = nn.GroupNorm(out_channels, out_channels, eps=eps)
+            self.layer_norm = nn.GroupNorm(out_channels, out_channels, eps=eps)
         elif norm == "layer":
-            self.norm = nn.LayerNorm(out_channels, eps=eps)
+            self.layer_norm = nn.LayerNorm(out_channels, eps=eps)
         self.channel_gate: Optional[nn.Module] = None
 
     def forward(
@@ -111,14 +118,14 @@ class ConvLayerBlock(nn.Module):
         if lengths is not None:
             lengths = conv_output_lengths(lengths, self.kernel, self.stride)
         if self.norm_type == "group":
-            x = _time_group_norm(x, lengths, self.norm.weight, self.norm.bias, self.eps)
+            x = _time_group_norm(x, lengths, self.layer_norm.weight, self.layer_norm.bias, self.eps)
         elif self.norm_type == "layer":
             x = x.transpose(1, 2)
             if channel_mask is None:
-                x = self.norm(x)
+                x = self.layer_norm(x)
             else:
                 keep = (channel_mask > 0).to(x.dtype)
-                x = masked_layer_norm(x, keep, self.norm.weight, self.norm.bias, self.eps)
+                x = masked_layer_norm(x, keep, self.layer_norm.weight, self.layer_norm.bias, self.eps)
             x = x.transpose(1, 2)
         return F.gelu(x), lengths
 
@@ -178,6 +185,7 @@ class ConvPositionalEmbedding(nn.Module):
 
     def __init__(self, embed_dim: int, kernel: int, groups: int) -> None:
         super().__init__()
+        self.embed_dim = embed_dim
         conv = nn.Conv1d(embed_dim, embed_dim, kernel, padding=kernel // 2, groups=groups)
         self.conv = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2)
         self.trim_last = kernel % 2 == 0
@@ -250,19 +258,99 @@ class SelfAttention(nn.Module):
         self.head_gate: Optional[nn.Module] = None
         self.layer_gate: Optional[nn.Module] = None
 
-    def forward(self, x: Tensor, attention_mask: Optional[Tensor]) -> Tensor:
-        """x: (B, T, C); attention_mask: (B, 1, 1, T) bool, True where a key may be attended."""
+    def forward(self, x: Tensor, attention_mask: Optional[Tensor], position_bias: Optional[Tensor] = None) -> Tensor:
+        """x: (B, T, C); attention_mask: (B, 1, 1, T) bool, True where a key may be attended;
+        position_bias: WavLM's relative position bias (see ``WavLMSelfAttention``), unused here."""
         batch, frames, _ = x.shape
         shape = (batch, frames, self.num_heads, self.head_dim)
         q = self.q_proj(x).view(shape).transpose(1, 2)
         k = self.k_proj(x).view(shape).transpose(1, 2)
         v = self.v_proj(x).view(shape).transpose(1, 2)
         dropout = self.dropout if self.training else 0.0
-        context = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=dropout)
+        logit_mask = self.logit_mask(x, attention_mask, position_bias)
+        context = F.scaled_dot_product_attention(q, k, v, attn_mask=logit_mask, dropout_p=dropout)
         context = context.transpose(1, 2).reshape(batch, frames, self.num_heads * self.head_dim)
         head_mask, layer_value = branch_masks(self.head_gate, self.layer_gate)
         unit_mask = None if head_mask is None else head_mask.repeat_interleave(self.head_dim)
         return gated_output_projection(context, self.out_proj, unit_mask, layer_value)
+
+    def logit_mask(
+        self, x: Tensor, attention_mask: Optional[Tensor], position_bias: Optional[Tensor]
+    ) -> Optional[Tensor]:
+        """What restricts or is added to the attention logits: here only the padding mask."""
+        return attention_mask
+
+
+def relative_position_buckets(offsets: Tensor, num_buckets: int, max_distance: int) -> Tensor:
+    """WavLM's (and T5's) bucket of each key-minus-query offset.
+
+    Half of the buckets serve each direction (positive offsets the upper half). Within a direction,
+    distances below a quarter of ``num_buckets`` have a bucket each; longer ones share buckets that widen
+    logarithmically up to ``max_distance``, beyond which all fall into the last one.
+    """
+    half = num_buckets // 2
+    exact = half // 2
+    distance = offsets.abs()
+    # clamp: no log(0) for the distances below ``exact``, which the where takes from ``distance``
+    scaled = torch.log(distance.clamp(min=exact).float() / exact) / math.log(max_distance / exact) * (half - exact)
+    far = torch.clamp(exact + scaled.long(), max=half - 1)
+    return torch.where(distance < exact, distance, far) + (offsets > 0).long() * half
+
+
+class RelativePositionBias(nn.Module):
+    """WavLM's relative position bias table: a learned value per (distance bucket, head).
+
+    One table serves every layer; it has a column for each head that some layer keeps, and every layer
+    picks its heads' columns (``WavLMSelfAttention.bias_columns``).
+    """
+
+    def __init__(self, num_buckets: int, max_distance: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_buckets, self.max_distance = num_buckets, max_distance
+        self.weight = nn.Parameter(nn.init.xavier_normal_(torch.empty(num_buckets, num_heads)))  # WavLM's init
+
+    def forward(self, frames: int) -> Tensor:
+        """(num_heads, frames, frames): the bias of each head for every (query, key) pair."""
+        positions = torch.arange(frames, device=self.weight.device)
+        offsets = positions[None, :] - positions[:, None]
+        buckets = relative_position_buckets(offsets, self.num_buckets, self.max_distance)
+        return F.embedding(buckets, self.weight).permute(2, 0, 1)
+
+
+class WavLMSelfAttention(SelfAttention):
+    """Self-attention with WavLM's gated relative position bias.
+
+    Head h adds its column of the shared bias table to its logits, scaled for each query frame by a gate
+    computed from the head's own ``head_dim``-wide slice of the layer input: with a Linear(head_dim, 8)
+    shared by the heads (gru_rel_pos_linear), a = sigmoid(sum of its first 4 outputs), b = sigmoid(sum of
+    the last 4), gate = a * (b * c_h - 1) + 2, where c_h (gru_rel_pos_const) is the head's constant.
+    ``head_ids``: the pretrained index of each head (its input slice); ``bias_columns``: its table column.
+    """
+
+    def __init__(
+        self, embed_dim: int, head_dim: int, dropout: float, head_ids: List[int], bias_columns: List[int]
+    ) -> None:
+        super().__init__(embed_dim, len(head_ids), head_dim, dropout)
+        self.gru_rel_pos_linear = nn.Linear(head_dim, 8)
+        self.gru_rel_pos_const = nn.Parameter(torch.ones(1, len(head_ids), 1, 1))
+        # Structure, not weights: they follow from the config, so they are not saved.
+        self.register_buffer("head_ids", torch.tensor(head_ids, dtype=torch.long), persistent=False)
+        self.register_buffer("bias_columns", torch.tensor(bias_columns, dtype=torch.long), persistent=False)
+
+    def logit_mask(
+        self, x: Tensor, attention_mask: Optional[Tensor], position_bias: Optional[Tensor]
+    ) -> Optional[Tensor]:
+        """(B, heads, T, T): the gated relative position bias, -inf at padded keys."""
+        assert position_bias is not None, "WavLM attention needs the Transformer's relative position bias"
+        batch, frames, _ = x.shape
+        slices = x.view(batch, frames, -1, self.head_dim)[:, :, self.head_ids].transpose(1, 2)  # (B, H, T, d)
+        halves = self.gru_rel_pos_linear(slices).view(batch, self.num_heads, frames, 2, 4).sum(-1)
+        a, b = torch.sigmoid(halves).chunk(2, dim=-1)
+        gate = a * (b * self.gru_rel_pos_const - 1.0) + 2.0  # (B, H, T, 1)
+        bias = gate * position_bias[self.bias_columns]
+        if attention_mask is not None:
+            bias = bias.masked_fill(~attention_mask, float("-inf"))
+        return bias
 
 
 class FeedForward(nn.Module):
@@ -284,43 +372,42 @@ class FeedForward(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """One Transformer layer; either branch may be absent (pruned away).
+    """One Transformer layer; either branch may be absent (None: pruned away).
 
     Post-LN (base): x = LN(x + attn(x)); x = LN(x + ffn(x)). The norms stay when a branch is removed.
     Pre-LN (large): x = x + attn(LN(x)); x = x + ffn(LN(x)). A removed branch takes its norm with it.
+    ``embed_dim`` is given on its own because both branches may be absent.
     """
 
     def __init__(
         self,
+        attention: Optional[SelfAttention],
+        feed_forward: Optional[FeedForward],
         embed_dim: int,
-        num_heads: int,
-        head_dim: int,
-        ffn_dim: int,
         layer_norm_first: bool,
         eps: float,
         dropout: float,
-        attention_dropout: float,
-        activation_dropout: float,
     ) -> None:
         super().__init__()
         self.layer_norm_first = layer_norm_first
-        self.attention = SelfAttention(embed_dim, num_heads, head_dim, attention_dropout) if num_heads else None
-        self.feed_forward = FeedForward(embed_dim, ffn_dim, activation_dropout, dropout) if ffn_dim else None
-        keep_attention_norm = num_heads > 0 or not layer_norm_first
-        keep_ffn_norm = ffn_dim > 0 or not layer_norm_first
+        self.attention = attention
+        self.feed_forward = feed_forward
+        keep_attention_norm = attention is not None or not layer_norm_first
+        keep_ffn_norm = feed_forward is not None or not layer_norm_first
         self.layer_norm = nn.LayerNorm(embed_dim, eps=eps) if keep_attention_norm else None
         self.final_layer_norm = nn.LayerNorm(embed_dim, eps=eps) if keep_ffn_norm else None
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, attention_mask: Optional[Tensor]) -> Tensor:
+    def forward(self, x: Tensor, attention_mask: Optional[Tensor], position_bias: Optional[Tensor] = None) -> Tensor:
+        """x: (B, T, C); attention_mask, position_bias: see ``SelfAttention.forward``."""
         if self.layer_norm_first:
             if self.attention is not None:
-                x = x + self.dropout(self.attention(self.layer_norm(x), attention_mask))
+                x = x + self.dropout(self.attention(self.layer_norm(x), attention_mask, position_bias))
             if self.feed_forward is not None:
                 x = x + self.feed_forward(self.final_layer_norm(x))
             return x
         if self.attention is not None:
-            x = x + self.dropout(self.attention(x, attention_mask))
+            x = x + self.dropout(self.attention(x, attention_mask, position_bias))
         x = self.layer_norm(x)
         if self.feed_forward is not None:
             x = x + self.feed_forward(x)
@@ -328,26 +415,27 @@ class EncoderLayer(nn.Module):
 
 
 class Transformer(nn.Module):
-    """Positional convolution, a stack of encoder layers and the encoder LayerNorm."""
+    """Positional convolution, a stack of encoder layers and the encoder LayerNorm; for WavLM also the
+    relative position bias table that all layers share (here, so that it outlives any layer's attention)."""
 
     def __init__(
         self,
-        embed_dim: int,
+        pos_conv_embed: ConvPositionalEmbedding,
         layers: List[EncoderLayer],
-        pos_conv_kernel: int,
-        pos_conv_groups: int,
         layer_norm_first: bool,
         eps: float,
         dropout: float,
         layer_drop: float,
+        rel_attn_embed: Optional[RelativePositionBias] = None,
     ) -> None:
         super().__init__()
-        self.pos_conv_embed = ConvPositionalEmbedding(embed_dim, pos_conv_kernel, pos_conv_groups)
-        self.layer_norm = nn.LayerNorm(embed_dim, eps=eps)
+        self.pos_conv_embed = pos_conv_embed
+        self.layer_norm = nn.LayerNorm(pos_conv_embed.embed_dim, eps=eps)
         self.layers = nn.ModuleList(layers)
         self.layer_norm_first = layer_norm_first
         self.dropout = nn.Dropout(dropout)
         self.layer_drop = layer_drop
+        self.rel_attn_embed = rel_attn_embed
 
     def forward(self, x: Tensor, padding_mask: Optional[Tensor]) -> Tuple[Tensor, List[Tensor]]:
         """x: (B, T, C), padding_mask: (B, T) True at padded frames.
@@ -363,10 +451,11 @@ class Transformer(nn.Module):
         if not self.layer_norm_first:
             x = self.layer_norm(x)
         x = self.dropout(x)
+        position_bias = None if self.rel_attn_embed is None else self.rel_attn_embed(x.shape[1])
         hidden_states = [x]
         for layer in self.layers:
             if not (self.training and self.layer_drop > 0 and torch.rand(()) < self.layer_drop):
-                x = layer(x, attention_mask)
+                x = layer(x, attention_mask, position_bias)
             hidden_states.append(x)
         if self.layer_norm_first:
             x = self.layer_norm(x)

@@ -1,4 +1,4 @@
-"""Parameters and MACs of a wav2vec2 / HuBERT encoder: exact for a config, expected for a gated model.
+"""Parameters and MACs of a wav2vec2 / HuBERT / WavLM encoder: exact for a config, expected for a gated model.
 
 One set of formulas serves both uses. ``UnitCounts`` holds how many units of every prunable structure
 are kept; with python numbers (a concrete config) the formulas give exact integer counts, with 0-dim
@@ -13,6 +13,9 @@ What is counted:
   (QK^T and AV: 2 * T^2 * heads * head_dim per layer), i.e. what ``torch.utils.flop_counter`` counts,
   divided by 2. Biases, norms, activations, softmax and weight normalisation are not counted.
   Attention grows with T^2, so MACs always refer to a stated duration (default 10 s at 16 kHz).
+- WavLM: its gated-relative-position unit is a Linear(head_dim, 8) applied to every head's input slice at
+  every frame (8 * head_dim * T MACs per head). The relative position bias itself is a table lookup, and
+  its gating and addition to the logits are elementwise: no MACs, as for norms and softmax.
 
 Where the LayerNorms belong:
 - ``cnn``: the CNN's own norms (GroupNorm of layer 0, or the LayerNorm after every conv).
@@ -21,6 +24,10 @@ Where the LayerNorms belong:
   stay when their branch is removed (so a layer with 0 heads still has 2 * embed_dim attention params);
   in pre-LN mode they go with the branch.
 - ``encoder_norm``: the Transformer's own LayerNorm.
+
+WavLM's attention parameters (component ``attention``) add, per layer, the gated-relative-position unit
+(a Linear(head_dim, 8) while the branch exists, one constant per head) and, once for the model, the
+relative position bias table: ``num_buckets`` values per head that some layer keeps.
 """
 
 from __future__ import annotations
@@ -133,6 +140,7 @@ class UnitCounts:
 
     ``attention_kept`` / ``ffn_kept`` are 1 where the branch exists and 0 where it was removed, or the
     probability that it survives; they decide the output bias and, in pre-LN mode, the branch's LayerNorm.
+    ``bias_table_heads``: WavLM's relative position bias table columns (0 for other models).
     """
 
     conv_channels: List[Number]
@@ -140,6 +148,7 @@ class UnitCounts:
     attention_kept: List[Number]
     ffn_units: List[Number]
     ffn_kept: List[Number]
+    bias_table_heads: Number
 
     @classmethod
     def from_config(cls, config: Wav2Vec2Config) -> "UnitCounts":
@@ -149,6 +158,7 @@ class UnitCounts:
             attention_kept=[int(heads > 0) for heads in config.num_heads],
             ffn_units=list(config.ffn_dims),
             ffn_kept=[int(units > 0) for units in config.ffn_dims],
+            bias_table_heads=_expected_table_columns({head: [1] for head in config.bias_table_heads()}),
         )
 
     @classmethod
@@ -160,7 +170,11 @@ class UnitCounts:
             probs = _keep_probs(block.channel_gate)
             conv_channels.append(channels if probs is None else probs.sum())
         heads, attention_kept, ffn_units, ffn_kept = [], [], [], []
-        for layer, num_heads, ffn_dim in zip(model.encoder.layers, config.num_heads, config.ffn_dims):
+        head_keep: Dict[int, List[Number]] = {}  # WavLM: per pretrained head, P(kept) in each layer that has it
+        wavlm = config.model_type == "wavlm"
+        for layer, num_heads, ffn_dim, head_ids in zip(
+            model.encoder.layers, config.num_heads, config.ffn_dims, config.layer_head_ids()
+        ):
             attention = layer.attention
             units, kept = _expected_branch(
                 num_heads,
@@ -169,6 +183,9 @@ class UnitCounts:
             )
             heads.append(units)
             attention_kept.append(kept)
+            if wavlm and attention is not None:
+                for head, prob in zip(head_ids, _head_keep_probs(num_heads, attention.head_gate, attention.layer_gate)):
+                    head_keep.setdefault(head, []).append(prob)
             feed_forward = layer.feed_forward
             units, kept = _expected_branch(
                 ffn_dim,
@@ -177,7 +194,7 @@ class UnitCounts:
             )
             ffn_units.append(units)
             ffn_kept.append(kept)
-        return cls(conv_channels, heads, attention_kept, ffn_units, ffn_kept)
+        return cls(conv_channels, heads, attention_kept, ffn_units, ffn_kept, _expected_table_columns(head_keep))
 
 
 def _keep_probs(gate: Optional[nn.Module]) -> Optional[Tensor]:
@@ -200,6 +217,26 @@ def _expected_branch(
     if unit_probs is None:
         return num_units * layer_prob, layer_prob
     return layer_prob * unit_probs.sum(), layer_prob * (1 - torch.prod(1 - unit_probs))
+
+
+def _head_keep_probs(num_heads: int, head_gate: Optional[nn.Module], layer_gate: Optional[nn.Module]) -> List[Number]:
+    """P(head kept) for each head of an attention branch: its own gate's times the layer gate's."""
+    layer_probs = _keep_probs(layer_gate)
+    layer_prob: Number = 1 if layer_probs is None else layer_probs.squeeze(0)
+    head_probs = _keep_probs(head_gate)
+    return [layer_prob * (1 if head_probs is None else head_probs[h]) for h in range(num_heads)]
+
+
+def _expected_table_columns(head_keep: Dict[int, List[Number]]) -> Number:
+    """Expected columns of WavLM's relative position bias table: a head's column stays while any layer keeps
+    that head (``head_keep``: P(kept) of the head in each layer that has it; gates independent)."""
+    columns: Number = 0
+    for probs in head_keep.values():
+        dropped: Number = 1
+        for prob in probs:
+            dropped = dropped * (1 - prob)
+        columns = columns + (1 - dropped)
+    return columns
 
 
 def frame_counts(config: Wav2Vec2Config, seconds: float = 10.0, sample_rate: int = 16000) -> List[int]:
@@ -249,12 +286,16 @@ def component_costs(config: Wav2Vec2Config, units: UnitCounts, frames: List[int]
     def branch_norm(kept: Number) -> Number:
         return 2 * embed * (kept if config.layer_norm_first else 1)
 
-    attention_params: Number = 0
+    wavlm = config.model_type == "wavlm"
+    attention_params: Number = config.num_buckets * units.bias_table_heads if wavlm else 0
     attention_macs: Number = 0
     for heads, kept in zip(units.heads, units.attention_kept):
         inner = heads * config.head_dim
         attention_params = attention_params + 4 * embed * inner + 3 * inner + embed * kept + branch_norm(kept)
         attention_macs = attention_macs + 4 * time * embed * inner + 2 * time * time * inner
+        if wavlm:  # gated-relative-position unit: Linear(head_dim, 8) on every head's slice, a constant per head
+            attention_params = attention_params + (8 * config.head_dim + 8) * kept + heads
+            attention_macs = attention_macs + 8 * inner * time
 
     ffn_params: Number = 0
     ffn_macs: Number = 0

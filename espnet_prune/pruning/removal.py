@@ -11,6 +11,10 @@ The eval-mode (deterministic) gate values are folded into the weights that consu
 - FFN units and the FFN layer gate: the output-dense columns (and its bias).
 A branch whose units are all zero (or whose layer gate is zero) is removed; the gated model gives it
 no output either (see ``components.gated_output_projection``).
+
+WavLM: a removed head takes its gated-relative-position constant with it, and the config records the
+pretrained index of every kept head (``head_ids``); the relative position bias table, shared by all
+layers, keeps the columns of the heads some layer still has.
 """
 
 from __future__ import annotations
@@ -76,10 +80,15 @@ def pruned_config(model: Wav2Vec2Model) -> Wav2Vec2Config:
 
 
 def _config_from_plan(config: Wav2Vec2Config, conv, attention, ffn) -> Wav2Vec2Config:
+    head_ids = None
+    if config.model_type == "wavlm":  # the pretrained index of each kept head
+        layer_ids = config.layer_head_ids()
+        head_ids = [[] if a is None else [ids[j] for j in a[0].index.tolist()] for a, ids in zip(attention, layer_ids)]
     return config.replace(
         conv_layers=[(kept.index.numel(), k, s) for kept, (_, k, s) in zip(conv, config.conv_layers)],
         num_heads=[0 if a is None else a[0].index.numel() for a in attention],
         ffn_dims=[0 if f is None else f[0].index.numel() for f in ffn],
+        head_ids=head_ids,
     )
 
 
@@ -111,7 +120,7 @@ def remove_masks(model: Wav2Vec2Model) -> Tuple[Wav2Vec2Model, Wav2Vec2Config]:
         if i > 0:
             weight = _fold(weight, conv[i - 1], None)
         state[prefix + "conv.weight"] = weight
-        for name in ("conv.bias", "norm.weight", "norm.bias"):
+        for name in ("conv.bias", "layer_norm.weight", "layer_norm.bias"):
             if prefix + name in source:
                 state[prefix + name] = source.pop(prefix + name)[kept.index]
     last_kept = conv[last]
@@ -136,6 +145,8 @@ def remove_masks(model: Wav2Vec2Model) -> Tuple[Wav2Vec2Model, Wav2Vec2Config]:
             state[f"{branch}out_proj.weight"] = _fold(source.pop(f"{branch}out_proj.weight"), head_kept, layer_value)
             bias = source.pop(f"{branch}out_proj.bias")
             state[f"{branch}out_proj.bias"] = bias if layer_value is None else bias * layer_value
+            if f"{branch}gru_rel_pos_const" in source:  # WavLM
+                state[f"{branch}gru_rel_pos_const"] = source.pop(f"{branch}gru_rel_pos_const")[:, heads.index]
         branch = prefix + "feed_forward."
         if ff is not None:
             units, layer_value = ff
@@ -145,10 +156,15 @@ def remove_masks(model: Wav2Vec2Model) -> Tuple[Wav2Vec2Model, Wav2Vec2Config]:
             bias = source.pop(f"{branch}output_dense.bias")
             state[f"{branch}output_dense.bias"] = bias if layer_value is None else bias * layer_value
 
+    table = config.bias_table_heads()
+    if table:
+        columns = [model.config.bias_table_heads().index(head) for head in table]
+        state["encoder.rel_attn_embed.weight"] = source.pop("encoder.rel_attn_embed.weight")[:, columns]
+
     pruned = Wav2Vec2Model(config)
     expected = pruned.state_dict()
     for key in expected:
         if key not in state:
-            state[key] = source[key]  # unpruned tensors: positional conv, norms, projection bias
+            state[key] = source[key]  # unpruned: positional conv, norms, projection bias, WavLM gate unit
     pruned.load_state_dict(state, strict=True)
     return pruned.eval(), config

@@ -1,4 +1,5 @@
-"""Checkpoint importers: fairseq / S3PRL, Hugging Face and torchaudio wav2vec2 / HuBERT into our model.
+"""Checkpoint importers: fairseq / S3PRL, Hugging Face and torchaudio wav2vec2 / HuBERT, and Microsoft's and
+Hugging Face WavLM, into our model.
 
 ``load_pretrained(path)`` recognises the format; the per-format functions are exported too. Every
 importer returns ``(Wav2Vec2Model in eval mode, Wav2Vec2Config)`` and fails with one ValueError or
@@ -41,12 +42,13 @@ __all__ = [
 def load_pretrained(
     path: PathLike, config: Optional[Wav2Vec2Config] = None, trust_checkpoint: bool = False
 ) -> Tuple[Wav2Vec2Model, Wav2Vec2Config]:
-    """Load a pretrained wav2vec2 / HuBERT checkpoint of any supported format.
+    """Load a pretrained wav2vec2 / HuBERT / WavLM checkpoint of any supported format.
 
     A directory (or its config.json / .safetensors file) is a Hugging Face model; a file is a fairseq checkpoint, an
-    S3PRL converted checkpoint or a torchaudio state dict. ``config`` is needed, and allowed, only for
-    torchaudio state dicts, which record no geometry (``load_torchaudio_state_dict`` can infer most of it).
-    Files are read with ``weights_only=True``; ``trust_checkpoint`` allows one that pickles other classes.
+    S3PRL converted checkpoint, a WavLM checkpoint (Microsoft's layout) or a torchaudio state dict. ``config`` is
+    needed, and allowed, only for torchaudio state dicts, which record no geometry (``load_torchaudio_state_dict``
+    can infer most of it). Files are read with ``weights_only=True``; ``trust_checkpoint`` allows one that
+    pickles other classes.
     """
     path = Path(path)
     if path.is_file() and (path.name == "config.json" or path.suffix == ".safetensors"):
@@ -65,9 +67,9 @@ def load_pretrained(
         return import_torchaudio_state_dict(checkpoint, path, config)
     if not (is_fairseq_checkpoint(checkpoint) or is_s3prl_checkpoint(checkpoint)):
         raise ValueError(
-            f"{path}: unrecognised checkpoint: not a fairseq ('model' with 'cfg'/'args'), S3PRL "
+            f"{path}: unrecognised checkpoint: not a fairseq or WavLM ('model' with 'cfg'/'args'), S3PRL "
             "('model_cfg', 'model_weight') or torchaudio ('encoder.transformer.*') checkpoint"
         )
     if config is not None:
-        raise ValueError(f"{path}: a fairseq / S3PRL checkpoint records its own config; do not pass one")
+        raise ValueError(f"{path}: a fairseq / S3PRL / WavLM checkpoint records its own config; do not pass one")
     return import_fairseq_checkpoint(checkpoint, path)

@@ -26,7 +26,7 @@ from espnet_prune.models.model import Wav2Vec2Model
 PathLike = Union[str, Path]
 
 # What the placeholders of a KeyRule template stand for.
-_PLACEHOLDERS = {"i": r"\d+", "wb": "weight|bias", "proj": "q|k|v|out"}
+_PLACEHOLDERS = {"i": r"\d+", "wb": "weight|bias", "proj": "q|k|v|out", "rest": ".+"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -42,9 +42,10 @@ def _template_regex(template: str) -> "re.Pattern[str]":
 class KeyRule:
     """One family of parameter names: ``source`` in the checkpoint, ``target`` in our model.
 
-    Both are templates in which ``{i}`` stands for a layer index, ``{wb}`` for weight/bias and
-    ``{proj}`` for an attention projection (q, k, v, out); the rule works in both directions, so that
-    an error about a missing parameter can name it the way the checkpoint would.
+    Both are templates in which ``{i}`` stands for a layer index, ``{wb}`` for weight/bias,
+    ``{proj}`` for an attention projection (q, k, v, out) and ``{rest}`` for the rest of a name (a layout
+    that differs from ours only in a prefix); the rule works in both directions, so that an error about a
+    missing parameter can name it the way the checkpoint would.
     """
 
     source: str
@@ -59,12 +60,33 @@ class KeyRule:
         return self.source.format(**match.groupdict()) if match else None
 
 
+# Our positional convolution: a Conv1d weight-normalised by torch's parametrization.
+POS_CONV = "encoder.pos_conv_embed.conv"
+
+
+def pos_conv_rules(source: str) -> Tuple[KeyRule, ...]:
+    """The positional convolution's five parameters at ``source`` in a checkpoint: its bias and the weight
+    norm's g and v, named by the old ``weight_g`` / ``weight_v`` hook or by torch's parametrization."""
+    g, v = POS_CONV + ".parametrizations.weight.original0", POS_CONV + ".parametrizations.weight.original1"
+    return (
+        KeyRule(source + ".weight_g", g),
+        KeyRule(source + ".weight_v", v),
+        KeyRule(source + ".parametrizations.weight.original0", g),
+        KeyRule(source + ".parametrizations.weight.original1", v),
+        KeyRule(source + ".bias", POS_CONV + ".bias"),
+    )
+
+
+# For a layout whose names are ours (Hugging Face's): every name not matched by an earlier rule is kept.
+SAME_NAME = KeyRule("{rest}", "{rest}")
+
+
 class KeyMap:
     """Renames a checkpoint's parameters to ours.
 
     ``prefixes`` are stripped first (e.g. ``wav2vec2.`` of a Hugging Face ``*ForCTC`` model); keys
     matching one of the ``dropped`` regexes (heads, pretraining-only parameters) are skipped; every
-    other key must match exactly one rule.
+    other key must match a rule, and the first rule that matches renames it.
     """
 
     def __init__(self, rules: Sequence[KeyRule], dropped: Sequence[str] = (), prefixes: Sequence[str] = ()) -> None:
@@ -88,7 +110,7 @@ class KeyMap:
 
     def source_names(self, target: str) -> str:
         """The checkpoint name(s) that would provide our parameter ``target``, quoted, for messages."""
-        names = [rule.to_source(target) for rule in self.rules]
+        names = dict.fromkeys(rule.to_source(target) for rule in self.rules)  # unique, in rule order
         return " or ".join(repr(name) for name in names if name is not None) or repr(target)
 
 

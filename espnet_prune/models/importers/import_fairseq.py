@@ -1,4 +1,4 @@
-"""Import fairseq and S3PRL checkpoints of wav2vec2 / HuBERT (pretrained or CTC fine-tuned).
+"""Import fairseq and S3PRL checkpoints of wav2vec2 / HuBERT (pretrained or CTC fine-tuned), and WavLM's.
 
 Reads the checkpoint file itself (no fairseq needed):
 
@@ -6,7 +6,10 @@ Reads the checkpoint file itself (no fairseq needed):
   omegaconf DictConfig, or the older ``{"args": argparse.Namespace, "model": ...}``;
 - fine-tuned ``Wav2VecCtc`` / ``HubertCtc``: parameters under ``w2v_encoder.w2v_model.``, the
   pretraining config under ``cfg.model.w2v_args`` (the CTC projection ``w2v_encoder.proj`` is dropped);
-- S3PRL converted files: ``{"task_cfg", "model_cfg", "model_weight"}``.
+- S3PRL converted files: ``{"task_cfg", "model_cfg", "model_weight"}``;
+- Microsoft's WavLM ``.pt`` (microsoft/unilm, the files S3PRL loads for WavLM): ``{"cfg": the model config
+  itself, a plain dict, "model": state_dict}``, with fairseq's parameter names. Its config names no model;
+  its ``relative_position_embedding`` field marks it as WavLM.
 """
 
 from __future__ import annotations
@@ -16,29 +19,36 @@ import ast
 from typing import Any, Dict, List, Mapping, Tuple
 
 from espnet_prune.models.config import Wav2Vec2Config
-from espnet_prune.models.importers.common import KeyMap, KeyRule, PathLike, build_model, float_field, load_torch_file
+from espnet_prune.models.importers.common import (
+    KeyMap,
+    KeyRule,
+    PathLike,
+    build_model,
+    float_field,
+    load_torch_file,
+    pos_conv_rules,
+)
 from espnet_prune.models.model import Wav2Vec2Model
 
 _CONV = "feature_extractor.conv_layers.{i}"
 _LAYER = "encoder.layers.{i}"
-_POS_CONV = "encoder.pos_conv_embed.conv"
 _RULES = (
     KeyRule(_CONV + ".0.{wb}", _CONV + ".conv.{wb}"),
-    KeyRule(_CONV + ".2.{wb}", _CONV + ".norm.{wb}"),  # GroupNorm ("default" mode, first layer)
-    KeyRule(_CONV + ".2.1.{wb}", _CONV + ".norm.{wb}"),  # LayerNorm inside TransposeLast ("layer_norm" mode)
+    KeyRule(_CONV + ".2.{wb}", _CONV + ".layer_norm.{wb}"),  # GroupNorm ("default" mode, first layer)
+    KeyRule(_CONV + ".2.1.{wb}", _CONV + ".layer_norm.{wb}"),  # LayerNorm inside TransposeLast ("layer_norm" mode)
     KeyRule("layer_norm.{wb}", "feature_projection.layer_norm.{wb}"),
     KeyRule("post_extract_proj.{wb}", "feature_projection.projection.{wb}"),
-    KeyRule("encoder.pos_conv.0.weight_g", _POS_CONV + ".parametrizations.weight.original0"),
-    KeyRule("encoder.pos_conv.0.weight_v", _POS_CONV + ".parametrizations.weight.original1"),
-    KeyRule("encoder.pos_conv.0.parametrizations.weight.original0", _POS_CONV + ".parametrizations.weight.original0"),
-    KeyRule("encoder.pos_conv.0.parametrizations.weight.original1", _POS_CONV + ".parametrizations.weight.original1"),
-    KeyRule("encoder.pos_conv.0.bias", _POS_CONV + ".bias"),
+    *pos_conv_rules("encoder.pos_conv.0"),
     KeyRule("encoder.layer_norm.{wb}", "encoder.layer_norm.{wb}"),
     KeyRule(_LAYER + ".self_attn.{proj}_proj.{wb}", _LAYER + ".attention.{proj}_proj.{wb}"),
     KeyRule(_LAYER + ".self_attn_layer_norm.{wb}", _LAYER + ".layer_norm.{wb}"),
     KeyRule(_LAYER + ".fc1.{wb}", _LAYER + ".feed_forward.intermediate_dense.{wb}"),
     KeyRule(_LAYER + ".fc2.{wb}", _LAYER + ".feed_forward.output_dense.{wb}"),
     KeyRule(_LAYER + ".final_layer_norm.{wb}", _LAYER + ".final_layer_norm.{wb}"),
+    # WavLM: the gated-relative-position unit, and the bias table its first layer holds
+    KeyRule(_LAYER + ".self_attn.grep_linear.{wb}", _LAYER + ".attention.gru_rel_pos_linear.{wb}"),
+    KeyRule(_LAYER + ".self_attn.grep_a", _LAYER + ".attention.gru_rel_pos_const"),
+    KeyRule("encoder.layers.0.self_attn.relative_attention_bias.weight", "encoder.rel_attn_embed.weight"),
 )
 # Pretraining heads (wav2vec2 quantizer and contrastive projections, HuBERT label embeddings) and the
 # CTC projection of fine-tuned models.
@@ -54,7 +64,13 @@ _DROPPED = (
 )
 KEY_MAP = KeyMap(_RULES, _DROPPED, prefixes=("w2v_encoder.w2v_model.",))
 
-_MODEL_NAMES = {"wav2vec2": "wav2vec2", "wav2vec_ctc": "wav2vec2", "hubert": "hubert", "hubert_ctc": "hubert"}
+_MODEL_NAMES = {
+    "wav2vec2": "wav2vec2",
+    "wav2vec_ctc": "wav2vec2",
+    "hubert": "hubert",
+    "hubert_ctc": "hubert",
+    "wavlm": "wavlm",
+}
 _FINETUNED_NAMES = ("wav2vec_ctc", "hubert_ctc")
 # fairseq's defaults (Wav2Vec2Config / HubertConfig) for fields an older config may lack.
 _DEFAULTS: Dict[str, Any] = {
@@ -71,6 +87,13 @@ _DEFAULTS: Dict[str, Any] = {
     "activation_dropout": 0.0,
     "encoder_layerdrop": 0.0,
     "dropout_input": 0.0,
+}
+# WavLMConfig's defaults (microsoft/unilm wavlm/WavLM.py) for its own fields.
+_WAVLM_DEFAULTS: Dict[str, Any] = {
+    "relative_position_embedding": False,
+    "num_buckets": 320,
+    "max_distance": 1280,
+    "gru_rel_pos": False,
 }
 _GEOMETRY = (
     "conv_feature_layers",
@@ -136,7 +159,9 @@ def parse_conv_feature_layers(spec: Any, source: PathLike) -> List[Tuple[int, in
 
 
 def _model_name(model_cfg: Mapping[str, Any], source: PathLike) -> str:
-    name = model_cfg.get("_name") or model_cfg.get("arch") or "wav2vec2"
+    """fairseq's model name; a WavLM config has none, and its relative_position_embedding field marks it."""
+    unnamed = "wavlm" if "relative_position_embedding" in model_cfg else "wav2vec2"
+    name = model_cfg.get("_name") or model_cfg.get("arch") or unnamed
     if name not in _MODEL_NAMES:
         raise ValueError(f"{source}: unsupported model _name {name!r}; supported: {sorted(_MODEL_NAMES)}")
     return name
@@ -161,11 +186,14 @@ def convert_config(model_cfg: Mapping[str, Any], source: PathLike, normalize: bo
     """Our config from fairseq's model config (pretraining or fine-tuned), rejecting unsupported variants;
     ``normalize`` is the task's waveform normalisation."""
     model_type = _MODEL_NAMES[_model_name(model_cfg, source)]
-    cfg = {**_DEFAULTS, **_pretraining_model_cfg(model_cfg, source)}
+    own_defaults = _WAVLM_DEFAULTS if model_type == "wavlm" else {}
+    cfg = {**_DEFAULTS, **own_defaults, **_pretraining_model_cfg(model_cfg, source)}
     missing = [key for key in _GEOMETRY if cfg.get(key) is None]
     if missing:
         raise ValueError(f"{source}: model config has no {missing[0]!r}")
     unsupported = {"activation_fn": "gelu", "layer_type": "transformer", "pos_conv_depth": 1}
+    if model_type == "wavlm":
+        unsupported.update(relative_position_embedding=True, gru_rel_pos=True)
     for key, supported in unsupported.items():
         if cfg[key] != supported:
             raise ValueError(f"{source}: {key}={cfg[key]!r} is not supported (only {supported!r})")
@@ -195,6 +223,8 @@ def convert_config(model_cfg: Mapping[str, Any], source: PathLike, normalize: bo
         model_type=model_type,
         normalize_waveform=bool(normalize),
     )
+    if model_type == "wavlm":
+        params.update(num_buckets=int(cfg["num_buckets"]), max_distance=int(cfg["max_distance"]))
     return Wav2Vec2Config.from_dict(params, source=str(source))
 
 
@@ -216,25 +246,30 @@ def _task_normalize(task_cfg: Any, model_cfg: Mapping[str, Any]) -> bool:
 
 
 def import_fairseq_checkpoint(checkpoint: Mapping[str, Any], source: PathLike) -> Tuple[Wav2Vec2Model, Wav2Vec2Config]:
-    """Build our model from an already loaded fairseq or S3PRL checkpoint dict (``source`` names it in errors)."""
+    """Build our model from an already loaded fairseq, S3PRL or WavLM checkpoint dict (``source`` names it in
+    errors)."""
     if is_s3prl_checkpoint(checkpoint):
         model_cfg, state_dict = _plain(checkpoint["model_cfg"]), checkpoint["model_weight"]
         task_cfg = _plain(checkpoint.get("task_cfg"))
     elif is_fairseq_checkpoint(checkpoint):
         cfg = _plain(checkpoint.get("cfg"))
         if isinstance(cfg, Mapping):
-            model_cfg, task_cfg = cfg.get("model"), cfg.get("task")
+            if "model" in cfg:
+                model_cfg, task_cfg = cfg["model"], cfg.get("task")
+            else:  # WavLM: one flat cfg for the model and its input normalisation
+                model_cfg = task_cfg = cfg if "encoder_layers" in cfg else None
         else:  # old checkpoints: one flat Namespace for the task and the model
             model_cfg = task_cfg = _plain(checkpoint.get("args"))
         state_dict = checkpoint["model"]
     else:
         raise ValueError(f"{source}: not a fairseq checkpoint (no 'model' with 'cfg'/'args') nor an S3PRL one")
     if not isinstance(model_cfg, Mapping):
-        raise ValueError(f"{source}: checkpoint has no model config (cfg.model or args)")
+        raise ValueError(f"{source}: checkpoint has no model config (cfg.model, a WavLM cfg, or args)")
     normalize = _task_normalize(task_cfg, model_cfg)
     return build_model(convert_config(model_cfg, source, normalize), state_dict, KEY_MAP, source)
 
 
 def load_fairseq_checkpoint(path: PathLike, trust_checkpoint: bool = False) -> Tuple[Wav2Vec2Model, Wav2Vec2Config]:
-    """Load a fairseq or S3PRL wav2vec2 / HuBERT checkpoint file into our model (eval mode) and config."""
+    """Load a fairseq or S3PRL wav2vec2 / HuBERT checkpoint file, or a WavLM one, into our model (eval mode)
+    and config."""
     return import_fairseq_checkpoint(load_torch_file(path, trust_checkpoint), path)

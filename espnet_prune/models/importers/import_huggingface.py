@@ -1,9 +1,9 @@
-"""Import Hugging Face ``Wav2Vec2*`` / ``Hubert*`` model directories (config.json + weights).
+"""Import Hugging Face ``Wav2Vec2*`` / ``Hubert*`` / ``WavLM*`` model directories (config.json + weights).
 
 Reads ``model.safetensors`` or ``pytorch_model.bin`` (or their sharded ``*.index.json`` forms) without
 instantiating a transformers model. Task heads (``lm_head``, ``projector``, ``classifier``, ...) and
-pretraining-only parameters are dropped; the ``wav2vec2.`` / ``hubert.`` prefix of ``*For*`` models is
-stripped.
+pretraining-only parameters are dropped; the ``wav2vec2.`` / ``hubert.`` / ``wavlm.`` prefix of ``*For*``
+models is stripped.
 """
 
 from __future__ import annotations
@@ -18,30 +18,26 @@ from torch import Tensor
 
 from espnet_prune.checkpoints import CheckpointError, load_state_dict
 from espnet_prune.models.config import Wav2Vec2Config
-from espnet_prune.models.importers.common import KeyMap, KeyRule, PathLike, build_model, float_field
+from espnet_prune.models.importers.common import (
+    POS_CONV,
+    SAME_NAME,
+    KeyMap,
+    KeyRule,
+    PathLike,
+    build_model,
+    float_field,
+    pos_conv_rules,
+)
 from espnet_prune.models.model import Wav2Vec2Model
 
 logger = logging.getLogger(__name__)
 
-_CONV = "feature_extractor.conv_layers.{i}"
-_LAYER = "encoder.layers.{i}"
-_POS_CONV = "encoder.pos_conv_embed.conv"
+# Our parameter names are Hugging Face's, except the weight norm of checkpoints saved before torch's
+# parametrizations (weight_g / weight_v) and WavLM's relative position bias table, which its first layer holds.
 _RULES = (
-    KeyRule(_CONV + ".conv.{wb}", _CONV + ".conv.{wb}"),
-    KeyRule(_CONV + ".layer_norm.{wb}", _CONV + ".norm.{wb}"),  # GroupNorm or LayerNorm
-    KeyRule("feature_projection.layer_norm.{wb}", "feature_projection.layer_norm.{wb}"),
-    KeyRule("feature_projection.projection.{wb}", "feature_projection.projection.{wb}"),
-    KeyRule(_POS_CONV + ".weight_g", _POS_CONV + ".parametrizations.weight.original0"),
-    KeyRule(_POS_CONV + ".weight_v", _POS_CONV + ".parametrizations.weight.original1"),
-    KeyRule(_POS_CONV + ".parametrizations.weight.original0", _POS_CONV + ".parametrizations.weight.original0"),
-    KeyRule(_POS_CONV + ".parametrizations.weight.original1", _POS_CONV + ".parametrizations.weight.original1"),
-    KeyRule(_POS_CONV + ".bias", _POS_CONV + ".bias"),
-    KeyRule("encoder.layer_norm.{wb}", "encoder.layer_norm.{wb}"),
-    KeyRule(_LAYER + ".attention.{proj}_proj.{wb}", _LAYER + ".attention.{proj}_proj.{wb}"),
-    KeyRule(_LAYER + ".layer_norm.{wb}", _LAYER + ".layer_norm.{wb}"),
-    KeyRule(_LAYER + ".feed_forward.intermediate_dense.{wb}", _LAYER + ".feed_forward.intermediate_dense.{wb}"),
-    KeyRule(_LAYER + ".feed_forward.output_dense.{wb}", _LAYER + ".feed_forward.output_dense.{wb}"),
-    KeyRule(_LAYER + ".final_layer_norm.{wb}", _LAYER + ".final_layer_norm.{wb}"),
+    *pos_conv_rules(POS_CONV),
+    KeyRule("encoder.layers.0.attention.rel_attn_embed.weight", "encoder.rel_attn_embed.weight"),
+    SAME_NAME,
 )
 # Heads of *ForCTC / *ForSequenceClassification / *ForAudioFrameClassification / *ForXVector /
 # Wav2Vec2ForPreTraining, and the SpecAugment mask embedding.
@@ -58,9 +54,9 @@ _DROPPED = (
     r"project_hid\.",
     r"project_q\.",
 )
-KEY_MAP = KeyMap(_RULES, _DROPPED, prefixes=("wav2vec2.", "hubert."))
+KEY_MAP = KeyMap(_RULES, _DROPPED, prefixes=("wav2vec2.", "hubert.", "wavlm."))
 
-_MODEL_TYPES = ("wav2vec2", "hubert")
+_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm")
 _WEIGHT_FILES = (
     "model.safetensors",
     "model.safetensors.index.json",
@@ -76,7 +72,8 @@ def _require(hf_config: Mapping[str, Any], key: str, source: PathLike) -> Any:
 
 
 def convert_config(hf_config: Mapping[str, Any], source: PathLike) -> Wav2Vec2Config:
-    """Our config from a Hugging Face Wav2Vec2Config / HubertConfig dict, rejecting unsupported variants."""
+    """Our config from a Hugging Face Wav2Vec2Config / HubertConfig / WavLMConfig dict, rejecting unsupported
+    variants."""
     model_type = hf_config.get("model_type")
     if model_type not in _MODEL_TYPES:
         raise ValueError(f"{source}: model_type={model_type!r} is not supported (only {list(_MODEL_TYPES)})")
@@ -127,6 +124,11 @@ def convert_config(hf_config: Mapping[str, Any], source: PathLike) -> Wav2Vec2Co
         layer_drop=float_field(hf_config.get("layerdrop"), "layerdrop", source),
         model_type=model_type,
     )
+    if model_type == "wavlm":
+        params.update(
+            num_buckets=int(_require(hf_config, "num_buckets", source)),
+            max_distance=int(_require(hf_config, "max_bucket_distance", source)),
+        )
     return Wav2Vec2Config.from_dict(params, source=str(source))
 
 
@@ -162,7 +164,8 @@ def read_state_dict(directory: PathLike) -> Dict[str, Tensor]:
 
 
 def load_huggingface_checkpoint(directory: PathLike) -> Tuple[Wav2Vec2Model, Wav2Vec2Config]:
-    """Load a local Hugging Face wav2vec2 / HuBERT model directory into our model (eval mode) and config."""
+    """Load a local Hugging Face wav2vec2 / HuBERT / WavLM model directory into our model (eval mode) and
+    config."""
     directory = Path(directory)
     config_path = directory / "config.json"
     if not config_path.is_file():

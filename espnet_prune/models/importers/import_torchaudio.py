@@ -20,30 +20,23 @@ from typing import List, Mapping, Optional, Sequence, Tuple
 from torch import Tensor
 
 from espnet_prune.models.config import DEFAULT_CONV_LAYERS, Wav2Vec2Config
-from espnet_prune.models.importers.common import KeyMap, KeyRule, PathLike, build_model, load_torch_file
+from espnet_prune.models.importers.common import (
+    KeyMap,
+    KeyRule,
+    PathLike,
+    build_model,
+    load_torch_file,
+    pos_conv_rules,
+)
 from espnet_prune.models.model import Wav2Vec2Model
 
-_CONV = "feature_extractor.conv_layers.{i}"
-_TA_LAYER = "encoder.transformer.layers.{i}"
-_LAYER = "encoder.layers.{i}"
-_TA_POS_CONV = "encoder.transformer.pos_conv_embed.conv"
-_POS_CONV = "encoder.pos_conv_embed.conv"
+# torchaudio's names are ours under other prefixes: its Encoder holds the feature projection and the
+# Transformer, which are top-level and ``encoder`` here.
 _RULES = (
-    KeyRule(_CONV + ".conv.{wb}", _CONV + ".conv.{wb}"),
-    KeyRule(_CONV + ".layer_norm.{wb}", _CONV + ".norm.{wb}"),  # GroupNorm or LayerNorm
-    KeyRule("encoder.feature_projection.layer_norm.{wb}", "feature_projection.layer_norm.{wb}"),
-    KeyRule("encoder.feature_projection.projection.{wb}", "feature_projection.projection.{wb}"),
-    KeyRule(_TA_POS_CONV + ".weight_g", _POS_CONV + ".parametrizations.weight.original0"),
-    KeyRule(_TA_POS_CONV + ".weight_v", _POS_CONV + ".parametrizations.weight.original1"),
-    KeyRule(_TA_POS_CONV + ".parametrizations.weight.original0", _POS_CONV + ".parametrizations.weight.original0"),
-    KeyRule(_TA_POS_CONV + ".parametrizations.weight.original1", _POS_CONV + ".parametrizations.weight.original1"),
-    KeyRule(_TA_POS_CONV + ".bias", _POS_CONV + ".bias"),
-    KeyRule("encoder.transformer.layer_norm.{wb}", "encoder.layer_norm.{wb}"),
-    KeyRule(_TA_LAYER + ".attention.{proj}_proj.{wb}", _LAYER + ".attention.{proj}_proj.{wb}"),
-    KeyRule(_TA_LAYER + ".layer_norm.{wb}", _LAYER + ".layer_norm.{wb}"),
-    KeyRule(_TA_LAYER + ".feed_forward.intermediate_dense.{wb}", _LAYER + ".feed_forward.intermediate_dense.{wb}"),
-    KeyRule(_TA_LAYER + ".feed_forward.output_dense.{wb}", _LAYER + ".feed_forward.output_dense.{wb}"),
-    KeyRule(_TA_LAYER + ".final_layer_norm.{wb}", _LAYER + ".final_layer_norm.{wb}"),
+    *pos_conv_rules("encoder.transformer.pos_conv_embed.conv"),
+    KeyRule("encoder.transformer.{rest}", "encoder.{rest}"),
+    KeyRule("encoder.feature_projection.{rest}", "feature_projection.{rest}"),
+    KeyRule("feature_extractor.{rest}", "feature_extractor.{rest}"),
 )
 KEY_MAP = KeyMap(_RULES, dropped=(r"aux\.",))  # the optional CTC head
 
