@@ -237,6 +237,21 @@ def test_cli_exports_checks_and_writes_what_decoding_needs(exp: Exp, format: str
     assert all(hypotheses) and len({tuple(h) for h in hypotheses}) == 5  # non-trivial, distinct hypotheses
 
 
+def test_cli_copies_the_bpe_model_a_config_names(exp: Exp, tmp_path) -> None:
+    config = yaml.safe_load(exp.config.read_text())
+    config.update(token_type="bpe", bpemodel=str(tmp_path / "bpe.model"))
+    bpe_config = tmp_path / "config.yaml"
+    bpe_config.write_text(yaml.safe_dump(config))
+    command = ["--asr_train_config", str(bpe_config), "--asr_model_file", str(exp.weights), "--format", "torchscript"]
+    with pytest.raises(SystemExit) as error:
+        export_cli.main(command + ["--out_dir", str(tmp_path / "missing")])
+    assert f"bpemodel '{tmp_path / 'bpe.model'}' does not exist" in str(error.value.code)
+    (tmp_path / "bpe.model").write_bytes(b"sentencepiece model bytes")
+    export_cli.main(command + ["--out_dir", str(tmp_path / "out")])
+    assert (tmp_path / "out" / "bpe.model").read_bytes() == b"sentencepiece model bytes"
+    assert json.loads((tmp_path / "out" / "export_torchscript.json").read_text())["bpemodel"] == "bpe.model"
+
+
 def _exit_message(exp: Exp, out: Path, *extra: str) -> str:
     with pytest.raises(SystemExit) as error:
         exp.export(out, *extra)
