@@ -2,6 +2,9 @@
 
 from setuptools import find_packages, setup
 
+# ONNX export and its checks (python -m espnet_prune.bin.export --format onnx); TorchScript needs only torch.
+EXPORT = ["onnx>=1.16", "onnxruntime>=1.18"]
+
 setup(
     name="espnet_prune",
     version="0.1.0",
@@ -19,7 +22,9 @@ setup(
         "matplotlib>=3.5",
     ],
     extras_require={
-        "test": ["pytest>=7", "transformers>=4.30", "safetensors>=0.3"],
+        # The tests cover the ONNX export too (onnx + onnxruntime add about 110 MB to an install with torch).
+        "test": ["pytest>=7", "transformers>=4.30", "safetensors>=0.3", *EXPORT],
+        "export": EXPORT,
         "bench": ["torch-pruning>=1.3"],
     },
 )

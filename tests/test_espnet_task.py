@@ -54,7 +54,7 @@ def _tiny_hf_dir(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("module", ["asr_train", "asr_inference", "remove_masks", "profile"])
+@pytest.mark.parametrize("module", ["asr_train", "asr_inference", "remove_masks", "profile", "export"])
 def test_entry_points_have_help(module, capsys) -> None:
     entry = __import__(f"espnet_prune.bin.{module}", fromlist=["main"])
     with pytest.raises(SystemExit) as exit_:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import pickle
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -160,7 +161,10 @@ class PrunedASRTask(ASRTask):
             config_file = Path(model_file).parent / "config.yaml"
         model, args = super().build_model_from_file(config_file, None, device)
         if model_file is not None:
-            state = torch.load(model_file, map_location=device, weights_only=True)
+            try:
+                state = torch.load(model_file, map_location=device, weights_only=True)
+            except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+                raise ConfigError(f"{model_file}: not a loadable PyTorch checkpoint: {exc}") from exc
             check_state_dict(model, state, str(model_file), str(config_file))
             model.load_state_dict(state)
         return model, args

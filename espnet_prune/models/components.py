@@ -11,8 +11,9 @@ Each prunable structure has a named insertion point, an attribute that holds a g
 A gate is a module with ``sample()`` (a training mask, one value per unit), ``deterministic(count_scale)``
 (the eval mask), ``keep_prob()`` and ``test_values()``; its call gives the mask of its mode (the CNN's
 channel gates), and ``branch_masks`` combines the unit and layer gates of a branch. With no gate
-attached the blocks run the plain dense computation. A mask scales the weights that consume the gated units (the
-input channels of the next conv, the columns of an output projection) rather than the activations:
+attached the blocks run the plain dense computation, the only code ``torch.jit.script`` compiles for an
+ungated (e.g. mask-removed) model: its gate slots, absent norms and removed branches are None there.
+A mask scales the weights that consume the gated units (the input channels of the next conv, the columns of an output projection) rather than the activations:
 the same function, at the cost of a weight-sized product instead of an activation-sized one. Two rules keep the later physical removal of zero units exact:
 where a gate meets a LayerNorm, the norm's statistics are taken over the kept units only (mask > 0);
 and a branch whose units are all zero contributes nothing, its output bias included.
@@ -117,6 +118,8 @@ class ConvLayerBlock(nn.Module):
             x = F.conv1d(x, weight, self.conv.bias, stride=self.stride)
         if lengths is not None:
             lengths = conv_output_lengths(lengths, self.kernel, self.stride)
+        if self.norm is None:  # no norm: the only path TorchScript compiles for this block
+            return F.gelu(x), lengths
         if self.norm_type == "group":
             x = _time_group_norm(x, lengths, self.layer_norm.weight, self.layer_norm.bias, self.eps)
         elif self.norm_type == "layer":
@@ -270,6 +273,8 @@ class SelfAttention(nn.Module):
         logit_mask = self.logit_mask(x, attention_mask, position_bias)
         context = F.scaled_dot_product_attention(q, k, v, attn_mask=logit_mask, dropout_p=dropout)
         context = context.transpose(1, 2).reshape(batch, frames, self.num_heads * self.head_dim)
+        if self.head_gate is None and self.layer_gate is None:  # ungated: the only path TorchScript compiles
+            return self.out_proj(context)
         head_mask, layer_value = branch_masks(self.head_gate, self.layer_gate)
         unit_mask = None if head_mask is None else head_mask.repeat_interleave(self.head_dim)
         return gated_output_projection(context, self.out_proj, unit_mask, layer_value)
@@ -367,6 +372,8 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.activation_dropout(F.gelu(self.intermediate_dense(x)))
+        if self.unit_gate is None and self.layer_gate is None:  # ungated: the only path TorchScript compiles
+            return self.dropout(self.output_dense(x))
         unit_mask, layer_value = branch_masks(self.unit_gate, self.layer_gate)
         return self.dropout(gated_output_projection(x, self.output_dense, unit_mask, layer_value))
 
@@ -378,6 +385,8 @@ class EncoderLayer(nn.Module):
     Pre-LN (large): x = x + attn(LN(x)); x = x + ffn(LN(x)). A removed branch takes its norm with it.
     ``embed_dim`` is given on its own because both branches may be absent.
     """
+
+    __constants__ = ["layer_norm_first"]  # TorchScript then compiles only the layout in use
 
     def __init__(
         self,
@@ -443,7 +452,7 @@ class Transformer(nn.Module):
         Returns the final output and the hidden states [input of layer 1, output of layer 1, ...,
         output of the last layer] (before the final LayerNorm of a pre-LN model).
         """
-        attention_mask = None
+        attention_mask: Optional[Tensor] = None
         if padding_mask is not None:
             x = x.masked_fill(padding_mask[..., None], 0.0)
             attention_mask = ~padding_mask[:, None, None, :]

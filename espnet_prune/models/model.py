@@ -122,7 +122,7 @@ class Wav2Vec2Model(nn.Module):
             waveform = normalize_waveform(waveform, lengths)
         features, frame_lengths, last_mask = self.feature_extractor(waveform, lengths)
         x = self.feature_projection(features, last_mask)
-        padding_mask = None
+        padding_mask: Optional[Tensor] = None
         if frame_lengths is not None:
             padding_mask = torch.arange(x.shape[1], device=x.device)[None, :] >= frame_lengths[:, None]
         last, hidden_states = self.encoder(x, padding_mask)
