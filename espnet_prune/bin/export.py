@@ -129,7 +129,7 @@ def run(
     manifest: Dict[str, Any] = {"format": format, **_describe_io(
         MODEL_FILES[format], len(model.token_list), model.blank_id, skip, conv_layers)}
     manifest.update(token_type=args.token_type, bpemodel=None if bpemodel is None else "bpe.model",
-                    normalize_waveform=module.normalize)
+                    normalize_waveform=module.ssl.normalize_waveform)  # done inside the exported model
     if format == "onnx":
         manifest["opset"] = opset
     manifest["source"] = {"asr_train_config": str(asr_train_config), "asr_model_file": str(asr_model_file)}

@@ -19,7 +19,7 @@ from espnet2.tasks.asr import ASRTask
 from torch import Tensor, nn
 
 from espnet_prune.espnet.encoder import PrunedWav2Vec2Encoder
-from espnet_prune.espnet.ssl import ConfigError, normalize_waveform
+from espnet_prune.espnet.ssl import ConfigError
 from espnet_prune.export import CTCFunction
 from espnet_prune.models import Wav2Vec2Model
 from espnet_prune.pruning.gating import iter_gates
@@ -28,21 +28,19 @@ SAMPLE_RATE = 16000
 
 
 class CTCExportModel(nn.Module):
-    """Waveforms -> CTC log-probs: (optional) per-utterance normalisation, the SSL model, the CTC head.
+    """Waveforms -> CTC log-probs: the SSL model (which normalises its input when its config says so) and
+    the CTC head.
 
     The output covers the whole input width; frames past ``log_probs_lengths`` are padding.
     """
 
-    def __init__(self, ssl: Wav2Vec2Model, ctc_lo: nn.Linear, normalize: bool) -> None:
+    def __init__(self, ssl: Wav2Vec2Model, ctc_lo: nn.Linear) -> None:
         super().__init__()
         self.ssl = ssl
         self.ctc_lo = ctc_lo
-        self.normalize = normalize
 
     def forward(self, speech: Tensor, speech_lengths: Tensor) -> Tuple[Tensor, Tensor]:
         """speech: (B, samples) float32 at 16 kHz, speech_lengths: (B,) int64 -> (B, frames, vocab), (B,)."""
-        if self.normalize:
-            speech = normalize_waveform(speech, speech_lengths)
         out = self.ssl(speech, speech_lengths)
         lengths = out.lengths
         assert lengths is not None  # lengths were given (also refines the type for TorchScript)
@@ -78,7 +76,7 @@ def ctc_export_model(model: ESPnetASRModel, config_file: str) -> CTCExportModel:
         raise ConfigError(f"{config_file}: the model has no CTC head (model_conf.ctc_weight is 0)")
     ctc_lo = nn.Linear(model.ctc.ctc_lo.in_features, model.ctc.ctc_lo.out_features)
     ctc_lo.load_state_dict(model.ctc.ctc_lo.state_dict())
-    return CTCExportModel(_plain_copy(ssl.model), ctc_lo, ssl.normalize_waveform).eval()
+    return CTCExportModel(_plain_copy(ssl.model), ctc_lo).eval()
 
 
 def espnet_ctc_function(model: ESPnetASRModel) -> CTCFunction:

@@ -118,7 +118,7 @@ class ConvLayerBlock(nn.Module):
             x = F.conv1d(x, weight, self.conv.bias, stride=self.stride)
         if lengths is not None:
             lengths = conv_output_lengths(lengths, self.kernel, self.stride)
-        if self.norm is None:  # no norm: the only path TorchScript compiles for this block
+        if self.layer_norm is None:  # no norm: the only path TorchScript compiles for this block
             return F.gelu(x), lengths
         if self.norm_type == "group":
             x = _time_group_norm(x, lengths, self.layer_norm.weight, self.layer_norm.bias, self.eps)
