@@ -132,6 +132,8 @@ def parse_entity_text(text: str, strict: bool = False) -> SluText:
     head = segments[0]
     intent = head[0] if head and not is_markup_token(head[0]) else ""
     if len(segments) == 1:
+        if strict:
+            raise ValueError(f"not an entity-mode text (no {SEP!r}): {text!r}")
         return SluText(intent, (), " ".join(head[1:] if intent else head))
     entities = [_entity(segment) for segment in segments[1:-1]]
     transcript = segments[-1]
