@@ -101,3 +101,40 @@ def test_format_drops_out_of_range_audio_and_writes_all_sets_or_none(tmp_path):
     with pytest.raises(DataPrepError, match="missing"):
         format_data.format_sets(tmp_path / "data", tmp_path / "dump3", ["train", "absent"], 0.5, 2.0)
     assert not (tmp_path / "dump3").exists() or not any((tmp_path / "dump3").iterdir())
+
+
+def test_entity_mode_markup_is_whole_tokens_for_char_and_bpe(tmp_path, capsys):
+    """SLURP entity mode: the intent, sep, fill and each [type] are single tokens that ESPnet's tokenizers
+    reproduce; bracketed types are prefix-free, and a symbol that is a prefix of another is warned about."""
+    import sentencepiece as spm
+    from espnet2.text.char_tokenizer import CharTokenizer
+
+    text = _write(tmp_path / "text", [
+        "u1 alarm_set sep [time] fill SEVEN AM sep [timeofday] fill TONIGHT sep WAKE ME TONIGHT AT SEVEN AM",
+        "u2 datetime_query sep [date] fill TODAY sep WHAT IS THE DATE TODAY",
+        "u3 alarm_query sep ANY ALARMS",
+    ])
+    tokens = make_tokens.make_tokens(text, "char", 0, tmp_path / "char", intent_first=True).read_text().split()
+    symbols = ["[date]", "[time]", "[timeofday]", "alarm_query", "alarm_set", "datetime_query", "fill", "sep"]
+    assert (tmp_path / "char" / "nlsyms.txt").read_text().split() == symbols
+    assert set(symbols) <= set(tokens) and not {"[", "]", "_", "s", "f"} & set(tokens)
+    assert "warning" not in capsys.readouterr().err  # no symbol is a prefix of another
+    tokenizer = CharTokenizer(non_linguistic_symbols=tmp_path / "char" / "nlsyms.txt")
+    line = text.read_text().splitlines()[0].split(maxsplit=1)[1]
+    assert tokenizer.text2tokens(line)[:12] == ["alarm_set", "<space>", "sep", "<space>", "[time]", "<space>",
+                                                "fill", "<space>", "S", "E", "V", "E"]
+    assert tokenizer.text2tokens(line).count("[timeofday]") == 1
+
+    bpe = tmp_path / "bpe"
+    tokens = make_tokens.make_tokens(text, "bpe", 36, bpe, intent_first=True).read_text().split()
+    assert set(symbols) <= set(tokens)
+    pieces = spm.SentencePieceProcessor(model_file=str(bpe / "bpe.model")).encode(line, out_type=str)
+    assert {"sep", "fill", "[time]", "[timeofday]"} <= set(pieces)
+
+    # bare types would be prefixes of one another: ESPnet's CharTokenizer could split them either way
+    bare = _write(tmp_path / "bare", ["u1 time_set A", "u2 timeofday_set B"])
+    make_tokens.make_tokens(bare, "char", 0, tmp_path / "bare_char", intent_first=True)
+    assert "symbol 'time_set' is a prefix" not in capsys.readouterr().err
+    bare = _write(tmp_path / "bare", ["u1 time A", "u2 timeofday B"])
+    make_tokens.make_tokens(bare, "char", 0, tmp_path / "bare_char", intent_first=True)
+    assert "non-linguistic symbol 'time' is a prefix of 'timeofday'" in capsys.readouterr().err

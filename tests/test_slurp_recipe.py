@@ -1,5 +1,6 @@
-"""The SLURP recipe (egs2/slurp/asr1): a reduced demo through every stage, the tuning configs, and run.sh's
-errors for a missing checkpoint / corpus.
+"""The SLURP recipe (egs2/slurp/asr1): a reduced demo through every stage, the tuning configs, run.sh's
+errors for a missing checkpoint / corpus, and the entity mode (data preparation, SLU-F1 scoring and the
+table of a hypothesis file, and the --entity option's way through the shell scripts).
 
 The demo runs in a temporary copy of the recipe (so egs2/slurp/asr1/{data,dump,exp} are left alone) with
 the recipe's own demo configs reduced to the tiny test model, one epoch and gates that start at keep
@@ -21,6 +22,9 @@ from typing import Dict, List
 import pytest
 import torch
 import yaml
+from conftest import tiny_config
+
+from espnet_prune.bin import compare, score
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "egs2" / "slurp" / "asr1"
@@ -216,3 +220,116 @@ def test_run_sh_needs_a_checkpoint_and_a_corpus(tmp_path: Path) -> None:
     proc = subprocess.run(["./run.sh", "--demo", "true", "--demo_source", "bogus"], cwd=recipe, env=_env(),
                           capture_output=True, text=True)
     assert proc.returncode != 0 and "templates or real_slurp" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------ entity mode
+
+ENTITY_RECORDS = {  # SLURP's jsonl fields (tokens left out: the preparation does not read them)
+    "train": [("wake me up at six", "wake me up at [time : six]", [("time", [4])], "alarm", "set")],
+    "devel": [("is it sunny", "is it sunny", [], "weather", "query")],
+    "test": [
+        ("wake me up at seven am tomorrow", "wake me up at [time : seven am] [date : Tomorrow]",
+         [("time", [4, 5]), ("date", [6])], "alarm", "set"),
+        ("is it raining", "is it raining", [], "weather", "query"),
+        ("turn off the lights in the kitchen", "turn off the lights in the [house_place : kitchen]",
+         [("house_place", [6])], "iot", "hue_lightoff"),
+    ],
+}
+
+
+def _entity_corpus(root: Path) -> Path:
+    """A SLURP-layout corpus of ENTITY_RECORDS with one second of noise per recording; returns root."""
+    import numpy as np
+    import soundfile as sf
+
+    annotations, audio = root / "dataset" / "slurp", root / "audio" / "slurp_real"
+    annotations.mkdir(parents=True)
+    audio.mkdir(parents=True)
+    slurp_id = 0
+    for name, records in ENTITY_RECORDS.items():
+        lines = []
+        for sentence, annotation, entities, scenario, action in records:
+            slurp_id += 1
+            lines.append(json.dumps({
+                "slurp_id": slurp_id, "sentence": sentence, "sentence_annotation": annotation,
+                "intent": f"{scenario}_{action}", "scenario": scenario, "action": action,
+                "entities": [{"type": t, "span": span} for t, span in entities],
+                "recordings": [{"file": f"audio-{slurp_id}.flac"}],
+            }))
+            noise = np.random.default_rng(slurp_id).normal(0, 0.05, 16000).astype(np.float32)
+            sf.write(str(audio / f"audio-{slurp_id}.flac"), noise, 16000)
+        (annotations / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_entity_mode_prepares_entity_texts_and_scores_slu_f1(tmp_path: Path, monkeypatch, capsys) -> None:
+    """run.sh --entity true, stages 1-2 (no training), on a three-utterance test set; then stage 14's
+    scoring and the demo table of a hypothesis file, against hand counts."""
+    recipe = _copy_recipe(tmp_path)
+    corpus = _entity_corpus(tmp_path / "slurp")
+    proc = subprocess.run(
+        ["./run.sh", "--stage", "1", "--stop_stage", "2", "--entity", "true", "--slurp_dir", str(corpus),
+         "--python", sys.executable], cwd=recipe, env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    references = (recipe / "dump" / "raw" / "test" / "text").read_text().splitlines()
+    assert references == [
+        "audio-3 alarm_set sep [date] fill TOMORROW sep [time] fill SEVEN AM sep WAKE ME UP AT SEVEN AM TOMORROW",
+        "audio-4 weather_query sep IS IT RAINING",
+        "audio-5 iot_hue_lightoff sep [house_place] fill KITCHEN sep TURN OFF THE LIGHTS IN THE KITCHEN",
+    ]
+    assert (recipe / "data" / "train" / "text").read_text() == "audio-1 alarm_set sep [time] fill SIX sep WAKE ME UP AT SIX\n"
+
+    run_dir = recipe / "exp" / "asr_x" / "pruned"
+    hyp = run_dir / "decode_ctc" / "test" / "1best_recog" / "text"
+    hyp.parent.mkdir(parents=True)
+    hyp.write_text("\n".join([
+        "audio-3 alarm_set sep [time] fill SEVEN sep WAKE ME UP AT SEVEN TOMORROW",  # SEVEN for SEVEN AM, no date
+        "audio-4 weather_query sep IS IT RAINING",
+        "audio-5 iot_hue_lighton sep [house_place] fill KITCHEN sep TURN ON THE LIGHTS IN THE KITCHEN",
+    ]) + "\n")
+    # Hand counts. Intent 2/3, scenario 3/3, action 2/3 (hue_lighton).
+    # span: [time] SEVEN is no exact match -> TP 1 (kitchen), FP 1, FN 2; F1 = 2TP / (2TP + FP + FN) = 2/5
+    # word: SEVEN vs SEVEN AM at 1/2, date missed -> TP 2, FP 0.5, FN 1.5; F1 = 4/6
+    # char: SEVEN vs SEVEN AM at 3/8 -> TP 2, FP 0.375, FN 1.375; F1 = 4/5.75
+    # SLU-F1: TP 4, FP 0.875, FN 2.875; F1 = 8/11.75; precision 4/4.875, recall 4/6.875
+    # WER of the transcripts: AM deleted, OFF -> ON over 7 + 3 + 7 words = 2/17;
+    # CER: " AM" (3) and OFF -> ON (2) over 31 + 13 + 34 characters = 5/78
+    monkeypatch.setattr(score, "model_geometry", lambda config, model: (tiny_config(), 123456))
+    results = run_dir / "decode_ctc" / "RESULTS.md"
+    score.main(["--dump_dir", str(recipe / "dump" / "raw"), "--decode_dir", str(run_dir / "decode_ctc"),
+                "--sets", "test", "--asr_train_config", str(run_dir / "config.yaml"), "--entity", "--out", str(results)])
+    text = results.read_text()
+    assert ("|dataset|#utts|#words|WER (%)|CER (%)|intent acc (%)|scenario acc (%)|action acc (%)|SLU-F1 (%)|"
+            "span F1 (%)|word-distance F1 (%)|char-distance F1 (%)|") in text
+    assert "|test|3|17|11.8|6.4|66.7|100.0|66.7|68.1|40.0|66.7|69.6|" in text
+    assert "|test|SLU-F1|82.1|58.2|68.1|4|0.875|2.875|" in text
+    assert "|test|span F1|50.0|33.3|40.0|1|1.000|2.000|" in text
+
+    capsys.readouterr()  # score's printout
+    monkeypatch.setattr(compare, "measure_run", lambda run, seconds, repeats: (1_000_000, 2_000_000_000, 0.05))
+    compare.main(["--dump_dir", str(recipe / "dump" / "raw"), "--sets", "test", "--entity", "--run", f"HJ-MAC={run_dir}"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    assert rows[0].startswith("| model |") and rows[0].endswith(
+        "| test intent acc % | test SLU-F1 % | test span F1 % | test WER % | test CER % |")
+    assert rows[2].endswith("| 66.7 | 68.1 | 40.0 | 11.8 | 6.4 |")
+
+
+def test_entity_option_reaches_data_prep_scoring_and_the_demo_table(tmp_path: Path) -> None:
+    """run.sh --entity true passes --entity to prepare_slurp (checked above) and to bin/score and
+    bin/compare, for the real recipe and for the demo: seen through a stand-in python that logs its calls."""
+    recipe = _copy_recipe(tmp_path)
+    calls = tmp_path / "calls.txt"
+    fake_python = tmp_path / "python"
+    fake_python.write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\n")
+    fake_python.chmod(0o755)
+    for args in (["--stage", "14"], ["--demo", "true", "--stage", "14"]):
+        calls.write_text("")
+        proc = subprocess.run(["./run.sh", *args, "--entity", "true", "--python", str(fake_python)],
+                              cwd=recipe, env=_env(), capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        scoring = [c for c in calls.read_text().splitlines() if c.startswith("-m espnet_prune.bin.score")]
+        assert scoring and all(c.endswith("--intent_first --entity") for c in scoring), scoring
+    assert "exp/asr_demo_entity_hj_mac/pruned/decode_ctc" in "\n".join(scoring)
+    [comparing] = [c for c in calls.read_text().splitlines() if c.startswith("-m espnet_prune.bin.compare")]
+    assert " --entity " in comparing and "exp/asr_demo_entity_table.md" in comparing

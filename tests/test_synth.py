@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -14,9 +15,12 @@ from espnet_prune.data.errors import DataPrepError
 from espnet_prune.data.kaldi import read_data_dir, validate_data_dir
 from espnet_prune.data.librispeech import prepare_librispeech
 from espnet_prune.data.slurp import prepare_slurp
+from espnet_prune.data.slurp_entity import parse_entity_text, parse_sentence_annotation
 from espnet_prune.data.synth import (
     INTENT_TEMPLATES,
+    SLOT_TYPES,
     VOICES,
+    expand_annotated_template,
     expand_template,
     build_librispeech_corpus,
     trim_trailing_silence,
@@ -44,19 +48,37 @@ def test_sentence_generator_is_deterministic_distinct_and_small() -> None:
 def test_command_generator_holds_out_phrasings() -> None:
     splits = generate_commands(800, 100, 150, seed=0)
     assert {k: len(v) for k, v in splits.items()} == {"train": 800, "devel": 100, "test": 150}
-    assert all(len({s for _, _, s in split}) == len(split) for split in splits.values())
-    assert len(INTENT_TEMPLATES) >= 10 and {(s, a) for s, a, _ in splits["test"]} == set(INTENT_TEMPLATES)
+    assert all(len({c.sentence for c in split}) == len(split) for split in splits.values())
+    assert len(INTENT_TEMPLATES) >= 10 and {(c.scenario, c.action) for c in splits["test"]} == set(INTENT_TEMPLATES)
     train_phrasings = {s for train, _ in INTENT_TEMPLATES.values() for t in train for s in expand_template(t)}
-    test_sentences = {s for _, _, s in splits["test"]}
-    assert not train_phrasings & (test_sentences | {s for _, _, s in splits["devel"]})
-    assert not test_sentences & {s for _, _, s in splits["devel"]}
+    test_sentences = {c.sentence for c in splits["test"]}
+    assert not train_phrasings & (test_sentences | {c.sentence for c in splits["devel"]})
+    assert not test_sentences & {c.sentence for c in splits["devel"]}
     # Held-out phrasings are new combinations of known words, and training covers every phrasing.
     train_words = {w for s in train_phrasings for w in s.split()}
     assert {w for s in test_sentences for w in s.split()} <= train_words
     for (scenario, action), (train_templates, _) in INTENT_TEMPLATES.items():
-        intent_train = {s for sa, ac, s in splits["train"] if (sa, ac) == (scenario, action)}
+        intent_train = {c.sentence for c in splits["train"] if (c.scenario, c.action) == (scenario, action)}
         for template in train_templates:
             assert intent_train & set(expand_template(template)), template
+
+
+def test_demo_commands_carry_slurp_entity_annotations() -> None:
+    """Each filled slot is one entity of its SLURP type; words around a bracketed value stay outside the
+    span ("on [date : monday]"); removing the markup gives the spoken sentence."""
+    pairs = dict(expand_annotated_template("remind me about {event} {day}"))
+    assert len(pairs) == 6 * 8
+    assert pairs["remind me about a meeting on monday"] == "remind me about a [event_name : meeting] on [date : monday]"
+    assert pairs["remind me about lunch with sarah today"] == (
+        "remind me about [event_name : lunch with sarah] [date : today]"
+    )
+    assert dict(expand_annotated_template("read me the news")) == {"read me the news": "read me the news"}
+    for train, heldout in INTENT_TEMPLATES.values():
+        for template in train + heldout:
+            slots = [SLOT_TYPES[name] for name in re.findall(r"\{(\w+)\}", template)]
+            for sentence, annotation in expand_annotated_template(template):
+                assert [e.type for e in parse_sentence_annotation(annotation)] == slots, annotation
+                assert re.sub(r"\[[a-z_]+ : ([^\]]+)\]", r"\1", annotation) == sentence
 
 
 @needs_espeak
@@ -106,6 +128,20 @@ def test_slurp_demo_corpus_reads_as_slurp(tmp_path: Path) -> None:
     utt = read_data_dir(tmp_path / "data" / "test")[0]
     assert utt.speaker.startswith("demo-") and utt.utt_id.startswith(f"{utt.speaker}_audio-")
     assert utt.text.split()[0] in {f"{s}_{a}" for s, a in INTENT_TEMPLATES}
+    # SLURP's fields for entities: tokens, and spans of token ids that agree with sentence_annotation
+    records = [json.loads(line) for line in (tmp_path / "dataset" / "slurp" / "train.jsonl").read_text().splitlines()]
+    for record in records:
+        words = [t["surface"] for t in record["tokens"]]
+        assert " ".join(words) == record["sentence"]
+        annotated = parse_sentence_annotation(record["sentence_annotation"])
+        assert [(e.type, e.filler) for e in annotated] == [
+            (e["type"], " ".join(words[i] for i in e["span"])) for e in record["entities"]
+        ]
+    assert sum(len(r["entities"]) for r in records) > 0
+    prepare_slurp(tmp_path / "dataset" / "slurp", tmp_path / "audio", tmp_path / "entity_data", entity=True)
+    for utt in read_data_dir(tmp_path / "entity_data" / "train"):
+        parsed = parse_entity_text(utt.text, strict=True)
+        assert all(e.filler in parsed.transcript for e in parsed.entities), utt.text
 
 
 @needs_espeak

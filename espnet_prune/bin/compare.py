@@ -1,12 +1,13 @@
 """The comparison table a recipe prints at the end: params, MACs, CPU latency and error rates per model.
 
     python -m espnet_prune.bin.compare --dump_dir dump/raw --sets test_clean \
-        --run dense=exp/asr_demo_dense --run HJ-MAC=exp/asr_demo_hj_mac/pruned [--intent_first] \
+        --run dense=exp/asr_demo_dense --run HJ-MAC=exp/asr_demo_hj_mac/pruned [--intent_first | --entity] \
         --out exp/asr_demo_table.md
 
 A run dir holds config.yaml and the model (model.pth after mask removal, else latest.pth) and the
 decoding outputs decode_*/<set>/1best_recog/text of recipe stage 13. Latency is the median wall time of
-the SSL model on --seconds of random audio with --num_threads CPU threads.
+the SSL model on --seconds of random audio with --num_threads CPU threads. With --entity (SLURP entity
+mode) each set also gets SLU-F1 and span F1 (espnet_prune/eval/slu_f1.py).
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dump_dir", type=Path, required=True, help="folder of the reference data dirs")
     parser.add_argument("--sets", nargs="+", required=True, help="test sets")
     parser.add_argument("--intent_first", action="store_true", help="first token is an intent (SLU)")
+    parser.add_argument("--entity", action="store_true",
+                        help="SLURP entity mode texts: intent accuracy, SLU-F1 and span F1, WER/CER of the transcript")
     parser.add_argument("--seconds", type=float, default=10.0, help="audio duration for MACs and latency")
     parser.add_argument("--num_threads", type=int, default=2, help="CPU threads for the latency")
     parser.add_argument("--repeats", type=int, default=5, help="timed passes (median reported)")
@@ -102,16 +105,21 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                    f"{macs / 1e9:.3f} ({macs / reference[1]:.0%})", f"{latency * 1000:.0f} ({latency / reference[2]:.0%})",
                    training_updates(Path(run_dir))]
             for dset in args.sets:
-                result = score(args.dump_dir / dset / "text", decode_dir / dset / "1best_recog" / "text", args.intent_first)
-                if args.intent_first:
+                result = score(args.dump_dir / dset / "text", decode_dir / dset / "1best_recog" / "text",
+                               args.intent_first, args.entity)
+                if args.intent_first or args.entity:
                     row.append(f"{100 * result.intent_accuracy:.1f}")
+                if result.slu is not None:
+                    row += [f"{100 * result.slu.slu.f1:.1f}", f"{100 * result.slu.span.f1:.1f}"]
                 row += [f"{100 * result.wer:.1f}", f"{100 * result.cer:.1f}"]
             rows.append(row)
     except (ValueError, FileNotFoundError) as exc:
         sys.exit(f"compare: error: {exc}")
     header = ["model", "SSL params M", f"GMACs / {args.seconds:g} s", f"CPU ms / {args.seconds:g} s", "training updates"]
     for dset in args.sets:
-        header += ([f"{dset} intent acc %"] if args.intent_first else []) + [f"{dset} WER %", f"{dset} CER %"]
+        header += [f"{dset} intent acc %"] if args.intent_first or args.entity else []
+        header += [f"{dset} SLU-F1 %", f"{dset} span F1 %"] if args.entity else []
+        header += [f"{dset} WER %", f"{dset} CER %"]
     table = "\n".join(
         ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
     )

@@ -9,7 +9,10 @@ tokens write a space as <space>, as ESPnet's CharTokenizer does. With ``--intent
 first word of every transcript is an intent label and becomes one token, so CTC emits it in one frame
 instead of spelling it: for bpe each label is a sentencepiece user-defined symbol (ESPnet's
 ``--bpe_nlsyms``); for char the labels are also written to <out_dir>/nlsyms.txt, which training must
-get as ``--non_linguistic_symbols`` (pruned_asr.sh passes it).
+get as ``--non_linguistic_symbols`` (pruned_asr.sh passes it). The markup of SLURP's entity mode
+(``sep``, ``fill``, ``[type]``; :mod:`espnet_prune.data.slurp_entity`) is kept whole the same way.
+ESPnet's CharTokenizer tries its symbols in the (per-process) order of a set, so a symbol that is a
+prefix of another would be split differently from run to run: such pairs are reported as a warning.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence, Set
+
+from espnet_prune.data.slurp_entity import is_markup_token
 
 
 def _transcripts(text_file: Path) -> List[str]:
@@ -41,26 +46,50 @@ def _token_list(tokenised: Iterable[List[str]]) -> List[str]:
     return ["<blank>", "<unk>"] + [t for t in ordered if t not in ("<blank>", "<unk>", "<sos/eos>")] + ["<sos/eos>"]
 
 
-def _char_tokens(transcript: str, intent_first: bool) -> List[str]:
-    """ESPnet's CharTokenizer output: characters, a space as <space>; with ``intent_first`` the leading
-    intent label is one token (a non-linguistic symbol), so CTC emits it in one frame, not spelt out."""
-    intent, rest = "", transcript
-    if intent_first and transcript.strip():
-        intent, _, rest = transcript.partition(" ")
-        rest = " " + rest if rest else ""
-    return ([intent] if intent else []) + ["<space>" if c == " " else c for c in rest]
+def label_symbols(transcripts: Iterable[str]) -> List[str]:
+    """The words that are labels, not speech: each transcript's first word (the intent) and the markup
+    of SLURP's entity mode (``sep``, ``fill``, ``[type]``), sorted."""
+    symbols: Set[str] = set()
+    for transcript in transcripts:
+        words = transcript.split()
+        symbols.update(words[:1])
+        symbols.update(w for w in words[1:] if is_markup_token(w))
+    return sorted(symbols)
+
+
+def _char_tokens(transcript: str, symbols: Set[str]) -> List[str]:
+    """ESPnet's CharTokenizer output: characters, a space as <space>, each word in ``symbols`` one token
+    (a non-linguistic symbol), so CTC emits a label in one frame instead of spelling it."""
+    tokens: List[str] = []
+    for i, word in enumerate(transcript.split(" ")):
+        if i:
+            tokens.append("<space>")
+        tokens += [word] if word in symbols else list(word)
+    return tokens
+
+
+def _warn_prefix_symbols(symbols: Sequence[str]) -> None:
+    """Warn about symbols that are a prefix of another (``symbols`` sorted: such pairs are neighbours
+    or share a run of longer symbols after the shorter one)."""
+    for i, short in enumerate(symbols):
+        for longer in symbols[i + 1:]:
+            if not longer.startswith(short):
+                break
+            print(f"make_tokens: warning: non-linguistic symbol {short!r} is a prefix of {longer!r}: ESPnet's "
+                  f"CharTokenizer may split {longer!r} differently in each process", file=sys.stderr)
 
 
 def make_tokens(text_file: Path, token_type: str, nbpe: int, out_dir: Path, intent_first: bool = False) -> Path:
     """Write the token list (and bpe.model); all files appear together or not at all."""
     transcripts = _transcripts(text_file)
-    intents = sorted({t.split(maxsplit=1)[0] for t in transcripts if t.strip()}) if intent_first else []
+    intents = label_symbols(transcripts) if intent_first else []
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         if token_type == "char":
-            tokenised = [_char_tokens(t, intent_first) for t in transcripts]
+            tokenised = [_char_tokens(t, set(intents)) for t in transcripts]
             if intent_first:  # ESPnet's CharTokenizer keeps these whole (asr_train --non_linguistic_symbols)
+                _warn_prefix_symbols(intents)
                 (staging / "nlsyms.txt").write_text("\n".join(intents) + "\n", encoding="utf-8")
         else:
             import sentencepiece as spm
@@ -91,7 +120,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--nbpe", type=int, default=300, help="sentencepiece vocabulary size (bpe only)")
     parser.add_argument("--out_dir", type=Path, required=True)
     parser.add_argument("--intent_first", type=lambda v: v.lower() in ("true", "1", "yes"), default=False,
-                        help="bpe: keep each transcript's first word (the intent label) as one token")
+                        help="keep each transcript's first word (the intent label) and SLURP entity-mode "
+                             "markup (sep, fill, [type]) as one token each (bpe: user-defined symbols; "
+                             "char: also written to nlsyms.txt)")
     return parser
 
 

@@ -5,6 +5,8 @@
 reads <slurp_dir>/dataset/slurp/*.jsonl (+ metadata.json) and <slurp_dir>/audio/slurp_{real,synth}/,
 and writes data/train/, data/devel/, data/test/ (wav.scp, text "<scenario>_<action> TRANSCRIPT",
 utt2spk, spk2utt), all or none. --annotations_dir / --audio_dir override the two halves of that layout.
+With --entity the text also carries the entity spans of sentence_annotation (SLURP entity mode, as
+ESPnet's egs2/slurp_entity): "alarm_set sep [time] fill SEVEN AM sep WAKE ME UP AT SEVEN AM".
 With --download, SLURP is first downloaded into --slurp_dir (GitHub annotations, Zenodo audio).
 """
 
@@ -37,6 +39,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip_bad", action="store_true",
                         help="skip and count bad inputs (bad jsonl lines, missing/unreadable audio) instead of failing")
     parser.add_argument("--download", action="store_true", help="download SLURP into --slurp_dir first")
+    parser.add_argument("--entity", action="store_true",
+                        help="entity mode: text '<intent> sep [type] fill WORDS ... sep TRANSCRIPT' from "
+                             "sentence_annotation (checked against 'entities'), scored with SLU-F1")
     return parser
 
 
@@ -57,6 +62,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             sets=args.sets,
             metadata=args.metadata,
             skip_bad=args.skip_bad,
+            entity=args.entity,
         )
     except DataPrepError as exc:
         print(f"error: {exc}", file=sys.stderr)

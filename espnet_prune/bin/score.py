@@ -1,11 +1,14 @@
-"""Recipe scoring stage: WER (and intent accuracy) per test set, written like ESPnet's RESULTS.md.
+"""Recipe scoring stage: WER (and intent accuracy, or SLURP's SLU metrics) per test set, written like
+ESPnet's RESULTS.md.
 
     python -m espnet_prune.bin.score --dump_dir dump/raw --decode_dir exp/asr/pruned/decode_greedy \
         --sets test_clean test_other --asr_train_config exp/asr/pruned/config.yaml \
-        --asr_model_file exp/asr/pruned/model.pth [--intent_first] --out exp/asr/pruned/RESULTS.md
+        --asr_model_file exp/asr/pruned/model.pth [--intent_first | --entity] --out exp/asr/pruned/RESULTS.md
 
 Hypotheses are read from <decode_dir>/<set>/1best_recog/text (ESPnet's inference output), references
 from <dump_dir>/<set>/text. The table also gives the model's parameters and MACs at --seconds of audio.
+With --entity (SLURP entity mode) the table adds scenario and action accuracy and SLU-F1 with the span
+F1s, and a second table gives their precision, recall and counts (espnet_prune/eval/slu_f1.py).
 """
 
 from __future__ import annotations
@@ -50,13 +53,25 @@ def results_markdown(
         "",
     ]
     intent = any(s.intent_accuracy is not None for _, s in scores)
+    entity = any(s.slu is not None for _, s in scores)
     header = "|dataset|#utts|#words|WER (%)|CER (%)|" + ("intent acc (%)|" if intent else "")
+    if entity:
+        header += "scenario acc (%)|action acc (%)|SLU-F1 (%)|span F1 (%)|word-distance F1 (%)|char-distance F1 (%)|"
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
     for name, s in scores:
         row = f"|{name}|{s.utterances}|{s.words}|{100 * s.wer:.1f}|{100 * s.cer:.1f}|"
         if intent:
             row += f"{100 * s.intent_accuracy:.1f}|"
+        if s.slu is not None:
+            row += f"{100 * s.slu.scenario_accuracy:.1f}|{100 * s.slu.action_accuracy:.1f}|"
+            row += "".join(f"{100 * counts.f1:.1f}|" for _, counts in s.slu.metrics())
         lines.append(row)
+    if entity:
+        lines += ["", "|dataset|entity metric|precision (%)|recall (%)|F1 (%)|TP|FP|FN|", "|---|---|---|---|---|---|---|---|"]
+        for name, s in scores:
+            for metric, c in s.slu.metrics() if s.slu is not None else []:
+                lines.append(f"|{name}|{metric}|{100 * c.precision:.1f}|{100 * c.recall:.1f}|{100 * c.f1:.1f}|"
+                             f"{c.tp:g}|{c.fp:.3f}|{c.fn:.3f}|")
     return "\n".join(lines) + "\n"
 
 
@@ -68,6 +83,10 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--asr_train_config", type=Path, required=True, help="config.yaml of the decoded model")
     parser.add_argument("--asr_model_file", type=Path, default=None, help="its weights")
     parser.add_argument("--intent_first", action="store_true", help="first token is an intent (SLU)")
+    parser.add_argument("--entity", action="store_true",
+                        help="SLURP entity mode ('<intent> sep [type] fill WORDS ... sep TRANSCRIPT'): intent, "
+                             "scenario and action accuracy, SLU-F1, span F1 and its word/char-distance "
+                             "variants; WER/CER of the transcript part")
     parser.add_argument("--seconds", type=float, default=10.0, help="reference duration for MACs")
     parser.add_argument("--out", type=Path, required=True, help="RESULTS.md to write")
     return parser
@@ -77,7 +96,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     try:
         scores = [
-            (name, score(args.dump_dir / name / "text", args.decode_dir / name / "1best_recog" / "text", args.intent_first))
+            (name, score(args.dump_dir / name / "text", args.decode_dir / name / "1best_recog" / "text",
+                         args.intent_first, args.entity))
             for name in args.sets
         ]
         config, total_params = model_geometry(args.asr_train_config, args.asr_model_file)

@@ -2,6 +2,7 @@
 downloads, and espeak-ng demo corpora in the real corpus layouts.
 
 Modules: ``kaldi`` (write/read/validate data dirs), ``audio`` (sanity checks of audio files),
-``librispeech`` and ``slurp`` (corpus readers and downloads), ``synth`` (demo corpora).
+``librispeech`` and ``slurp`` (corpus readers and downloads), ``slurp_entity`` (the target text of
+SLURP's entity mode), ``synth`` (demo corpora).
 Nothing here imports ESPnet.
 """

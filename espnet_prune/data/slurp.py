@@ -16,6 +16,13 @@ The label is built from ``scenario`` and ``action`` because the ``intent`` field
 records. The transcript is normalised by :func:`normalize_transcript`; the lowercase label can never
 collide with an (uppercase) word.
 
+Entity mode (``entity=True``, as ESPnet's egs2/slurp_entity) also reads ``sentence_annotation``
+(``... at [time : seven am]``) and ``entities`` (``[{"type": "time", "span": [token ids]}, ...]``), which
+must agree (same types in the same order), and writes the text of
+:mod:`espnet_prune.data.slurp_entity`::
+
+    alarm_set sep [time] fill SEVEN AM sep WAKE ME UP AT SEVEN AM
+
 Speakers and utterance ids: with ``metadata.json`` (``{slurp_id: {"recordings": {file: {"usrid": ...}}}}``)
 the speaker is the ``usrid`` and the utterance id ``<usrid>_<file stem>``. Recordings of
 ``train_synthetic.jsonl`` get speaker ``synth`` (id ``synth_<file stem>``). Without metadata each real
@@ -35,6 +42,7 @@ from espnet_prune.data.audio import SAMPLE_RATE, keep_good_audio
 from espnet_prune.data.download import Opener, default_opener, download_file, extract_tar
 from espnet_prune.data.errors import BadInputs, DataPrepError
 from espnet_prune.data.kaldi import PreparedSet, Utterance, write_data_dirs
+from espnet_prune.data.slurp_entity import Entity, entity_text, parse_sentence_annotation
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +69,20 @@ class SlurpRecord:
     action: str
     recordings: tuple[str, ...]
     source: str  # "file:line"
+    entities: tuple[Entity, ...] = ()  # read in entity mode only; fillers as annotated
 
     @property
     def label(self) -> str:
         """Intent label ``<scenario>_<action>`` (the ``intent`` field is not trusted)."""
         return f"{self.scenario}_{self.action}"
+
+    def text(self, entity: bool) -> str:
+        """The data dir text: ``<label> <TRANSCRIPT>``, or the entity-mode text (fillers normalised)."""
+        transcript = normalize_transcript(self.sentence)
+        if not entity:
+            return f"{self.label} {transcript}"
+        entities = [Entity(e.type, normalize_transcript(e.filler)) for e in self.entities]
+        return entity_text(self.label, entities, transcript)
 
 
 def normalize_transcript(sentence: str) -> str:
@@ -78,8 +95,34 @@ def normalize_transcript(sentence: str) -> str:
     return " ".join(sentence.split())
 
 
-def _parse_record(line: str, where: str) -> SlurpRecord:
-    """One jsonl line -> SlurpRecord; DataPrepError naming ``where`` and the key on bad input."""
+def _parse_entities(obj: dict, where: str) -> tuple[Entity, ...]:
+    """The entities of ``sentence_annotation``, checked against the ``entities`` list (types in order)."""
+    for key in ("sentence_annotation", "entities"):
+        if key not in obj:
+            raise DataPrepError(f"{where}: missing key {key!r} (needed in entity mode)")
+    annotation, listed = obj["sentence_annotation"], obj["entities"]
+    if not isinstance(annotation, str):
+        raise DataPrepError(f"{where}: key 'sentence_annotation' has a bad value {annotation!r}")
+    if not isinstance(listed, list) or not all(isinstance(e, dict) and isinstance(e.get("type"), str) for e in listed):
+        raise DataPrepError(f"{where}: key 'entities' must be a list of {{\"type\": ..., \"span\": [...]}} objects")
+    try:
+        entities = parse_sentence_annotation(annotation)
+    except ValueError as exc:
+        raise DataPrepError(f"{where}: key 'sentence_annotation': {exc}") from exc
+    annotated_types, listed_types = [e.type for e in entities], [e["type"] for e in listed]
+    if annotated_types != listed_types:
+        raise DataPrepError(
+            f"{where}: 'sentence_annotation' has entity types {annotated_types} but 'entities' has {listed_types}"
+        )
+    for entity in entities:
+        if not normalize_transcript(entity.filler):
+            raise DataPrepError(f"{where}: entity [{entity.type} : {entity.filler}] is empty after normalisation")
+    return tuple(entities)
+
+
+def _parse_record(line: str, where: str, entity: bool = False) -> SlurpRecord:
+    """One jsonl line -> SlurpRecord (with its entities in entity mode); DataPrepError naming ``where``
+    and the key on bad input."""
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -105,11 +148,13 @@ def _parse_record(line: str, where: str) -> SlurpRecord:
         action=obj["action"].strip(),
         recordings=tuple(r["file"] for r in recordings),
         source=where,
+        entities=_parse_entities(obj, where) if entity else (),
     )
 
 
-def read_jsonl(path: Path, bad: BadInputs) -> list[SlurpRecord]:
-    """Records of one SLURP jsonl file; bad lines go to ``bad`` with file and line number."""
+def read_jsonl(path: Path, bad: BadInputs, entity: bool = False) -> list[SlurpRecord]:
+    """Records of one SLURP jsonl file (with entities in entity mode); bad lines go to ``bad`` with file
+    and line number."""
     path = Path(path)
     if not path.is_file():
         raise DataPrepError(f"{path}: annotation file missing")
@@ -118,7 +163,7 @@ def read_jsonl(path: Path, bad: BadInputs) -> list[SlurpRecord]:
         if not line.strip():
             continue
         try:
-            record = _parse_record(line, f"{path}:{lineno}")
+            record = _parse_record(line, f"{path}:{lineno}", entity)
         except DataPrepError as exc:
             bad.report(str(exc))
             continue
@@ -151,12 +196,12 @@ def read_speakers(metadata: Path) -> dict[str, str]:
 
 def _utterances(
     records: Iterable[SlurpRecord], audio_dir: Path, speakers: Optional[dict[str, str]], synthetic: bool,
-    bad: BadInputs,
+    bad: BadInputs, entity: bool = False,
 ) -> list[Utterance]:
-    """One utterance per recording (ids and speakers as described in the module docstring)."""
+    """One utterance per recording (ids, speakers and text as described in the module docstring)."""
     utts = []
     for record in records:
-        text = f"{record.label} {normalize_transcript(record.sentence)}"
+        text = record.text(entity)
         for name in record.recordings:
             stem = name[: -len(".flac")]
             if synthetic:
@@ -193,12 +238,14 @@ def prepare_slurp(
     metadata: Optional[Path] = None,
     skip_bad: bool = False,
     sample_rate: int = SAMPLE_RATE,
+    entity: bool = False,
 ) -> dict[str, PreparedSet]:
     """Write ``<out_dir>/<set>/`` for each set; all of them or (on error) none.
 
     ``annotations_dir`` holds the jsonl files (and ``metadata.json``, used unless ``metadata`` names
-    another file), ``audio_dir`` holds ``slurp_real/`` and ``slurp_synth/``. Raises DataPrepError
-    naming the file and line of the first bad input, unless ``skip_bad``.
+    another file), ``audio_dir`` holds ``slurp_real/`` and ``slurp_synth/``. ``entity``: write the
+    entity-mode text (intent, entity spans, transcript). Raises DataPrepError naming the file and line
+    of the first bad input, unless ``skip_bad``.
     """
     annotations_dir, audio_dir, out_dir = Path(annotations_dir), Path(audio_dir), Path(out_dir)
     if metadata is None and (annotations_dir / "metadata.json").is_file():
@@ -212,12 +259,13 @@ def prepare_slurp(
         if name not in SETS:
             raise DataPrepError(f"unknown SLURP set {name!r}; known: {', '.join(SETS)}")
         bad = BadInputs(skip_bad, f"SLURP {name}")
-        records = read_jsonl(annotations_dir / f"{name}.jsonl", bad)
-        utts = _utterances(records, audio_dir / "slurp_real", speakers, False, bad)
+        records = read_jsonl(annotations_dir / f"{name}.jsonl", bad, entity)
+        utts = _utterances(records, audio_dir / "slurp_real", speakers, False, bad, entity)
         synthetic = annotations_dir / SYNTHETIC_JSONL
         if name == "train" and synthetic.is_file():
             logger.info("adding %s to train", synthetic)
-            utts += _utterances(read_jsonl(synthetic, bad), audio_dir / "slurp_synth", speakers, True, bad)
+            utts += _utterances(read_jsonl(synthetic, bad, entity), audio_dir / "slurp_synth", speakers, True, bad,
+                                entity)
         utts = keep_good_audio(_drop_duplicates(utts, seen, bad), bad, sample_rate)
         if not utts:
             raise DataPrepError(f"{annotations_dir / (name + '.jsonl')}: no usable utterances")

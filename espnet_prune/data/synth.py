@@ -6,7 +6,9 @@
   disjoint by sentence (the voices are shared: a closed-speaker demo).
 * :func:`build_slurp_corpus`: voice commands for 16 intents from templates with slots, in
   ``<root>/dataset/slurp/{train,devel,test}.jsonl`` + ``metadata.json`` and ``<root>/audio/slurp_real/``.
-  Train uses its own phrasings; devel and test use held-out phrasings (disjoint sentences).
+  Train uses its own phrasings; devel and test use held-out phrasings (disjoint sentences). Each filled
+  slot is an entity, annotated as SLURP does (``sentence_annotation``, ``tokens``, ``entities``), so the
+  corpus also serves the recipe's entity mode.
   Alternatively the real SLURP sentences of a folder of jsonl files are spoken under their real
   recording names (:func:`build_slurp_from_annotations`).
 
@@ -23,6 +25,7 @@ import json
 import logging
 import math
 import random
+import re
 import string
 import subprocess
 import tempfile
@@ -289,23 +292,34 @@ def build_librispeech_corpus(
 
 # --------------------------------------------------------------------------- SLURP-style demo
 
+# Slot values. Where a value has words in brackets, those are the entity and the others are spoken
+# around it, as SLURP annotates "on [date : monday]" and "a [event_name : meeting]"; a value without
+# brackets is all entity.
 _SLOTS = {
     "time": ["seven am", "six thirty", "eight o'clock", "noon", "nine fifteen pm", "five forty five",
              "ten pm", "seven thirty am", "six am", "eleven o'clock", "quarter past eight", "half past six"],
-    "day": ["today", "tomorrow", "on monday", "on friday", "this weekend", "tonight", "on sunday",
+    "day": ["today", "tomorrow", "on [monday]", "on [friday]", "this weekend", "tonight", "on [sunday]",
             "next tuesday"],
     "city": ["london", "paris", "boston", "tokyo", "berlin", "madrid", "chicago", "sydney"],
     "artist": ["the beatles", "adele", "queen", "taylor swift", "mozart", "elvis", "bob marley"],
     "genre": ["jazz", "rock", "classical music", "pop", "blues", "country music"],
     "station": ["bbc radio one", "jazz fm", "classic fm", "the news station", "capital radio"],
     "room": ["kitchen", "bedroom", "living room", "bathroom", "hallway", "office"],
-    "person": ["mom", "john", "sarah", "my boss", "alex", "the team", "grandma"],
-    "event": ["a meeting", "a dentist appointment", "lunch with sarah", "a call with john", "the gym",
-              "a haircut"],
+    "person": ["mom", "john", "sarah", "my [boss]", "alex", "the [team]", "grandma"],
+    "event": ["a [meeting]", "a [dentist appointment]", "lunch with sarah", "a [call with john]", "the [gym]",
+              "a [haircut]"],
     "food": ["pizza", "sushi", "burgers", "noodles", "chinese food", "curry", "fried chicken"],
     "item": ["milk", "eggs", "bread", "coffee", "apples", "cheese", "rice"],
     "topic": ["sports", "politics", "technology", "business", "science", "music"],
     "amount": ["a bit", "a little", "a lot", "to ten", "to the max"],
+}
+
+# The SLURP entity type of each slot (SLURP has no type for shopping-list items: its "ingredient" fits
+# these).
+SLOT_TYPES = {
+    "time": "time", "day": "date", "city": "place_name", "artist": "artist_name", "genre": "music_genre",
+    "station": "radio_name", "room": "house_place", "person": "person", "event": "event_name",
+    "food": "food_type", "item": "ingredient", "topic": "news_topic", "amount": "change_amount",
 }
 
 # (scenario, action) -> (training phrasings, held-out phrasings used for devel and test). The held-out
@@ -379,40 +393,91 @@ INTENT_TEMPLATES: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]]
 }
 
 
+@dataclass(frozen=True)
+class Command:
+    """One demo command: its intent, the sentence spoken and its SLURP ``sentence_annotation``."""
+
+    scenario: str
+    action: str
+    sentence: str
+    annotation: str  # "wake me up at [time : seven am] [date : tomorrow]"
+
+
+def _fill_slot(slot: str, value: str) -> tuple[str, str]:
+    """(spoken words, annotated words) of one slot value: ``on [monday]`` -> ``on monday``,
+    ``on [date : monday]``; a value without brackets is all entity."""
+    entity_type = SLOT_TYPES[slot]
+    if "[" not in value:
+        return value, f"[{entity_type} : {value}]"
+    return value.replace("[", "").replace("]", ""), value.replace("[", f"[{entity_type} : ")
+
+
+def expand_annotated_template(template: str) -> list[tuple[str, str]]:
+    """Every (sentence, sentence_annotation) of a template, filling each ``{slot}`` with each value."""
+    slots = [name for _, name, _, _ in string.Formatter().parse(template) if name]
+    expanded = []
+    for values in itertools.product(*(_SLOTS[s] for s in slots)):
+        filled = [_fill_slot(slot, value) for slot, value in zip(slots, values)]
+        expanded.append((
+            template.format(**{slot: spoken for slot, (spoken, _) in zip(slots, filled)}),
+            template.format(**{slot: annotated for slot, (_, annotated) in zip(slots, filled)}),
+        ))
+    return expanded
+
+
 def expand_template(template: str) -> list[str]:
     """Every sentence of a template, filling each ``{slot}`` with each of its values."""
-    slots = [name for _, name, _, _ in string.Formatter().parse(template) if name]
-    return [template.format(**dict(zip(slots, values))) for values in itertools.product(*(_SLOTS[s] for s in slots))]
+    return [sentence for sentence, _ in expand_annotated_template(template)]
 
 
-def _interleave_templates(templates: Sequence[str], rng: random.Random) -> list[str]:
-    """The templates' sentences, each template's shuffled, dealt round-robin over the templates.
+def _interleave_templates(templates: Sequence[str], rng: random.Random) -> list[tuple[str, str]]:
+    """The templates' (sentence, annotation) pairs, each template's shuffled, dealt round-robin over the
+    templates.
 
     Taken from the end (``pop``), any number of sentences spreads over the phrasings evenly, instead of
     following the templates' slot counts (one template with two slots would otherwise dominate). A
-    sentence two phrasings share is dealt once.
+    sentence two phrasings share is dealt once (with the first phrasing's annotation).
     """
     per_template = []
     for template in templates:
-        sentences = expand_template(template)
-        rng.shuffle(sentences)
-        per_template.append(sentences)
-    dealt = dict.fromkeys(s for round_ in itertools.zip_longest(*per_template) for s in round_ if s is not None)
-    return list(dealt)[::-1]
+        pairs = expand_annotated_template(template)
+        rng.shuffle(pairs)
+        per_template.append(pairs)
+    dealt: dict[str, str] = {}
+    for round_ in itertools.zip_longest(*per_template):
+        for pair in round_:
+            if pair is not None:
+                dealt.setdefault(*pair)
+    return list(dealt.items())[::-1]
 
 
-def _take_balanced(pools: dict[tuple[str, str], list[str]], count: int) -> list[tuple[str, str, str]]:
-    """Take up to ``count`` sentences round-robin over intents (removing them from the pools)."""
-    taken: list[tuple[str, str, str]] = []
+def _take_balanced(pools: dict[tuple[str, str], list[tuple[str, str]]], count: int) -> list[Command]:
+    """Take up to ``count`` commands round-robin over intents (removing them from the pools)."""
+    taken: list[Command] = []
     while len(taken) < count and any(pools.values()):
         for (scenario, action), pool in pools.items():
             if pool and len(taken) < count:
-                taken.append((scenario, action, pool.pop()))
+                taken.append(Command(scenario, action, *pool.pop()))
     return taken
 
 
-def generate_commands(n_train: int, n_devel: int, n_test: int, seed: int = 0) -> dict[str, list[tuple[str, str, str]]]:
-    """(scenario, action, sentence) per split, balanced over intents; devel/test phrasings are held out."""
+def _tokens_and_entities(annotation: str) -> tuple[list[dict], list[dict]]:
+    """SLURP's ``tokens`` (one per word) and ``entities`` (type and token ids) of an annotated sentence."""
+    words: list[str] = []
+    entities = []
+    end = 0
+    for span in re.finditer(r"\[([a-z_]+) : ([^\]]+)\]", annotation):
+        words += annotation[end:span.start()].split()
+        entity_words = span.group(2).split()
+        entities.append({"type": span.group(1), "span": list(range(len(words), len(words) + len(entity_words)))})
+        words += entity_words
+        end = span.end()
+    words += annotation[end:].split()
+    return [{"surface": word, "id": i} for i, word in enumerate(words)], entities
+
+
+def generate_commands(n_train: int, n_devel: int, n_test: int, seed: int = 0) -> dict[str, list[Command]]:
+    """Commands per split, balanced over intents; devel/test phrasings are held out."""
     rng = random.Random(seed)
     train_pools, heldout_pools = {}, {}
     for intent, (train_templates, heldout_templates) in INTENT_TEMPLATES.items():
@@ -485,13 +550,16 @@ def build_slurp_corpus(
     timestamps = itertools.count(1490000000)
     for split, commands in generate_commands(n_train, n_devel, n_test, seed).items():
         records = []
-        for scenario, action, sentence in commands:
+        for command in commands:
             files = [f"audio-{next(timestamps)}.flac" for _ in range(recordings_per_sentence)]
             for name, voice in zip(files, rng.sample(VOICES, recordings_per_sentence)):
-                texts[name], voices[name] = sentence, voice
+                texts[name], voices[name] = command.sentence, voice
+            tokens, entities = _tokens_and_entities(command.annotation)
             records.append({
-                "slurp_id": next(slurp_ids), "sentence": sentence, "scenario": scenario, "action": action,
-                "intent": f"{scenario}_{action}", "entities": [], "recordings": [{"file": f} for f in files],
+                "slurp_id": next(slurp_ids), "sentence": command.sentence,
+                "sentence_annotation": command.annotation, "tokens": tokens, "scenario": command.scenario,
+                "action": command.action, "intent": f"{command.scenario}_{command.action}", "entities": entities,
+                "recordings": [{"file": f} for f in files],
             })
         splits[split] = records
     return Path(root), _write_slurp_corpus(root, splits, texts, voices, workers, overwrite)

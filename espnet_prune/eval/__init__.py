@@ -1,1 +1,1 @@
-"""Scoring of recipe outputs (WER, intent accuracy) and result tables."""
+"""Scoring of recipe outputs (WER, intent accuracy, SLURP's SLU-F1 and span F1s) and result tables."""

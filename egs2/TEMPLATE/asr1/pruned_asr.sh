@@ -40,6 +40,7 @@ inference_tag=ctc       # decode_<inference_tag>
 inference_args="--ctc_greedy true --batch_size 8"  # decoding options: batched best-path CTC by default; ESPnet beam search e.g. "--ctc_weight 1.0 --beam_size 10"
 seconds=10              # reference duration for the MACs reported by scoring
 intent_first=false      # SLU: the first token is the intent (scored as accuracy)
+score_opts=""           # extra options of bin/score, e.g. "--entity" (SLURP entity mode: SLU-F1)
 help_message="Usage: $0 --asr_config conf/tuning/x.yaml [--stage N --stop_stage M --test_sets 'a b' ...]"
 
 . "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/parse_options.sh"
@@ -186,6 +187,6 @@ if [ ${stage} -le 14 ] && [ ${stop_stage} -ge 14 ]; then
     # shellcheck disable=SC2086
     ${python} -m espnet_prune.bin.score --dump_dir ${dump} --decode_dir ${decode_dir} --sets ${test_sets} \
         --asr_train_config ${model_config} --asr_model_file ${model_file} --seconds ${seconds} \
-        --out ${decode_dir}/RESULTS.md ${intent_opt}
+        --out ${decode_dir}/RESULTS.md ${intent_opt} ${score_opts}
 fi
 log "done: stages ${stage}-${stop_stage} of ${exp_dir}"

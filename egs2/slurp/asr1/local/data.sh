@@ -10,6 +10,8 @@
 #                                  every 10th sentence, devel; test.jsonl: test), 60 intents
 # Speakers: the usrid of metadata.json when present (the real corpus and both demo corpora have one);
 # without it every recording is its own speaker (utterance id = speaker id = file stem).
+# --entity true: SLURP entity mode, text "<intent> sep [type] fill <WORDS> ... sep <TRANSCRIPT>" from
+# the annotations' entity spans (espnet_prune/data/slurp_entity.py).
 set -euo pipefail
 
 slurp_dir=downloads/slurp   # SLURP root (dataset/slurp/ and audio/ inside)
@@ -17,6 +19,7 @@ annotations_dir=""          # override: folder with the jsonl files (default <sl
 audio_dir=""                # override: folder with slurp_real/ and slurp_synth/ (default <slurp_dir>/audio)
 download=false              # download SLURP into --slurp_dir first
 skip_bad=false              # skip (and count) bad jsonl lines / missing audio instead of failing
+entity=false                # entity mode: the text also carries the entity spans (scored with SLU-F1)
 demo=false                  # synthesize a demo corpus instead (no download)
 demo_source=templates       # templates or real_slurp
 demo_sentences="800,100,150"  # templates: train,devel,test sentences (2 voices each)
@@ -29,6 +32,7 @@ python=python3
 
 opts=()
 [ "${skip_bad}" = true ] && opts+=(--skip_bad)
+[ "${entity}" = true ] && opts+=(--entity)
 
 if [ "${demo}" = true ]; then
     case "${demo_source}" in
