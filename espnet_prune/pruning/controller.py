@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from espnet_prune.config_schema import from_mapping
 from espnet_prune.models.model import Wav2Vec2Model
 from espnet_prune.pruning.cost import exact_cost, expected_cost
+from espnet_prune.pruning.distill import DistillConfig
 from espnet_prune.pruning.gating import GateConfig, gate_parameters
 from espnet_prune.pruning.removal import pruned_config
 
@@ -78,6 +79,8 @@ class PruningConfig:
         gate_lr: learning rate of the gates' log_alpha (their own optimizer group, no weight decay).
         lambda_lr: relative step of the lambdas' dual ascent per update (lambdas in units of the task loss).
         gates: which structures are gated and how gates start.
+        distill: layer-to-layer distillation from the dense starting model alongside the task loss
+            (DPHuBERT); None: the task loss alone.
     """
 
     variant: str = "mac"
@@ -89,10 +92,13 @@ class PruningConfig:
     gate_lr: float = 0.02
     lambda_lr: float = 1.0
     gates: GateConfig = field(default_factory=GateConfig)
+    distill: Optional[DistillConfig] = None
 
     def __post_init__(self) -> None:
         if isinstance(self.gates, dict):
             self.gates = GateConfig.from_dict(self.gates)
+        if isinstance(self.distill, dict):
+            self.distill = DistillConfig.from_dict(self.distill)
         if self.variant not in VARIANTS:
             raise ValueError(f"variant: {self.variant!r} is not one of {VARIANTS}")
         used = CONTROLLED[self.variant]
@@ -128,6 +134,7 @@ class PruningConfig:
             if out[key] is None:
                 del out[key]
         out["gates"] = self.gates.to_dict()
+        out["distill"] = None if self.distill is None else self.distill.to_dict()
         return out
 
     def targets(self) -> List[Tuple[str, float]]:
