@@ -55,9 +55,9 @@ def train_tiny_gated_model(out: Path, threads: int) -> None:
     controller.attach(optimizer)
     encoder.train()
     controller.train()
-    for update in range(UPDATES):
-        for half in range(ACCUM_GRAD):
-            batch = slice(4 * half, 4 * half + 4)
+    for _ in range(UPDATES):
+        for part in range(ACCUM_GRAD):
+            batch = slice(4 * part, 4 * part + 4)
             output = encoder(waves[batch], lengths[batch])
             logits = head(output.last_hidden_state.mean(1))
             loss = torch.nn.functional.cross_entropy(logits, labels[batch])
@@ -100,7 +100,8 @@ def test_two_processes_train_the_same_gated_model_bit_for_bit(tmp_path) -> None:
     saved = []
     for hash_seed in ("1", "2"):
         out = tmp_path / f"run_hash_seed_{hash_seed}.pt"
-        env = dict(os.environ, PYTHONHASHSEED=hash_seed)
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed,
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
         subprocess.run([sys.executable, __file__, str(out), str(THREADS)], check=True, env=env, cwd=REPO)
         saved.append(_flatten(torch.load(out, weights_only=True)))
     first, second = saved
