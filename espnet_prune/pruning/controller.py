@@ -181,7 +181,13 @@ class PruningController(nn.Module):
         return [{"params": list(gate_parameters(model)), "lr": self.cfg.gate_lr, "weight_decay": 0.0}]
 
     def attach(self, optimizer: torch.optim.Optimizer) -> None:
-        """Call ``update()`` after every step ``optimizer`` takes (a skipped step is no update)."""
+        """Call ``update()`` after every step ``optimizer`` takes.
+
+        An update the trainer skips (ESPnet's, when the gradient norm is not finite; AMP's GradScaler, on an
+        inf) never calls ``optimizer.step()``: as for ESPnet's scheduler and Adam's step count, it is no
+        update. Its forward passes stay pending and join the next update's mean gap without changing it:
+        no gate moved and the target did not advance, so every pass since the last update saw the same gap.
+        """
         if optimizer not in self._optimizers:
             optimizer.register_step_post_hook(lambda *_: self.update())
             self._optimizers.add(optimizer)
@@ -207,16 +213,17 @@ class PruningController(nn.Module):
         self.updates += 1
 
     def _scale(self, task_loss: Optional[Tensor]) -> Tensor:
-        """S: the running mean of |task loss| (1 without a task loss); updated in training."""
+        """S: the running mean of |task loss| (1 without a task loss); updated in training by finite losses
+        only (a non-finite one makes ESPnet skip its update, and must not stay in the mean)."""
         if task_loss is None:
             return torch.ones((), device=self.lambdas.device)
-        if self.training:
-            magnitude = task_loss.detach().abs().float().mean()
+        magnitude = task_loss.detach().abs().float().mean()
+        if self.training and torch.isfinite(magnitude):
             if float(self.loss_scale) == 0.0:
                 self.loss_scale.copy_(magnitude)
             else:
                 self.loss_scale.lerp_(magnitude, LOSS_SCALE_MOMENTUM)
-        return self.loss_scale.clone() if float(self.loss_scale) > 0 else task_loss.detach().abs().float().mean()
+        return self.loss_scale.clone() if float(self.loss_scale) > 0 else magnitude
 
     def forward(self, model: Wav2Vec2Model, task_loss: Optional[Tensor] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
         """The Lagrangian term for ``model``'s gates and the statistics to log.
