@@ -151,3 +151,22 @@ def test_distill_block_round_trips_through_config_yaml(tmp_path) -> None:
     rebuilt, _ = PrunedASRTask.build_model_from_file(config, weights)
     assert rebuilt.encoder.ssl.distiller.cfg.layers == [2]
     assert all(torch.equal(v, rebuilt.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_the_teacher_is_the_model_that_init_param_loads(tmp_path) -> None:
+    """The recipes start a pruning run from a fine-tuned model with ESPnet's --init_param: the teacher must
+    be those weights, not the ones the model was built with."""
+    from espnet2.tasks import abs_task
+
+    source, _ = _espnet_model(tmp_path, "--encoder_conf", "pruning=null")
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(torch.randn_like(p))
+    weights = tmp_path / "dense.pth"
+    torch.save(source.state_dict(), weights)
+    model, _ = _espnet_model(tmp_path, "--encoder_conf", "pruning.distill={layers: [2]}")
+    abs_task.load_pretrained_model(f"{weights}:encoder:encoder", model, True)
+    teacher = model.encoder.ssl.distiller.teacher.state_dict()
+    assert teacher.keys() == source.encoder.ssl.model.state_dict().keys()
+    assert all(torch.equal(v, source.encoder.ssl.model.state_dict()[k]) for k, v in teacher.items())

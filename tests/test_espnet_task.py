@@ -410,6 +410,10 @@ def test_init_param_is_read_safely_and_must_cover_the_ssl_module(base_args, tmp_
     target, _ = _build(base_args)
     abs_task.load_pretrained_model(str(weights), target, False)
     assert all(torch.equal(v, target.state_dict()[k]) for k, v in model.state_dict().items())
+    dense, _ = _build(base_args + ["--encoder_conf", "pruning=null"])  # a pruning run starts from a dense model
+    torch.save(dense.state_dict(), tmp_path / "dense.pth")
+    abs_task.load_pretrained_model(str(tmp_path / "dense.pth"), target, False)
+    assert all(torch.equal(v, target.state_dict()[k]) for k, v in dense.state_dict().items())
 
     partial = tmp_path / "partial.pth"  # a whole SSL module but one layer: that layer would stay random
     torch.save({k: v for k, v in model.state_dict().items() if ".layers.1." not in k}, partial)

@@ -238,6 +238,14 @@ class PrunableSSL(nn.Module):
         """The optimizer group of the gates (own lr, no weight decay); empty when dense."""
         return [] if self.controller is None else self.controller.param_groups(self.model)
 
+    @torch.no_grad()
+    def reset_teacher(self) -> None:
+        """Make the distillation teacher the current weights (without gates): for weights loaded after the
+        module was built and before training starts, e.g. by ESPnet's ``--init_param``."""
+        if self.distiller is not None:
+            weights = {k: v for k, v in self.model.state_dict().items() if not k.endswith("log_alpha")}
+            self.distiller.teacher.load_state_dict(weights)
+
     def pruning_loss(self, task_loss: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
         """The Lagrangian term and, with a ``distill`` block, the weighted distillation loss of the last
         forward pass's batch, both scaled to ``task_loss``; and their statistics."""

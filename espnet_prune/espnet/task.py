@@ -187,12 +187,20 @@ class _PruningTask:
         return model, args
 
 
+def _model_weights(ssl_state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """The SSL model's own weights in a PrunableSSL state dict: without the pruning state (gates, controller,
+    distillation maps), which a dense model to start pruning from does not have."""
+    return {k: v for k, v in ssl_state.items() if k.startswith("model.") and not k.endswith("log_alpha")}
+
+
 def _checked_load_pretrained_model(load: Callable[..., None]) -> Callable[..., None]:
     """ESPnet's ``--init_param`` loader, preceded by the safe loader and a check of the SSL modules.
 
     The file is read with ``weights_only=True`` first (ESPnet itself unpickles it freely), and an SSL module
     that the file initialises must be initialised completely: a missing or mis-shaped gate or layer would
-    otherwise keep its random initial value without a word.
+    otherwise keep its random initial value without a word (the pruning state, gates and controller, may be
+    absent: a pruning run starts from a dense model). A distillation teacher then becomes the
+    loaded weights, the model training starts from.
     """
 
     def checked(init_param: str, model: torch.nn.Module, ignore_init_mismatch: bool, map_location: str = "cpu"):
@@ -206,10 +214,13 @@ def _checked_load_pretrained_model(load: Callable[..., None]) -> Callable[..., N
         target = model.get_submodule(dst_key) if dst_key else model
         for name, ssl in find_prunable(target):
             prefix = f"{name}."
-            given = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            given = _model_weights({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
             if given and not ignore_init_mismatch:
-                check_keys(ssl.state_dict(), given, f"--init_param {init_param}", f"{prefix[:-1]} of the model")
+                expected = _model_weights(ssl.state_dict())
+                check_keys(expected, given, f"--init_param {init_param}", f"{prefix[:-1]} of the model")
         load(init_param, model, ignore_init_mismatch, map_location)
+        for _, ssl in find_prunable(target):
+            ssl.reset_teacher()  # distillation's teacher is the starting model: these weights
 
     return checked
 
