@@ -282,9 +282,9 @@ def _config_file(run: Run, folder: Path, kind: str) -> Path:
 
 @pytest.mark.parametrize("kind, culprit", [
     ("empty", "{config}: empty file"),
-    ("text", "{config}: expected an ESPnet training config.yaml (a mapping), got str"),
+    ("text", "{config}: expected an ESPnet training config.yaml (a YAML mapping), got str"),
     ("binary", "{config}: not UTF-8 text"),
-    ("invalid_yaml", "{config}: not valid YAML"),
+    ("invalid_yaml", "{config}: not valid YAML at line 2, column 1"),
     ("not_an_asr_config", "{config}: not an ESPnet ASR training config"),
     ("missing", "{config}: no such config file"),
     ("model_config.embed_dim=wide", "encoder_conf.model_config.embed_dim: expected an integer, got 'wide'"),
@@ -321,6 +321,22 @@ def test_training_refuses_a_bad_encoder_conf(tmp_path, capsys, extra, culprit) -
     expect_error(asr_train.main, ["--config", TINY_CONFIG, "--encoder_conf", f"model_config={TINY_MODEL}",
                                   "--token_list", tmp_path / "tokens.txt", "--output_dir", tmp_path / "exp",
                                   "--dry_run", "true", *extra], "asr_train", culprit, capsys)
+    assert _leftovers(tmp_path / "exp") == []
+
+
+@pytest.mark.parametrize("content, culprit", [
+    ("", "empty file"),
+    ("encoder: [pruned_wav2vec2\n", "not valid YAML"),
+    ("just some words\n", "expected a YAML mapping of asr_train options, got str"),
+])
+def test_training_refuses_an_unreadable_config_file(tmp_path, capsys, content, culprit) -> None:
+    from espnet_prune.bin import asr_train
+
+    config = tmp_path / "train.yaml"
+    config.write_text(content)
+    (tmp_path / "tokens.txt").write_text("\n".join(TOKENS) + "\n")
+    expect_error(asr_train.main, ["--config", config, "--token_list", tmp_path / "tokens.txt", "--output_dir",
+                                  tmp_path / "exp", "--dry_run", "true"], "asr_train", f"{config}: {culprit}", capsys)
     assert _leftovers(tmp_path / "exp") == []
 
 
@@ -476,7 +492,7 @@ def test_remove_masks_refuses_an_out_dir_it_would_clobber(run: Run, tmp_path, ca
                 config = yaml.safe_load((run.pruned / "config.yaml").read_text())
                 (out / "config.yaml").write_text(yaml.safe_dump(dict(config, output_dir="exp/another_run")))
                 (out / "model.pth").write_bytes(b"old")
-                culprit = "holds the config.yaml of another run (exp/another_run"
+                culprit = "holds the config.yaml of another run (output_dir exp/another_run"
             elif case == "other_files":
                 (out / "notes.txt").write_text("mine\n")
                 culprit = "holds other files (notes.txt)"

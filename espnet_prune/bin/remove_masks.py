@@ -29,15 +29,14 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 import torch
-import yaml
 from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
 
 from espnet_prune.cli import add_trust_checkpoint, exit_on_error
 from espnet_prune.espnet import ConfigError
-from espnet_prune.espnet.loading import load_asr_model, read_train_config
+from espnet_prune.espnet.loading import load_asr_model, read_train_config, read_yaml_mapping
 from espnet_prune.espnet.removal import gated_module, max_encode_difference, remove_asr_masks
-from espnet_prune.pruning.budget import exact_sparsity, fit_to_targets
 from espnet_prune.io import atomic_dir
+from espnet_prune.pruning.budget import exact_sparsity, fit_to_targets
 from espnet_prune.pruning.cost import exact_cost, expected_cost
 
 TOLERANCE = 1e-3
@@ -83,13 +82,12 @@ def check_out_dir(out_dir: Path, asr_train_config: Path) -> None:
                           "replace; give a new or empty folder")
     run = read_train_config(asr_train_config).get("output_dir")
     try:
-        previous = yaml.safe_load(config.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError):
-        previous = None
-    previous_run = previous.get("output_dir") if isinstance(previous, dict) else None
+        previous_run = read_yaml_mapping(config).get("output_dir")
+    except ConfigError:  # unreadable: not a removal of this run either
+        previous_run = None
     if previous_run != run:
-        raise ConfigError(f"--out_dir {out_dir}: holds the config.yaml of another run ({previous_run}, not {run}); "
-                          "give a new or empty folder")
+        raise ConfigError(f"--out_dir {out_dir}: holds the config.yaml of another run (output_dir {previous_run}, "
+                          f"this run's is {run}); give a new or empty folder")
 
 
 def _summary(before, after, n_before: int, n_after: int) -> str:

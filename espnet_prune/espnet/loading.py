@@ -27,21 +27,36 @@ PathLike = Union[str, Path]
 ASR_CONFIG_KEYS = ("token_list", "encoder", "model_conf")
 
 
-def read_train_config(path: PathLike) -> Dict[str, Any]:
-    """The mapping of an ESPnet ASR training config.yaml; ConfigError naming the file when it is missing,
-    empty, not YAML or not an ASR training config."""
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML parse error on one line, with where it is."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"not valid YAML{where} ({getattr(error, 'problem', None) or ' '.join(str(error).split())})"
+
+
+def read_yaml_mapping(path: PathLike, what: str = "an ESPnet training config.yaml (a YAML mapping)") -> Dict[str, Any]:
+    """The mapping a YAML config file holds; ConfigError naming the file when it is missing, empty, not
+    YAML or not a mapping (``what`` says what was expected)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        problem = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f"not valid YAML ({exc})"
-        raise ConfigError(f"{path}: {problem}; expected an ESPnet training config.yaml") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; expected {what}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: {_yaml_problem(exc)}; expected {what}") from None
     if data is None:
-        raise ConfigError(f"{path}: empty file; expected an ESPnet training config.yaml")
+        raise ConfigError(f"{path}: empty file; expected {what}")
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected an ESPnet training config.yaml (a mapping), got {type(data).__name__}")
+        raise ConfigError(f"{path}: expected {what}, got {type(data).__name__}")
+    return data
+
+
+def read_train_config(path: PathLike) -> Dict[str, Any]:
+    """The mapping of an ESPnet ASR training config.yaml (``read_yaml_mapping``); ConfigError naming the
+    file when it lacks the keys every such file has."""
+    data = read_yaml_mapping(path)
     missing = [key for key in ASR_CONFIG_KEYS if key not in data]
     if missing:
         raise ConfigError(f"{path}: not an ESPnet ASR training config (no {', '.join(missing)})")
