@@ -127,17 +127,15 @@ class RunsShellCommand:
         return os.system, (f"touch {self.marker}",)
 
 
-def _state(run: Run, removed: bool = True) -> Dict[str, torch.Tensor]:
-    return torch.load(run.pruned / "model.pth" if removed else run.exp / "latest.pth", weights_only=True)
-
-
-def _bad_checkpoint(kind: str, run: Run, folder: Path) -> Path:
-    """A file (or folder) at ``folder/<kind>.pth`` that is not the removed model's weights, in the way ``kind`` says."""
+def _bad_checkpoint(kind: str, run: Run, folder: Path, expected: Path) -> Path:
+    """A file (or folder) at ``folder/<kind>.pth`` given where the weights ``expected`` belong, bad in the way
+    ``kind`` says."""
     path = folder / f"{kind}.pth"
+    state = torch.load(expected, weights_only=True)
     if kind == "empty":
         path.write_bytes(b"")
     elif kind == "truncated":
-        data = (run.pruned / "model.pth").read_bytes()
+        data = expected.read_bytes()
         path.write_bytes(data[: len(data) // 2])
     elif kind == "text":
         path.write_text("these are not the weights you are looking for\n")
@@ -148,16 +146,16 @@ def _bad_checkpoint(kind: str, run: Run, folder: Path) -> Path:
     elif kind == "crafted_legacy_pickle":
         torch.save(RunsShellCommand(folder / MARKER_NAME), path, _use_new_zipfile_serialization=False)
     elif kind == "fairseq_layout":
-        torch.save({"model": {k: v for k, v in _state(run).items()}, "cfg": {"model": {}}}, path)
+        torch.save({"model": state, "cfg": {"model": {}}}, path)
     elif kind == "other_model":
         torch.save({"decoder.embed.weight": torch.zeros(3, 3)}, path)
     elif kind == "wrong_shapes":
-        state = _state(run)
         key = next(k for k, v in state.items() if v.dim() == 2)
         state[key] = torch.zeros(state[key].shape[0] + 1, state[key].shape[1])
         torch.save(state, path)
-    elif kind == "gated_weights":  # the gated run's weights with the removed model's config
-        path.write_bytes((run.exp / "latest.pth").read_bytes())
+    elif kind == "other_stage_weights":  # gated weights for the removed model's config, or the reverse
+        other = run.exp / "latest.pth" if expected == run.pruned / "model.pth" else run.pruned / "model.pth"
+        path.write_bytes(other.read_bytes())
     elif kind == "directory":
         path.mkdir()
     elif kind != "missing":
@@ -165,8 +163,21 @@ def _bad_checkpoint(kind: str, run: Run, folder: Path) -> Path:
     return path
 
 
-CHECKPOINT_KINDS = ["empty", "truncated", "text", "audio_file", "crafted_pickle", "crafted_legacy_pickle",
-                    "fairseq_layout", "other_model", "wrong_shapes", "gated_weights", "directory", "missing"]
+# What the message says about each kind of bad checkpoint (besides naming it).
+CHECKPOINT_PROBLEMS = {
+    "empty": "empty file (0 bytes)",
+    "truncated": "truncated or damaged",
+    "text": "not a PyTorch file",
+    "audio_file": "not a PyTorch file",
+    "crafted_pickle": "which loading could run as code; refused",
+    "crafted_legacy_pickle": "which loading could run as code; refused",
+    "fairseq_layout": "not a model state dict",
+    "other_model": "does not match the model",
+    "wrong_shapes": "with other shapes",
+    "other_stage_weights": "does not match the model",
+    "directory": "no such file",
+    "missing": "no such file",
+}
 
 
 def _entry_point(name: str, run: Run, model_file: Path, out: Path) -> tuple:
@@ -188,34 +199,33 @@ def _entry_point(name: str, run: Run, model_file: Path, out: Path) -> tuple:
     raise ValueError(name)
 
 
-@pytest.mark.parametrize("kind", CHECKPOINT_KINDS)
+@pytest.mark.parametrize("kind", list(CHECKPOINT_PROBLEMS))
 def test_remove_masks_refuses_a_bad_checkpoint(run: Run, tmp_path, capsys, kind) -> None:
     from espnet_prune.bin import remove_masks
 
-    bad = _bad_checkpoint(kind, run, tmp_path)
-    if kind == "gated_weights":  # here: the removed model's weights with the gated config
-        bad.write_bytes((run.pruned / "model.pth").read_bytes())
+    bad = _bad_checkpoint(kind, run, tmp_path, expected=run.exp / "latest.pth")
     out = tmp_path / "pruned"
-    expect_error(remove_masks.main, ["--asr_train_config", run.exp / "config.yaml", "--asr_model_file", bad,
-                                     "--out_dir", out], "remove_masks", str(bad), capsys)
+    message = expect_error(remove_masks.main, ["--asr_train_config", run.exp / "config.yaml", "--asr_model_file", bad,
+                                               "--out_dir", out], "remove_masks", str(bad), capsys)
+    assert CHECKPOINT_PROBLEMS[kind] in message
     assert not (tmp_path / MARKER_NAME).exists()  # no code ran
     assert _leftovers(out) == []
 
 
 @pytest.mark.parametrize("entry", ["asr_inference", "profile", "export", "score"])
-@pytest.mark.parametrize("kind", ["empty", "truncated", "text", "crafted_pickle", "gated_weights"])
+@pytest.mark.parametrize("kind", ["empty", "truncated", "text", "crafted_pickle", "other_stage_weights"])
 def test_entry_points_refuse_a_bad_checkpoint(run: Run, tmp_path, capsys, entry, kind) -> None:
-    bad = _bad_checkpoint(kind, run, tmp_path)
+    bad = _bad_checkpoint(kind, run, tmp_path, expected=run.pruned / "model.pth")
     main, argv, output = _entry_point(entry, run, bad, tmp_path / "output")
-    expect_error(main, argv, entry, str(bad), capsys)
+    message = expect_error(main, argv, entry, str(bad), capsys)
+    assert CHECKPOINT_PROBLEMS[kind] in message
     assert not (tmp_path / MARKER_NAME).exists()
     assert _leftovers(output) == []
 
 
 def test_a_crafted_checkpoint_names_what_it_pickles_and_the_opt_in(run: Run, tmp_path, capsys) -> None:
-    from espnet_prune.bin import profile
 
-    bad = _bad_checkpoint("crafted_pickle", run, tmp_path)
+    bad = _bad_checkpoint("crafted_pickle", run, tmp_path, expected=run.pruned / "model.pth")
     main, argv, _ = _entry_point("profile", run, bad, tmp_path / "profile.png")
     message = expect_error(main, argv, "profile", "posix.system", capsys)
     assert "--trust_checkpoint" in message and not (tmp_path / MARKER_NAME).exists()
@@ -229,7 +239,7 @@ def test_trust_checkpoint_opts_in_to_unpickling(run: Run, tmp_path, capsys) -> N
     from espnet_prune.bin import profile
 
     weights = tmp_path / "trusted.pth"
-    torch.save(TrustedStateDict(_state(run)), weights)
+    torch.save(TrustedStateDict(torch.load(run.pruned / "model.pth", weights_only=True)), weights)
     argv = ["--asr_train_config", run.pruned / "config.yaml", "--asr_model_file", weights, "--seconds", "1",
             "--repeats", "1"]
     expect_error(profile.main, argv, "profile", "TrustedStateDict", capsys)

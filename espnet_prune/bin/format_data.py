@@ -22,7 +22,7 @@ from espnet_prune.cli import add_switch, exit_on_error
 from espnet_prune.data.audio import SAMPLE_RATE, good_audio_samples
 from espnet_prune.data.errors import BadInputs, DataPrepError
 from espnet_prune.data.kaldi import Utterance, read_data_dir, write_data_dir
-from espnet_prune.io import atomic_dir, atomic_write
+from espnet_prune.io import atomic_dir
 
 
 def _filter_by_duration(
