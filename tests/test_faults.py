@@ -279,6 +279,9 @@ def _config_file(run: Run, folder: Path, kind: str) -> Path:
         path.write_text(yaml.safe_dump({"lm": "transformer", "lm_conf": {}}))
     elif kind == "missing":
         pass
+    elif kind.startswith("/"):  # a top-level edit: "/key=value" (value in YAML)
+        key, value = kind[1:].split("=", 1)
+        path.write_text(yaml.safe_dump(dict(config, **{key: yaml.safe_load(value)})))
     else:  # an edit of encoder_conf: "key=value" (value in YAML)
         key, value = kind.split("=", 1)
         conf = config["encoder_conf"]
@@ -302,6 +305,9 @@ def _config_file(run: Run, folder: Path, kind: str) -> Path:
     ("model_config.conv_bias=maybe", "encoder_conf.model_config.conv_bias"),
     ("ssl_chekpoint=x.pt", "ssl_chekpoint"),
     ("freeze_cnn_updates=-1", "encoder_conf.freeze_cnn_updates"),
+    ("/model_conf=5", "{config}: ESPnet cannot build the model it describes (AttributeError"),
+    ("/token_list=7", "{config}: ESPnet cannot build the model it describes (RuntimeError: token_list must be"),
+    ("/encoder=conformr", "{config}: --encoder must be one of"),
 ])
 def test_inference_refuses_a_bad_config_yaml(run: Run, tmp_path, capsys, kind, culprit) -> None:
     from espnet_prune.bin import asr_inference

@@ -17,6 +17,7 @@ import yaml
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 
 from espnet_prune.checkpoints import load_state_dict
+from espnet_prune.cli import one_line
 from espnet_prune.data.audio import check_scp_audio
 from espnet_prune.espnet.ssl import ConfigError
 from espnet_prune.espnet.task import PrunedASRTask, check_state_dict
@@ -71,7 +72,13 @@ def load_asr_model(
     ``trust_checkpoint`` lets a weights file that pickles more than tensors be unpickled (it can run code).
     """
     read_train_config(config_file)
-    model, args = PrunedASRTask.build_model_from_file(config_file, None)
+    try:
+        model, args = PrunedASRTask.build_model_from_file(config_file, None)
+    except ValueError as exc:  # our config errors name the key; this names the file too
+        raise ConfigError(f"{config_file}: {one_line(exc)}") from None
+    except (TypeError, AttributeError, KeyError, RuntimeError) as exc:  # ESPnet's, for values of the wrong kind
+        raise ConfigError(f"{config_file}: ESPnet cannot build the model it describes "
+                          f"({type(exc).__name__}: {one_line(exc)})") from None
     if model_file is not None:
         state = load_state_dict(model_file, trust=trust_checkpoint)
         check_state_dict(model, state, str(model_file), str(config_file))
