@@ -82,10 +82,10 @@ def load_checkpoint(path: PathLike, safe_globals: Sequence[Any] = (), trust: boo
         raise CheckpointError(f"{path}: cannot unpickle the trusted checkpoint ({type(exc).__name__}: {exc})") from None
 
 
-def load_state_dict(path: PathLike, safe_globals: Sequence[Any] = ()) -> Dict[str, torch.Tensor]:
+def load_state_dict(path: PathLike, safe_globals: Sequence[Any] = (), trust: bool = False) -> Dict[str, torch.Tensor]:
     """A state dict file (name -> tensor), checked as ``load_checkpoint`` does; ESPnet's DeepSpeed layout
     (``{"module": state}``) is unwrapped."""
-    state = load_checkpoint(path, safe_globals)
+    state = load_checkpoint(path, safe_globals, trust)
     if isinstance(state, dict) and isinstance(state.get("module"), dict):
         state = state["module"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

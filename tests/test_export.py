@@ -282,7 +282,7 @@ def test_cli_refuses_corrupted_and_mismatched_weights(exp: Exp, tmp_path) -> Non
     with pytest.raises(SystemExit) as error:
         export_cli.main(["--asr_train_config", str(exp.config), "--asr_model_file", str(corrupted),
                          "--format", "torchscript", "--out_dir", str(tmp_path / "a")])
-    assert f"{corrupted}: not a loadable PyTorch checkpoint" in str(error.value.code)
+    assert f"{corrupted}: not a readable PyTorch checkpoint (truncated or damaged" in str(error.value.code)
     with pytest.raises(SystemExit) as error:  # the gated weights with the removed model's config
         export_cli.main(["--asr_train_config", str(exp.config), "--asr_model_file", str(exp.gated / "latest.pth"),
                          "--format", "torchscript", "--out_dir", str(tmp_path / "b")])

@@ -93,7 +93,7 @@ def test_format_drops_out_of_range_audio_and_writes_all_sets_or_none(tmp_path):
         utts.append(Utterance(f"spk-{i}", "spk", str(path), f"TEXT {i}"))
     write_data_dir(tmp_path / "data" / "train", utts)
     counts = format_data.format_sets(tmp_path / "data", tmp_path / "dump", ["train"], 0.5, 2.0)
-    assert counts == {"train": 1}
+    assert counts == {"train": (1, 0)}
     assert (tmp_path / "dump" / "train" / "utt2num_samples").read_text() == "spk-1 16000\n"
     with pytest.raises(DataPrepError, match="no utterance between 5.0 and 9.0 s"):
         format_data.format_sets(tmp_path / "data", tmp_path / "dump2", ["train"], 5.0, 9.0)

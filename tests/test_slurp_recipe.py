@@ -295,7 +295,7 @@ def test_entity_mode_prepares_entity_texts_and_scores_slu_f1(tmp_path: Path, mon
     # SLU-F1: TP 4, FP 0.875, FN 2.875; F1 = 8/11.75; precision 4/4.875, recall 4/6.875
     # WER of the transcripts: AM deleted, OFF -> ON over 7 + 3 + 7 words = 2/17;
     # CER: " AM" (3) and OFF -> ON (2) over 31 + 13 + 34 characters = 5/78
-    monkeypatch.setattr(score, "model_geometry", lambda config, model: (tiny_config(), 123456))
+    monkeypatch.setattr(score, "model_geometry", lambda config, model, trust: (tiny_config(), 123456))
     results = run_dir / "decode_ctc" / "RESULTS.md"
     score.main(["--dump_dir", str(recipe / "dump" / "raw"), "--decode_dir", str(run_dir / "decode_ctc"),
                 "--sets", "test", "--asr_train_config", str(run_dir / "config.yaml"), "--entity", "--out", str(results)])
@@ -307,7 +307,7 @@ def test_entity_mode_prepares_entity_texts_and_scores_slu_f1(tmp_path: Path, mon
     assert "|test|span F1|50.0|33.3|40.0|1|1.000|2.000|" in text
 
     capsys.readouterr()  # score's printout
-    monkeypatch.setattr(compare, "measure_run", lambda run, seconds, repeats: (1_000_000, 2_000_000_000, 0.05))
+    monkeypatch.setattr(compare, "measure_run", lambda run, seconds, repeats, trust: (1_000_000, 2_000_000_000, 0.05))
     compare.main(["--dump_dir", str(recipe / "dump" / "raw"), "--sets", "test", "--entity", "--run", f"HJ-MAC={run_dir}"])
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
     assert rows[0].startswith("| model |") and rows[0].endswith(

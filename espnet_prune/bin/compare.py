@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import torch
-import yaml
 
+from espnet_prune.cli import add_trust_checkpoint, exit_on_error
 from espnet_prune.eval.scoring import score
+from espnet_prune.io import atomic_write
 from espnet_prune.pruning.cost import exact_cost
 
 
@@ -48,22 +48,24 @@ def training_updates(run_dir: Path) -> str:
         return "?"
     counts = re.findall(r"epoch results: \[train\].*?total_count=(\d+)", log.read_text(errors="replace"))
     updates = counts[-1] if counts else "?"
-    config = yaml.safe_load((train_dir / "config.yaml").read_text()) if (train_dir / "config.yaml").is_file() else {}
-    init = (config or {}).get("init_param") or []
+    from espnet_prune.espnet.loading import read_train_config
+
+    config = read_train_config(train_dir / "config.yaml") if (train_dir / "config.yaml").is_file() else {}
+    init = config.get("init_param") or []
     if init:
         source = Path(str(init[0]).split(":")[0]).parent
         return f"{training_updates(source)} + {updates}"
     return updates
 
 
-def measure_run(run_dir: Path, seconds: float, repeats: int) -> Tuple[int, int, float]:
+def measure_run(run_dir: Path, seconds: float, repeats: int, trust_checkpoint: bool = False) -> Tuple[int, int, float]:
     """(SSL params, SSL MACs at ``seconds``, median CPU latency in s) of a run's (removed) model."""
     from espnet_prune.bin.profile import measure_latency
-    from espnet_prune.espnet import PrunedASRTask
+    from espnet_prune.espnet.loading import load_asr_model
     from espnet_prune.espnet.ssl import find_prunable
     from espnet_prune.pruning.removal import remove_masks
 
-    model, _ = PrunedASRTask.build_model_from_file(run_dir / "config.yaml", _model_file(run_dir))
+    model, _ = load_asr_model(run_dir / "config.yaml", _model_file(run_dir), trust_checkpoint)
     found = find_prunable(model)
     if len(found) != 1:
         raise ValueError(f"{run_dir / 'config.yaml'}: expected one pruned_wav2vec2 module, found {len(found)}")
@@ -85,6 +87,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_threads", type=int, default=2, help="CPU threads for the latency")
     parser.add_argument("--repeats", type=int, default=5, help="timed passes (median reported)")
     parser.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
+    add_trust_checkpoint(parser)
     return parser
 
 
@@ -93,12 +96,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     torch.set_num_threads(args.num_threads)
     rows: List[List[str]] = []
     reference: Optional[Tuple[int, int, float]] = None
-    try:
+    with exit_on_error("compare"):
         for spec in args.run:
             name, sep, run_dir = spec.partition("=")
             if not sep:
                 raise ValueError(f"--run {spec!r}: expected NAME=DIR")
-            params, macs, latency = measure_run(Path(run_dir), args.seconds, args.repeats)
+            params, macs, latency = measure_run(Path(run_dir), args.seconds, args.repeats, args.trust_checkpoint)
             reference = reference or (params, macs, latency)
             decode_dir = _decode_dir(Path(run_dir))
             row = [name, f"{params / 1e6:.2f} ({params / reference[0]:.0%})",
@@ -113,8 +116,6 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                     row += [f"{100 * result.slu.slu.f1:.1f}", f"{100 * result.slu.span.f1:.1f}"]
                 row += [f"{100 * result.wer:.1f}", f"{100 * result.cer:.1f}"]
             rows.append(row)
-    except (ValueError, FileNotFoundError) as exc:
-        sys.exit(f"compare: error: {exc}")
     header = ["model", "SSL params M", f"GMACs / {args.seconds:g} s", f"CPU ms / {args.seconds:g} s", "training updates"]
     for dset in args.sets:
         header += [f"{dset} intent acc %"] if args.intent_first or args.entity else []
@@ -125,7 +126,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     )
     print(table)
     if args.out is not None:
-        args.out.write_text(table + "\n")
+        with atomic_write(args.out) as f:
+            f.write(table + "\n")
 
 
 if __name__ == "__main__":

@@ -28,14 +28,14 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 import torch
 
-from espnet_prune.espnet import ConfigError, PrunedASRTask
+from espnet_prune.cli import add_trust_checkpoint, exit_on_error
+from espnet_prune.espnet import ConfigError
 from espnet_prune.espnet.export import (
     SAMPLE_RATE,
     bpemodel_path,
@@ -44,6 +44,7 @@ from espnet_prune.espnet.export import (
     espnet_ctc_function,
     skip_tokens,
 )
+from espnet_prune.espnet.loading import load_asr_model
 from espnet_prune.export import (
     DEFAULT_OPSET,
     FORMATS,
@@ -80,6 +81,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tolerance", type=float, default=TOLERANCE, help="max abs difference of the log-probs")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random batches")
+    add_trust_checkpoint(parser)
     return parser
 
 
@@ -106,7 +108,7 @@ def _describe_io(model_file: str, token_list_size: int, blank_id: int, skip: Seq
 def run(
     asr_train_config: Path, asr_model_file: Path, format: str, out_dir: Path, check_data: Optional[Path] = None,
     check_data_type: str = "sound", batch_size: int = 4, check_batches: int = 6, check_max_seconds: float = 2.0,
-    tolerance: float = TOLERANCE, opset: int = DEFAULT_OPSET, seed: int = 0,
+    tolerance: float = TOLERANCE, opset: int = DEFAULT_OPSET, seed: int = 0, trust_checkpoint: bool = False,
 ) -> Dict[str, Any]:
     """Export, check, and move the files into ``out_dir``; returns what export_<format>.json holds."""
     if check_batches < 3:
@@ -118,7 +120,7 @@ def run(
     missing = [name for name in ("onnx", "onnxruntime") if format == "onnx" and importlib.util.find_spec(name) is None]
     if missing:
         raise ConfigError(f"--format onnx needs {' and '.join(missing)}: pip install 'espnet_prune[export]'")
-    model, args = PrunedASRTask.build_model_from_file(asr_train_config, asr_model_file)
+    model, args = load_asr_model(asr_train_config, asr_model_file, trust_checkpoint)
     module = ctc_export_model(model, str(asr_train_config))
     reference = espnet_ctc_function(model)
     conv_layers = module.ssl.config.conv_layers
@@ -178,12 +180,10 @@ def run(
 def main(cmd: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(cmd)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
-    try:
+    with exit_on_error("export", ExportError):
         run(args.asr_train_config, args.asr_model_file, args.format, args.out_dir, args.check_data,
             args.check_data_type, args.batch_size, args.check_batches, args.check_max_seconds, args.tolerance,
-            args.opset, args.seed)
-    except (ConfigError, ExportError) as exc:
-        sys.exit(f"export: error: {exc}")
+            args.opset, args.seed, args.trust_checkpoint)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import collections
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Set
 
+from espnet_prune.cli import exit_on_error
 from espnet_prune.data.slurp_entity import is_markup_token
+from espnet_prune.io import atomic_dir
 
 
 def _transcripts(text_file: Path) -> List[str]:
@@ -83,9 +83,7 @@ def make_tokens(text_file: Path, token_type: str, nbpe: int, out_dir: Path, inte
     """Write the token list (and bpe.model); all files appear together or not at all."""
     transcripts = _transcripts(text_file)
     intents = label_symbols(transcripts) if intent_first else []
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as staging:
         if token_type == "char":
             tokenised = [_char_tokens(t, set(intents)) for t in transcripts]
             if intent_first:  # ESPnet's CharTokenizer keeps these whole (asr_train --non_linguistic_symbols)
@@ -105,11 +103,6 @@ def make_tokens(text_file: Path, token_type: str, nbpe: int, out_dir: Path, inte
             processor = spm.SentencePieceProcessor(model_file=str(staging / "bpe.model"))
             tokenised = [processor.encode(t, out_type=str) for t in transcripts]
         (staging / "tokens.txt").write_text("\n".join(_token_list(tokenised)) + "\n", encoding="utf-8")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out_dir / "tokens.txt"
 
 
@@ -128,10 +121,8 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
-    try:
+    with exit_on_error("make_tokens", RuntimeError):
         path = make_tokens(args.text, args.token_type, args.nbpe, args.out_dir, args.intent_first)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        sys.exit(f"make_tokens: error: {exc}")
     print(f"{path}: {len(path.read_text().splitlines())} tokens")
 
 

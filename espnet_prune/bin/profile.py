@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 
+from espnet_prune.cli import add_trust_checkpoint, exit_on_error
+from espnet_prune.io import atomic_write
 from espnet_prune.models import PRESETS, Wav2Vec2Config, Wav2Vec2Model
 from espnet_prune.pruning.cost import exact_cost
 from espnet_prune.pruning.removal import remove_masks
@@ -43,16 +44,17 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_threads", type=int, default=torch.get_num_threads(), help="CPU threads for latency")
     parser.add_argument("--repeats", type=int, default=5, help="timed forward passes (median reported)")
     parser.add_argument("--png", type=Path, default=None, help="write a bar chart of the kept sizes per layer")
+    add_trust_checkpoint(parser)
     return parser
 
 
 def load_model(args: argparse.Namespace) -> Tuple[Wav2Vec2Model, Optional[Wav2Vec2Config]]:
     """The ungated model to measure, and the dense geometry it came from when that is known."""
     if args.asr_train_config is not None:
-        from espnet_prune.espnet import PrunedASRTask
+        from espnet_prune.espnet.loading import load_asr_model
         from espnet_prune.espnet.ssl import ConfigError, find_prunable
 
-        model, _ = PrunedASRTask.build_model_from_file(args.asr_train_config, args.asr_model_file)
+        model, _ = load_asr_model(args.asr_train_config, args.asr_model_file, args.trust_checkpoint)
         found = find_prunable(model)
         if len(found) != 1:
             raise ConfigError(f"{args.asr_train_config}: expected one pruned_wav2vec2 encoder/frontend, "
@@ -110,22 +112,22 @@ def plot(rows: Rows, path: Path) -> None:
         if reference is not None:
             ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png")
     plt.close(fig)
 
 
 def main(cmd: Optional[Sequence[str]] = None) -> None:
-    args = get_parser().parse_args(cmd)
+    parser = get_parser()
+    args = parser.parse_args(cmd)
     if args.asr_model_file is not None and args.asr_train_config is None:
-        sys.exit("profile: error: --asr_model_file needs --asr_train_config")
-    try:
+        parser.error("--asr_model_file needs --asr_train_config")
+    with exit_on_error("profile"):
         model, reference = load_model(args)
         if args.reference_config is not None:
             reference = Wav2Vec2Config.load_yaml(args.reference_config)
         elif args.reference_preset is not None:
             reference = PRESETS[args.reference_preset]()
-    except (ValueError, FileNotFoundError) as exc:
-        sys.exit(f"profile: error: {exc}")
     config = model.config
     torch.set_num_threads(args.num_threads)
     cost = exact_cost(config, args.seconds)

@@ -13,6 +13,11 @@ The budget: when the trained masks are within 3 points of every target, one shif
 log_alpha brings the cut to the target (``espnet_prune.pruning.budget``); further off, nothing is written
 and the exit status is 1, unless --allow_budget_miss (then the trained masks are cut as they are).
 
+OUT_DIR is built in a temporary folder next to it and renamed into place once complete. It must be new,
+empty, or the output of an earlier removal of the same run (which it replaces, decodings included): the
+training directory itself, or a folder holding another run's config or other files, is refused before
+anything is read or written.
+
 Use one checkpoint of the end of training (latest.pth), not an average of gated checkpoints.
 """
 
@@ -20,16 +25,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 import torch
 from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
 
-from espnet_prune.espnet import ConfigError, PrunedASRTask
+from espnet_prune.cli import add_trust_checkpoint, exit_on_error
+from espnet_prune.espnet import ConfigError
+from espnet_prune.espnet.loading import load_asr_model, read_train_config, read_yaml_mapping
 from espnet_prune.espnet.removal import gated_module, max_encode_difference, remove_asr_masks
+from espnet_prune.io import atomic_dir
 from espnet_prune.pruning.budget import exact_sparsity, fit_to_targets
 from espnet_prune.pruning.cost import exact_cost, expected_cost
 
@@ -37,6 +43,10 @@ TOLERANCE = 1e-3
 # The trained masks may miss a target by this much; the fit closes it (to within FIT_TOLERANCE where the
 # structures' granularity allows).
 MAX_MISS = 0.03
+# What a removal writes into OUT_DIR (later stages add decodings and reports next to them).
+REMOVAL_FILES = ("config.yaml", "model.pth")
+# Files that mark a training directory.
+TRAINING_FILES = ("checkpoint.pth", "latest.pth", "train.log")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -48,7 +58,36 @@ def get_parser() -> argparse.ArgumentParser:
                         help="duration for the MAC counts (default: the pruning block's reference_seconds)")
     parser.add_argument("--allow_budget_miss", action="store_true",
                         help=f"cut the trained masks even when they miss a target by more than {MAX_MISS * 100:g} points")
+    add_trust_checkpoint(parser)
     return parser
+
+
+def check_out_dir(out_dir: Path, asr_train_config: Path) -> None:
+    """Raise ConfigError unless ``out_dir`` is new, empty, or an earlier removal of the run that
+    ``asr_train_config`` describes (the whole folder is replaced, so nothing else may live there)."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ConfigError(f"--out_dir {out_dir}: exists and is not a directory")
+    config = out_dir / "config.yaml"
+    training = sorted(name for name in TRAINING_FILES if (out_dir / name).exists())
+    if out_dir.resolve() == asr_train_config.resolve().parent or training:
+        raise ConfigError(f"--out_dir {out_dir}: is a training directory (holds {', '.join(training) or 'config.yaml'}), "
+                          f"which removal would replace; give a folder of its own, e.g. {out_dir / 'pruned'}")
+    if not any(out_dir.iterdir()):
+        return
+    if not all((out_dir / name).is_file() for name in REMOVAL_FILES):
+        found = sorted(p.name for p in out_dir.iterdir())
+        raise ConfigError(f"--out_dir {out_dir}: holds other files ({', '.join(found[:5])}), which removal would "
+                          "replace; give a new or empty folder")
+    run = read_train_config(asr_train_config).get("output_dir")
+    try:
+        previous_run = read_yaml_mapping(config).get("output_dir")
+    except ConfigError:  # unreadable: not a removal of this run either
+        previous_run = None
+    if previous_run != run:
+        raise ConfigError(f"--out_dir {out_dir}: holds the config.yaml of another run (output_dir {previous_run}, "
+                          f"this run's is {run}); give a new or empty folder")
 
 
 def _summary(before, after, n_before: int, n_after: int) -> str:
@@ -101,9 +140,10 @@ def budget_report(ssl, allow_budget_miss: bool) -> List[str]:
 
 
 def run(asr_train_config: Path, asr_model_file: Path, out_dir: Path, seconds: Optional[float] = None,
-        allow_budget_miss: bool = False) -> None:
-    """Check the budget, fit, remove, verify, report, then write both files (each atomically)."""
-    model, args = PrunedASRTask.build_model_from_file(asr_train_config, asr_model_file)
+        allow_budget_miss: bool = False, trust_checkpoint: bool = False) -> None:
+    """Check the output folder and the budget, fit, remove, verify, report, then write the folder atomically."""
+    check_out_dir(out_dir, asr_train_config)
+    model, args = load_asr_model(asr_train_config, asr_model_file, trust_checkpoint)
     model.eval()
     name, ssl = gated_module(model)
     dense_config = ssl.config
@@ -121,23 +161,19 @@ def run(asr_train_config: Path, asr_model_file: Path, out_dir: Path, seconds: Op
     print(f"\nremoved SSL model, per component:\n{after.table()}\n")
     print("\n".join(budget))
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model_tmp, config_tmp = out_dir / ".model.pth.tmp", out_dir / ".config.yaml.tmp"
-    torch.save(removed.state_dict(), model_tmp)
-    with config_tmp.open("w", encoding="utf-8") as f:
-        yaml_no_alias_safe_dump(vars(new_args), f, indent=4, sort_keys=False)
-    os.replace(model_tmp, out_dir / "model.pth")
-    os.replace(config_tmp, out_dir / "config.yaml")
+    with atomic_dir(out_dir) as staging:
+        torch.save(removed.state_dict(), staging / "model.pth")
+        with (staging / "config.yaml").open("w", encoding="utf-8") as f:
+            yaml_no_alias_safe_dump(vars(new_args), f, indent=4, sort_keys=False)
     print(f"wrote {out_dir / 'config.yaml'} and {out_dir / 'model.pth'} (encoder outputs agree to {difference:.1e})")
 
 
 def main(cmd: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(cmd)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
-    try:
-        run(args.asr_train_config, args.asr_model_file, args.out_dir, args.seconds, args.allow_budget_miss)
-    except ConfigError as exc:
-        sys.exit(f"remove_masks: error: {exc}")
+    with exit_on_error("remove_masks"):
+        run(args.asr_train_config, args.asr_model_file, args.out_dir, args.seconds, args.allow_budget_miss,
+            args.trust_checkpoint)
 
 
 if __name__ == "__main__":

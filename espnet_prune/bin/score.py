@@ -15,22 +15,24 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import sys
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
+from espnet_prune.cli import add_trust_checkpoint, exit_on_error
 from espnet_prune.eval.scoring import SetScore, score
 from espnet_prune.models import Wav2Vec2Config
 from espnet_prune.pruning.cost import exact_cost
 
 
-def model_geometry(asr_train_config: Path, asr_model_file: Optional[Path]) -> Tuple[Wav2Vec2Config, int]:
+def model_geometry(
+    asr_train_config: Path, asr_model_file: Optional[Path], trust_checkpoint: bool = False
+) -> Tuple[Wav2Vec2Config, int]:
     """Geometry of the SSL model (after mask removal for a gated run) and the ESPnet model's params."""
-    from espnet_prune.espnet import PrunedASRTask
+    from espnet_prune.espnet.loading import load_asr_model
     from espnet_prune.espnet.ssl import find_prunable
     from espnet_prune.pruning.removal import pruned_config
 
-    model, _ = PrunedASRTask.build_model_from_file(asr_train_config, asr_model_file)
+    model, _ = load_asr_model(asr_train_config, asr_model_file, trust_checkpoint)
     found = find_prunable(model)
     if len(found) != 1:
         raise ValueError(f"{asr_train_config}: expected one pruned_wav2vec2 encoder/frontend, found {len(found)}")
@@ -89,20 +91,19 @@ def get_parser() -> argparse.ArgumentParser:
                              "variants; WER/CER of the transcript part")
     parser.add_argument("--seconds", type=float, default=10.0, help="reference duration for MACs")
     parser.add_argument("--out", type=Path, required=True, help="RESULTS.md to write")
+    add_trust_checkpoint(parser)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
-    try:
+    with exit_on_error("score"):
         scores = [
             (name, score(args.dump_dir / name / "text", args.decode_dir / name / "1best_recog" / "text",
                          args.intent_first, args.entity))
             for name in args.sets
         ]
-        config, total_params = model_geometry(args.asr_train_config, args.asr_model_file)
-    except (ValueError, FileNotFoundError) as exc:
-        sys.exit(f"score: error: {exc}")
+        config, total_params = model_geometry(args.asr_train_config, args.asr_model_file, args.trust_checkpoint)
     text = "# RESULTS\n" + results_markdown(str(args.decode_dir), scores, config, total_params, args.seconds)
     tmp = args.out.with_name(args.out.name + ".tmp")
     tmp.write_text(text)

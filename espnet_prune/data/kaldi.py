@@ -7,14 +7,13 @@ name and renamed at the end, so a failed stage never leaves a half-written data 
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from espnet_prune.data.errors import DataPrepError
+from espnet_prune.io import atomic_dir
 
 DATA_FILES = ("wav.scp", "text", "utt2spk", "spk2utt")
 
@@ -91,24 +90,6 @@ def _write_files(directory: Path, utterances: Sequence[Utterance]) -> None:
         (directory / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
-def _umask() -> int:
-    """The process umask (read by setting and restoring it)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def replace_dir(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target``, replacing an existing directory there."""
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        os.rename(target, old / target.name)
-        os.rename(new, target)
-        shutil.rmtree(old)
-    else:
-        os.rename(new, target)
-
-
 def write_data_dirs(sets: Mapping[Path, Iterable[Utterance]]) -> dict[Path, int]:
     """Write several data dirs all-or-nothing; returns the number of utterances in each.
 
@@ -121,19 +102,9 @@ def write_data_dirs(sets: Mapping[Path, Iterable[Utterance]]) -> dict[Path, int]
         if not utts:
             raise DataPrepError(f"{path}: no utterances to write")
         checked[Path(path)] = utts
-    built: dict[Path, Path] = {}
-    try:
+    with ExitStack() as stack:
         for path, utts in checked.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-            built[path] = tmp
-            tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a data dir is not
-            _write_files(tmp, utts)
-        for path, tmp in built.items():
-            replace_dir(tmp, path)
-    finally:
-        for tmp in built.values():
-            shutil.rmtree(tmp, ignore_errors=True)
+            _write_files(stack.enter_context(atomic_dir(path)), utts)
     return {path: len(utts) for path, utts in checked.items()}
 
 

@@ -40,8 +40,8 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from espnet_prune.data.errors import BadInputs, DataPrepError
-from espnet_prune.data.kaldi import replace_dir
 from espnet_prune.data.slurp import read_jsonl
+from espnet_prune.io import replace_dir
 
 logger = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ are ESPnet's.
 
 from __future__ import annotations
 
+import argparse
 from itertools import groupby
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
@@ -17,22 +18,24 @@ from espnet2.fileio.datadir_writer import DatadirWriter
 from espnet2.tasks.asr import ASRTask
 from espnet2.text.build_tokenizer import build_tokenizer
 from espnet2.text.token_id_converter import TokenIDConverter
+from espnet2.train.abs_espnet_model import AbsESPnetModel
 
-from espnet_prune.espnet.task import PrunedASRTask
+from espnet_prune.espnet.loading import check_sound_inputs
 
 
 @torch.no_grad()
-def greedy_ctc_inference(
-    output_dir: str,
+def greedy_ctc_decode(
+    model: AbsESPnetModel,
+    args: argparse.Namespace,
+    output_dir: Path,
     data_path_and_name_and_type: Sequence[Tuple[str, str, str]],
-    asr_train_config: str,
-    asr_model_file: str,
     key_file: Optional[str] = None,
     batch_size: int = 8,
     num_workers: int = 0,
 ) -> None:
-    """Decode every utterance of the data with the CTC best path; write ESPnet's 1best_recog files."""
-    model, args = PrunedASRTask.build_model_from_file(asr_train_config, asr_model_file, "cpu")
+    """Decode every utterance of the data with the CTC best path of ``model`` (built from ``args``); write
+    ESPnet's 1best_recog files. The audio is checked first (``check_sound_inputs``)."""
+    check_sound_inputs(data_path_and_name_and_type, key_file)
     model.eval()
     converter = TokenIDConverter(token_list=model.token_list)
     tokenizer = build_tokenizer(token_type=args.token_type, bpemodel=getattr(args, "bpemodel", None))
@@ -47,7 +50,7 @@ def greedy_ctc_inference(
         collate_fn=ASRTask.build_collate_fn(args, False),
         inference=True,
     )
-    with DatadirWriter(Path(output_dir)) as writer:
+    with DatadirWriter(output_dir) as writer:
         best = writer["1best_recog"]
         for keys, batch in loader:
             encoded, lengths = model.encode(batch["speech"], batch["speech_lengths"])

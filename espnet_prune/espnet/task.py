@@ -179,10 +179,7 @@ class _PruningTask:
         model, args = original(cls, config_file, None, device)
         if model_file is not None:
             state = load_state_dict(model_file)
-            check_keys(
-                model.state_dict(), state, str(model_file), f"the model that {config_file} describes "
-                "(use the config.yaml written next to these weights; mask removal writes one for the removed model)",
-            )
+            check_weights(model, state, model_file, config_file)
             model.load_state_dict(state)
         return model, args
 
@@ -191,6 +188,16 @@ def _model_weights(ssl_state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor
     """The SSL model's own weights in a PrunableSSL state dict: without the pruning state (gates, controller,
     distillation maps), which a dense model to start pruning from does not have."""
     return {k: v for k, v in ssl_state.items() if k.startswith("model.") and not k.endswith("log_alpha")}
+
+
+def check_weights(
+    model: torch.nn.Module, state: Dict[str, torch.Tensor], model_file: Union[Path, str], config_file: Union[Path, str]
+) -> None:
+    """CheckpointError naming both files and the keys unless ``state`` fits ``model`` exactly."""
+    check_keys(
+        model.state_dict(), state, str(model_file), f"the model that {config_file} describes "
+        "(use the config.yaml written next to these weights; mask removal writes one for the removed model)",
+    )
 
 
 def _checked_load_pretrained_model(load: Callable[..., None]) -> Callable[..., None]:

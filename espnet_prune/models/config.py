@@ -168,7 +168,11 @@ class Wav2Vec2Config:
 
     @classmethod
     def load_yaml(cls, path: Union[str, Path]) -> "Wav2Vec2Config":
-        return cls.from_dict(yaml.safe_load(Path(path).read_text()), source=str(path))
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: not a YAML file ({type(exc).__name__})") from None
+        return cls.from_dict(data, source=str(path))
 
     def replace(self, **changes: Any) -> "Wav2Vec2Config":
         return dataclasses.replace(self, **changes)
