@@ -10,7 +10,7 @@ Grids: sizes at multiples of the alignment (8), plus the smallest size a structu
 0 heads or units: the branch is removed, 0 ms) and the full size; CNN blocks on a 2-D grid of input x
 output channels (bilinear in between). Two more kinds of points are measured, never fitted: held-out
 points between grid points (the fit error printed) and sizes one below an aligned grid point (the
-alignment step: its median ratio to the fitted curve becomes the ``misaligned_factor`` when above
+alignment step: their smallest ratio to the fitted curve becomes the ``misaligned_factor`` when above
 ``MISALIGNED_MIN_FACTOR``).
 """
 
@@ -93,8 +93,9 @@ def misaligned_sizes(nodes: Sequence[int], alignment: int = ALIGNMENT) -> List[i
 
 
 @dataclass
-class _Structure:
-    """The grid, held-out and misaligned sizes of one structure; their medians once measured."""
+class SizeGrid:
+    """The (in size, out size) points one structure is timed at: its grid, held-out and misaligned sizes.
+    A Curve's structure has the single in size 1; a CNN block's name starts with "cnn"."""
 
     name: str
     make: Callable[[int, int], Callable[[], None]]  # (in size, out size) -> one timed forward
@@ -119,7 +120,7 @@ def _runner(module: nn.Module, inputs: Sequence[Tensor], device: torch.device) -
     return run
 
 
-def _structures(config: Wav2Vec2Config, seconds: float, points: int, device: torch.device) -> List[_Structure]:
+def _structures(config: Wav2Vec2Config, seconds: float, points: int, device: torch.device) -> List[SizeGrid]:
     """Every structure of ``config`` the table prices as a function of a kept size."""
     frames = frame_counts(config, seconds, SAMPLE_RATE)
     time_frames, embed = frames[-1], config.embed_dim
@@ -145,7 +146,7 @@ def _structures(config: Wav2Vec2Config, seconds: float, points: int, device: tor
         probes = [(in_full, o) for o in misaligned_sizes(out_nodes)]
         if previous is not None:
             probes += [(c, channels) for c in misaligned_sizes(in_nodes)]
-        structures.append(_Structure(f"cnn{i}", make_conv, in_nodes, out_nodes, held, probes))
+        structures.append(SizeGrid(f"cnn{i}", make_conv, in_nodes, out_nodes, held, probes))
         previous = channels
 
     features = torch.randn(1, time_frames, previous, device=device)
@@ -165,10 +166,10 @@ def _structures(config: Wav2Vec2Config, seconds: float, points: int, device: tor
         ("ffn", make_ffn, max(config.ffn_dims), 0),
     ):
         nodes = size_grid(full, points, smallest)
-        structures.append(_Structure(name, make, [1], nodes, [(1, s) for s in held_out_sizes(nodes)],
+        structures.append(SizeGrid(name, make, [1], nodes, [(1, s) for s in held_out_sizes(nodes)],
                                      [(1, s) for s in misaligned_sizes(nodes)]))
     heads = list(range(max(config.num_heads) + 1))  # every head count is a grid point
-    structures.append(_Structure("attention", make_attention, [1], heads, [], []))
+    structures.append(SizeGrid("attention", make_attention, [1], heads, [], []))
     return structures
 
 
@@ -177,7 +178,7 @@ def _at(fit: Union[Curve, Surface], point: Tuple[int, int]) -> float:
     return float(fit(point[0], point[1], ALIGNMENT) if isinstance(fit, Surface) else fit(point[1], ALIGNMENT))
 
 
-def _fit(structure: _Structure, ms: Dict[Tuple[int, int], float]) -> Tuple[Union[Curve, Surface], List[float]]:
+def fit_grid(structure: SizeGrid, ms: Dict[Tuple[int, int], float]) -> Tuple[Union[Curve, Surface], List[float]]:
     """The fitted Curve / Surface of a structure (with its alignment step) and the relative errors of its
     held-out points."""
     measured = [[ms.get((i, o), 0.0) for o in structure.out_nodes] for i in structure.in_nodes]  # 0: removed
@@ -186,8 +187,8 @@ def _fit(structure: _Structure, ms: Dict[Tuple[int, int], float]) -> Tuple[Union
         smooth = Surface(structure.in_nodes, structure.out_nodes, monotone_fit_2d(measured), measured)
     else:
         smooth = Curve(structure.out_nodes, monotone_fit(measured[0]), measured[0])
-    ratios = [ms[p] / _at(smooth, p) for p in structure.misaligned]
-    step = statistics.median(ratios) if ratios else 1.0
+    # The smallest ratio: load only adds time, so one delayed probe cannot fake a step.
+    step = min((ms[p] / _at(smooth, p) for p in structure.misaligned), default=1.0)
     fit = dataclasses.replace(smooth, misaligned_factor=round(step, 4) if step > MISALIGNED_MIN_FACTOR else 1.0)
     errors = [abs(_at(fit, p) - ms[p]) / ms[p] for p in structure.held_out]
     return fit, errors
@@ -219,7 +220,7 @@ def measure_latency_table(config: Wav2Vec2Config, seconds: float = 10.0, device:
     errors: List[float] = []
     for structure in structures:
         ms = {point: medians[f"{structure.name}{point}"] for point in structure.points()}
-        fitted[structure.name], structure_errors = _fit(structure, ms)
+        fitted[structure.name], structure_errors = fit_grid(structure, ms)
         errors += structure_errors
         if structure_errors:
             log(f"  {structure.name}: held-out fit error median {statistics.median(structure_errors):.1%}, "

@@ -17,7 +17,7 @@ from test_controller import REFERENCE_SECONDS, prune_by_distillation
 
 from espnet_prune.bin import profile
 from espnet_prune.models import Wav2Vec2Config, Wav2Vec2Model
-from espnet_prune.profiling import size_grid
+from espnet_prune.profiling import SizeGrid, fit_grid, size_grid
 from espnet_prune.pruning import PruningConfig, PruningController, attach_gates, pruned_config, remove_masks
 from espnet_prune.pruning.budget import fit_to_targets
 from espnet_prune.pruning.controller import CONTROLLED
@@ -256,3 +256,29 @@ def test_profile_writes_a_latency_table_of_the_geometry(tmp_path: Path, capsys):
     assert set(table.fixed_ms) == {"pos_conv", "other"} and table.dense_measured_ms > 0
     assert table.held_out["points"] > 0 and math.isfinite(table.held_out["max_rel_error"])
     table.check_geometry(config)
+
+
+def test_the_fit_finds_the_alignment_step_only_where_the_measurements_show_it():
+    def measured(step: float) -> dict:
+        linear = {(1, size): 0.5 + 0.1 * size for size in (8, 16, 24, 32)}
+        return {**linear, **{(1, size): step * (0.5 + 0.1 * size) for size in (15, 31)}}
+
+    grid = SizeGrid("ffn", make=None, in_nodes=[1], out_nodes=[0, 8, 16, 32], held_out=[(1, 24)],
+                    misaligned=[(1, 15), (1, 31)])
+    curve, errors = fit_grid(grid, measured(1.6))
+    assert curve.sizes == [0, 8, 16, 32] and curve.measured_ms[:2] == [0.0, 1.3]
+    assert curve.ms == monotone_fit(curve.measured_ms) and curve.ms[0] == 0.0
+    assert curve.misaligned_factor == pytest.approx(1.6, rel=0.05)
+    assert errors == [pytest.approx(abs(curve(24, 8) - 2.9) / 2.9)]
+    assert fit_grid(grid, measured(1.02))[0].misaligned_factor == 1.0  # within noise: no step
+    delayed = {**measured(1.0), (1, 31): 5 * (0.5 + 0.1 * 31)}  # one probe hit by load
+    assert fit_grid(grid, delayed)[0].misaligned_factor == 1.0
+
+
+def test_the_cnn_grid_is_bilinear_so_a_bilinear_cost_has_no_held_out_error():
+    nodes = [1, 8, 16]
+    grid = SizeGrid("cnn1", make=None, in_nodes=nodes, out_nodes=nodes, held_out=[(4, 4), (12, 12)], misaligned=[])
+    ms = {(c_in, c_out): 0.2 + 0.01 * c_in * c_out for c_in in range(1, 17) for c_out in range(1, 17)}
+    surface, errors = fit_grid(grid, ms)
+    assert isinstance(surface, Surface) and surface.misaligned_factor == 1.0
+    assert max(errors) < 1e-12
