@@ -1,14 +1,16 @@
-"""Helpers shared by the benchmarks: repository paths, CPU threads, machine load, timing."""
+"""Helpers shared by the benchmarks: repository paths, CPU threads, machine load, timing (interleaved
+medians live in ``espnet_prune.profiling``, which the latency table measures with)."""
 
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence
+from typing import Sequence
 
 import torch
+
+from espnet_prune.profiling import interleaved_medians  # noqa: F401 (the benchmarks' timing, shared with the profiler)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = REPO_ROOT / "bench"
@@ -26,23 +28,6 @@ def load_average() -> str:
     """The 1, 5 and 15 minute load averages: other jobs share these cores and slow every timing."""
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} {five:.2f} {fifteen:.2f} (cores: {os.cpu_count()})"
-
-
-def interleaved_medians(runs: Dict[str, Callable[[], None]], rounds: int, warmup: int = 1) -> Dict[str, float]:
-    """Median wall time in seconds of each callable, calling them in turn every round.
-
-    Interleaving spreads changes in machine load over all the candidates instead of one of them.
-    """
-    for _ in range(warmup):
-        for run in runs.values():
-            run()
-    times: Dict[str, List[float]] = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -20,7 +20,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -60,10 +60,14 @@ def timing_config(**regularisation: float) -> Wav2Vec2Config:
     return wav2vec2_base(**settings)
 
 
-def hj_mac_snapshots(
-    dense: Wav2Vec2Model, mac_ratios: List[float], updates: int, clip_seconds: float, clips: int, seed: int
+def gate_run_snapshots(
+    dense: Wav2Vec2Model, mac_ratios: List[float], updates: int, clip_seconds: float, clips: int, seed: int,
+    pruning: Optional[Dict[str, Any]] = None, ratio_of: Optional[Callable[[Wav2Vec2Config], float]] = None,
 ) -> Dict[float, Wav2Vec2Config]:
     """One gate-only HJ-MAC run on a copy of ``dense`` whose target falls slowly; the removed shape per ratio.
+
+    ``pruning`` replaces the variant (e.g. HJ-Latency, or gates with ``multiple_of``); ``ratio_of`` then gives
+    the kept ratio of its controlled quantity for a shape (default: the MAC ratio).
 
     The target sparsity warms up linearly over 80% of the updates to 0.1 beyond the smallest ratio; the
     first time the deterministic masks' exact MAC ratio reaches a requested ratio, the shape that
@@ -79,8 +83,10 @@ def hj_mac_snapshots(
             "target_sparsity": min(0.95, 1.1 - min(mac_ratios)),
             "warmup_updates": int(0.8 * updates),
             "gate_lr": 0.05,
+            **(pruning or {}),
         }
     )
+    quantity = cfg.targets()[0][0]
     dense = dense.eval()
     dense_macs = exact_cost(dense.config).macs
     waves = torch.randn(clips, int(clip_seconds * SAMPLE_RATE))
@@ -103,14 +109,15 @@ def hj_mac_snapshots(
         (task + pruning).backward()
         optimizer.step()
         config = pruned_config(gated)
-        mac_ratio = exact_cost(config).macs / dense_macs
+        mac_ratio = ratio_of(config) if ratio_of else exact_cost(config).macs / dense_macs
         while waiting and (mac_ratio <= waiting[0] or step == updates - 1):
             snapshots[waiting.pop(0)] = config
-            print(f"  update {step + 1}: cut at MAC ratio {mac_ratio:.3f} (proxy loss {float(task.detach()):.3f})")
+            print(f"  update {step + 1}: cut at {quantity} ratio {mac_ratio:.3f} (proxy loss {float(task.detach()):.3f})")
         if not waiting:
             break
         if (step + 1) % 50 == 0:
-            print(f"  update {step + 1}: MAC ratio {mac_ratio:.3f}, expected {1 - float(stats['expected_sparsity_macs']):.3f}")
+            print(f"  update {step + 1}: {quantity} ratio {mac_ratio:.3f}, "
+                  f"expected {1 - float(stats[f'expected_sparsity_{quantity}']):.3f}")
     return snapshots
 
 
@@ -137,7 +144,7 @@ def cached_shapes(args: argparse.Namespace, config: Wav2Vec2Config) -> Dict[floa
     print(f"HJ-MAC gate run: at most {args.prune_updates} updates on {args.clip_seconds:g} s noise clips")
     torch.manual_seed(0)
     dense = Wav2Vec2Model(config)
-    shapes = hj_mac_snapshots(dense, args.mac_ratios, args.prune_updates, args.clip_seconds, 8, seed=1)
+    shapes = gate_run_snapshots(dense, args.mac_ratios, args.prune_updates, args.clip_seconds, 8, seed=1)
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({str(ratio): cfg.to_dict() for ratio, cfg in shapes.items()}, indent=1))
     return shapes

@@ -226,6 +226,8 @@ def _bert_dir(tmp_path: Path) -> str:
         (["--input_size", "none"], "set `input_size: 1`"),
         (["--input_size", "none", "--frontend", "default"], "set `input_size: 1`"),
         (["--normalize", "utterance_mvn"], "normalize: the pruned_wav2vec2 encoder reads raw waveforms"),
+        (["--encoder_conf", "pruning.variant=latency", "--encoder_conf", "pruning.latency_table=/nonexistent/t.json"],
+         "encoder_conf.pruning.latency_table: no latency table at /nonexistent/t.json"),
     ],
 )
 def test_bad_configs_fail_at_build_time_with_one_message(base_args, tmp_path, extra, message) -> None:
@@ -299,23 +301,31 @@ def test_waveform_normalisation_ignores_padding() -> None:
     assert abs(float(out[0].mean())) < 1e-5 and abs(float(out[0].std(unbiased=False)) - 1) < 1e-3
 
 
-def _gated_checkpoint(base_args, tmp_path, sparsity: float, updates: int):
+def _gated_checkpoint(base_args, tmp_path, sparsity: float, updates: int, quantity: str = "macs"):
     """config.yaml and weights of a tiny HJ-MAC run (target 0.5, warm-up 10) whose eval masks cut ``sparsity``
-    of the MACs after ``updates`` updates: the gates are set, not trained."""
+    of the MACs after ``updates`` updates: the gates are set, not trained. ``quantity`` "latency": an
+    HJ-Latency run with a table for the tiny model (``tmp_path / "latency.json"``) instead."""
     from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
 
     from espnet_prune.pruning.budget import exact_sparsity, fit_to_targets
 
+    if quantity == "latency":
+        from test_latency import synthetic_table
+
+        synthetic_table(Wav2Vec2Config.load_yaml(TINY_MODEL), seconds=10.0).save(tmp_path / "latency.json")
+        base_args = base_args + ["--encoder_conf", "pruning.variant=latency",
+                                 "--encoder_conf", f"pruning.latency_table={tmp_path / 'latency.json'}"]
     model, args = _build(base_args)
     ssl = model.encoder.ssl
-    fit_to_targets(ssl.model, [("macs", sparsity)], 10.0)
+    table = ssl.controller.latency_table
+    fit_to_targets(ssl.model, [(quantity, sparsity)], 10.0, table)
     ssl.controller.updates.fill_(updates)
     exp = tmp_path / "exp"
     exp.mkdir(exist_ok=True)
     with (exp / "config.yaml").open("w") as f:
         yaml_no_alias_safe_dump(vars(args), f)
     torch.save(model.state_dict(), exp / "latest.pth")
-    return exp, exact_sparsity(ssl.model, "macs", 10.0)
+    return exp, exact_sparsity(ssl.model, quantity, 10.0, table)
 
 
 def _remove(exp, out, *extra):
@@ -338,6 +348,21 @@ def test_remove_masks_fits_masks_near_the_target_onto_it(base_args, tmp_path, ca
     cut = 1 - exact_cost(Wav2Vec2Config.from_dict(conf["model_config"])).macs / exact_cost(dense).macs
     assert abs(cut - 0.5) < abs(trained - 0.5) and abs(cut - 0.5) <= 0.015
     assert f"macs: cut at {cut:.1%}" in printed
+
+
+def test_remove_masks_fits_and_reports_a_latency_target(base_args, tmp_path, capsys) -> None:
+    from espnet_prune.pruning.latency import LatencyTable, exact_latency_ms
+
+    exp, trained = _gated_checkpoint(base_args, tmp_path, 0.48, updates=10, quantity="latency")
+    assert 0.46 <= trained < 0.5
+    _remove(exp, tmp_path / "pruned")
+    printed = capsys.readouterr().out
+    assert "latency @ 10 s: target 50.0%, expected" in printed and f"exact (trained masks) {trained:.1%}" in printed
+    conf = yaml.safe_load((tmp_path / "pruned" / "config.yaml").read_text())["encoder_conf"]
+    table = LatencyTable.load(tmp_path / "latency.json")
+    dense = Wav2Vec2Config.load_yaml(TINY_MODEL)
+    cut = 1 - exact_latency_ms(table, Wav2Vec2Config.from_dict(conf["model_config"])) / exact_latency_ms(table, dense)
+    assert abs(cut - 0.5) <= 0.015 and f"latency: cut at {cut:.1%}" in printed
 
 
 @pytest.mark.parametrize("updates, cause", [(10, False), (4, True)])

@@ -4,6 +4,13 @@ measured CPU latency, kept CNN channels / heads / FFN units per layer, and a PNG
     python -m espnet_prune.bin.profile --asr_train_config exp/asr/removed/config.yaml \\
         --asr_model_file exp/asr/removed/model.pth --seconds 10 --png exp/asr/removed/profile.png
     python -m espnet_prune.bin.profile --preset wav2vec2_base --seconds 10
+    python -m espnet_prune.bin.profile --asr_train_config conf/train.yaml --latency_table lat.json \\
+        --seconds 10 --threads 4 --device cpu
+
+``--latency_table OUT.json`` measures the latency table of HJ-Latency (``pruning.variant: latency``) for
+the dense geometry of the model (a gated run's config gives the geometry it prunes) on this machine
+(``--device``, ``--threads``) instead of the report, with ``--repeats`` interleaved rounds; run it on
+the deployment hardware, idle. It prints the fit error on held-out sizes.
 
 An ESPnet model is read through its config (gated models are measured after mask removal, against their
 dense geometry); ``--model_config`` / ``--preset`` profile a bare geometry with random weights.
@@ -23,6 +30,7 @@ import torch
 from espnet_prune.cli import add_trust_checkpoint, exit_on_error
 from espnet_prune.io import atomic_write
 from espnet_prune.models import PRESETS, Wav2Vec2Config, Wav2Vec2Model
+from espnet_prune.profiling import measure_latency_table
 from espnet_prune.pruning.cost import exact_cost
 from espnet_prune.pruning.removal import remove_masks
 
@@ -41,10 +49,15 @@ def get_parser() -> argparse.ArgumentParser:
     reference.add_argument("--reference_config", type=Path, help="dense Wav2Vec2Config YAML to compare with")
     reference.add_argument("--reference_preset", choices=sorted(PRESETS), help="dense geometry to compare with")
     parser.add_argument("--seconds", type=float, default=10.0, help="audio duration for MACs and latency")
-    parser.add_argument("--num_threads", type=int, default=torch.get_num_threads(), help="CPU threads for latency")
+    parser.add_argument("--num_threads", "--threads", type=int, default=torch.get_num_threads(),
+                        help="CPU threads for latency")
     parser.add_argument("--repeats", type=int, default=5, help="timed forward passes (median reported)")
     parser.add_argument("--png", type=Path, default=None, help="write a bar chart of the kept sizes per layer")
     add_trust_checkpoint(parser)
+    parser.add_argument("--latency_table", type=Path, default=None,
+                        help="measure the HJ-Latency table of the dense geometry on this machine and write it here")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device of --latency_table")
+    parser.add_argument("--grid_points", type=int, default=6, help="grid points per size axis of --latency_table")
     return parser
 
 
@@ -123,13 +136,21 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
     if args.asr_model_file is not None and args.asr_train_config is None:
         parser.error("--asr_model_file needs --asr_train_config")
     with exit_on_error("profile"):
-        model, reference = load_model(args)
+        model, dense = load_model(args)
+        reference = dense
         if args.reference_config is not None:
             reference = Wav2Vec2Config.load_yaml(args.reference_config)
         elif args.reference_preset is not None:
             reference = PRESETS[args.reference_preset]()
-    config = model.config
     torch.set_num_threads(args.num_threads)
+    if args.latency_table is not None:
+        with exit_on_error("profile"):
+            geometry = dense if dense is not None else model.config
+            table = measure_latency_table(geometry, args.seconds, args.device, args.repeats, args.grid_points)
+        table.save(args.latency_table)
+        print(f"wrote {args.latency_table}")
+        return
+    config = model.config
     cost = exact_cost(config, args.seconds)
     print(cost.table())
     if reference is not None:

@@ -37,7 +37,8 @@ from espnet_prune.espnet.loading import load_asr_model, read_train_config, read_
 from espnet_prune.espnet.removal import gated_module, max_encode_difference, remove_asr_masks
 from espnet_prune.io import atomic_dir
 from espnet_prune.pruning.budget import exact_sparsity, fit_to_targets
-from espnet_prune.pruning.cost import exact_cost, expected_cost
+from espnet_prune.pruning.cost import exact_cost
+from espnet_prune.pruning.latency import exact_quantity, expected_quantity
 
 TOLERANCE = 1e-3
 # The trained masks may miss a target by this much; the fit closes it (to within FIT_TOLERANCE where the
@@ -113,14 +114,13 @@ def budget_report(ssl, allow_budget_miss: bool) -> List[str]:
     when training stopped before it ended.
     """
     controller, cfg = ssl.controller, ssl.controller.cfg
-    seconds = cfg.reference_seconds
-    expected = expected_cost(ssl.model, seconds)
-    dense = exact_cost(ssl.config, seconds)
-    trained = {quantity: exact_sparsity(ssl.model, quantity, seconds) for quantity, _ in cfg.targets()}
+    seconds, table = cfg.reference_seconds, controller.latency_table
+    trained = {quantity: exact_sparsity(ssl.model, quantity, seconds, table) for quantity, _ in cfg.targets()}
     misses = [(q, t) for q, t in cfg.targets() if abs(trained[q] - t) > MAX_MISS]
     lines = []
     for quantity, target in cfg.targets():
-        expected_sparsity = 1.0 - float(getattr(expected, quantity).detach()) / getattr(dense, quantity)
+        dense = exact_quantity(ssl.config, quantity, seconds, table)
+        expected_sparsity = 1.0 - float(expected_quantity(ssl.model, quantity, seconds, table).detach()) / dense
         lines.append(f"{quantity} @ {seconds:g} s: target {target:.1%}, expected {expected_sparsity:.1%}, "
                      f"exact (trained masks) {trained[quantity]:.1%}")
     if misses:
@@ -134,7 +134,7 @@ def budget_report(ssl, allow_budget_miss: bool) -> List[str]:
             raise ConfigError(message + " Pass --allow_budget_miss to cut them as they are.")
         logging.warning(message + " Cutting them as they are (--allow_budget_miss).")
         return lines
-    for fit in fit_to_targets(ssl.model, cfg.targets(), seconds):
+    for fit in fit_to_targets(ssl.model, cfg.targets(), seconds, table):
         lines.append(f"{fit.quantity}: cut at {fit.fitted:.1%} (every controlled log_alpha shifted by {fit.shift:+.3f})")
     return lines
 

@@ -199,7 +199,10 @@ class PrunableSSL(nn.Module):
                 except ValueError as exc:
                     raise ConfigError(str(exc)) from exc
             attach_gates(self.model, cfg.gates)
-            self.controller = PruningController(self.model, cfg)
+            try:  # variant latency reads its table here
+                self.controller = PruningController(self.model, cfg)
+            except (ValueError, FileNotFoundError) as exc:
+                raise ConfigError(f"{source}.pruning.{exc}") from exc
         if options.freeze_cnn_updates < 0:
             raise ConfigError(f"{source}.freeze_cnn_updates: must be >= 0, got {options.freeze_cnn_updates}")
         self.freeze_cnn_updates = options.freeze_cnn_updates

@@ -6,18 +6,19 @@ model's MACs) and its last oscillation. ``fit_to_targets`` closes that residual 
 one shift to the ``log_alpha`` of every gate a target controls, which moves their keep probabilities
 together and so keeps the learned order of units within and across structures, and picks the shift whose
 eval masks cut closest to the target (no shift when the trained masks are already within tolerance).
+Variant latency's quantity is the table latency (``latency_table``) of what the eval masks cut.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 
 from espnet_prune.models.model import Wav2Vec2Model
-from espnet_prune.pruning.cost import exact_cost
 from espnet_prune.pruning.gating import iter_gates
+from espnet_prune.pruning.latency import LatencyTable, exact_quantity
 from espnet_prune.pruning.removal import pruned_config
 
 # A target counts as met within this much sparsity (the fit stops there).
@@ -26,10 +27,11 @@ FIT_TOLERANCE = 0.005
 MAX_SHIFT = 8.0
 
 
-def exact_sparsity(model: Wav2Vec2Model, quantity: str, seconds: float) -> float:
+def exact_sparsity(model: Wav2Vec2Model, quantity: str, seconds: float,
+                   latency_table: Optional[LatencyTable] = None) -> float:
     """1 - cost / dense cost of ``quantity`` for the model the eval masks would cut now."""
-    dense = getattr(exact_cost(model.config, seconds), quantity)
-    return 1.0 - getattr(exact_cost(pruned_config(model), seconds), quantity) / dense
+    dense = exact_quantity(model.config, quantity, seconds, latency_table)
+    return 1.0 - exact_quantity(pruned_config(model), quantity, seconds, latency_table) / dense
 
 
 def controlled_gates(model: Wav2Vec2Model, quantity: str) -> List[torch.nn.Parameter]:
@@ -57,12 +59,15 @@ class Fit:
 
 
 @torch.no_grad()
-def fit_to_targets(model: Wav2Vec2Model, targets: List[tuple], seconds: float) -> List[Fit]:
+def fit_to_targets(model: Wav2Vec2Model, targets: List[tuple], seconds: float,
+                   latency_table: Optional[LatencyTable] = None) -> List[Fit]:
     """Shift the gates of each (quantity, target) so that the eval masks cut closest to the target.
 
     Modifies the model's ``log_alpha`` in place. The exact sparsity falls monotonically as the shift
     grows (every unit count and every branch decision grows with its keep probability), so a bisection
     finds the step of the sparsity that crosses the target; the side of the step nearer to the target wins.
+    (Table latency is monotone too, except for its alignment steps: there the bisection finds a crossing,
+    not necessarily the nearest one.)
     """
     fits = []
     for quantity, target in targets:
@@ -72,7 +77,7 @@ def fit_to_targets(model: Wav2Vec2Model, targets: List[tuple], seconds: float) -
         def sparsity_at(shift: float) -> float:
             for gate, start in zip(gates, original):
                 gate.copy_(start + shift)
-            return exact_sparsity(model, quantity, seconds)
+            return exact_sparsity(model, quantity, seconds, latency_table)
 
         trained = sparsity_at(0.0)
         best = 0.0

@@ -26,6 +26,10 @@ whatever the task and its loss:
   lambda1 that pushes past the target is therefore unwound in proportion to its size (anti-windup).
 - S is a running mean of the task loss's magnitude, so the lambdas are in units of the task loss: ESPnet's
   CTC loss summed over tokens and a mean-reduced loss need the same settings.
+
+Variant ``latency`` (HJ-Latency) controls the latency of a table measured on the deployment machine
+(``pruning.latency_table``): exact value from the table at the eval masks' kept sizes, gradient from the table
+at the expected kept sizes.
 """
 
 from __future__ import annotations
@@ -42,9 +46,10 @@ from espnet_prune.models.model import Wav2Vec2Model
 from espnet_prune.pruning.cost import exact_cost, expected_cost
 from espnet_prune.pruning.distill import DistillConfig
 from espnet_prune.pruning.gating import GateConfig, gate_parameters
+from espnet_prune.pruning.latency import LATENCY, LatencyTable, exact_quantity, expected_quantity
 from espnet_prune.pruning.removal import pruned_config
 
-VARIANTS = ("size", "sep_size", "mac", "transformer_only")
+VARIANTS = ("size", "sep_size", "mac", "transformer_only", "latency")
 
 # Per variant: the target keys of the pruning block and the cost quantity each one controls (attribute
 # names of the cost reports).
@@ -53,6 +58,7 @@ CONTROLLED = {
     "sep_size": {"cnn_target_sparsity": "cnn_params", "transformer_target_sparsity": "transformer_params"},
     "mac": {"target_sparsity": "macs"},
     "transformer_only": {"target_sparsity": "transformer_params"},
+    "latency": {"target_sparsity": LATENCY},
 }
 TARGET_KEYS = ("target_sparsity", "cnn_target_sparsity", "transformer_target_sparsity")
 
@@ -71,11 +77,13 @@ class PruningConfig:
     Attributes:
         variant: "size" (one target on all params), "sep_size" (CNN and Transformer params apart),
             "mac" (total MACs at ``reference_seconds``), "transformer_only" (the baseline: CNN not
-            gated, target on Transformer params).
+            gated, target on Transformer params), "latency" (table latency at ``reference_seconds``).
         target_sparsity: final fraction of the controlled cost to remove (every variant but sep_size).
         cnn_target_sparsity, transformer_target_sparsity: the two targets of sep_size (only there).
+        latency_table: the JSON table of variant latency (``python -m espnet_prune.bin.profile
+            --latency_table``, measured on the deployment machine); only there.
         warmup_updates: optimizer updates over which the target grows linearly from 0 to its final value.
-        reference_seconds: audio duration at which MACs are computed.
+        reference_seconds: audio duration at which MACs are computed (and the latency table measured).
         gate_lr: learning rate of the gates' log_alpha (their own optimizer group, no weight decay).
         lambda_lr: relative step of the lambdas' dual ascent per update (lambdas in units of the task loss).
         gates: which structures are gated and how gates start.
@@ -87,6 +95,7 @@ class PruningConfig:
     target_sparsity: Optional[float] = None
     cnn_target_sparsity: Optional[float] = None
     transformer_target_sparsity: Optional[float] = None
+    latency_table: Optional[str] = None
     warmup_updates: int = 1000
     reference_seconds: float = 10.0
     gate_lr: float = 0.02
@@ -111,6 +120,12 @@ class PruningConfig:
                     )
             elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
                 raise ValueError(f"{key}: must be a number in (0, 1) (the fraction to remove), got {value!r}")
+        if (self.latency_table is None) == (self.variant == "latency"):
+            raise ValueError(
+                "latency_table: variant 'latency' needs the path of a table built by "
+                "`python -m espnet_prune.bin.profile --latency_table`" if self.latency_table is None
+                else f"latency_table: only variant 'latency' uses it (variant {self.variant!r})"
+            )
         cnn_gated = self.variant != "transformer_only"
         if self.gates.conv_channels is None:
             self.gates.conv_channels = cnn_gated
@@ -128,9 +143,9 @@ class PruningConfig:
         return from_mapping(cls, data, source)
 
     def to_dict(self) -> Dict[str, Any]:
-        """The block as a plain mapping, without the target keys the variant does not use."""
+        """The block as a plain mapping, without the target keys (and table) the variant does not use."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
-        for key in TARGET_KEYS:
+        for key in (*TARGET_KEYS, "latency_table"):
             if out[key] is None:
                 del out[key]
         out["gates"] = self.gates.to_dict()
@@ -146,17 +161,27 @@ class PruningController(nn.Module):
     """Holds the lambdas, the update counter and the loss scale, and computes the Lagrangian term.
 
     The dense reference costs come from the config of the model the controller is built for (the
-    unpruned geometry). Training needs ``attach(optimizer)`` (or a call of ``update()`` after every
-    optimizer step): the update hook advances the target warm-up and takes the lambdas' dual step.
-    All state is in buffers, so checkpoints resume it exactly.
+    unpruned geometry). Variant latency reads its table here: a missing file or a table of another
+    geometry or reference duration is an error, one measured on another machine a warning.
+    Training needs ``attach(optimizer)`` (or a call of ``update()`` after every optimizer step): the
+    update hook advances the target warm-up and takes the lambdas' dual step. All state is in buffers, so checkpoints resume it exactly.
     """
 
     def __init__(self, model: Wav2Vec2Model, cfg: PruningConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.targets = cfg.targets()
-        dense = exact_cost(model.config, cfg.reference_seconds)
-        self.dense_costs = [float(getattr(dense, quantity)) for quantity, _ in self.targets]
+        self.latency_table: Optional[LatencyTable] = None
+        if cfg.latency_table is not None:
+            self.latency_table = LatencyTable.load(cfg.latency_table)
+            self.latency_table.check_geometry(model.config)
+            if self.latency_table.seconds != cfg.reference_seconds:
+                raise ValueError(f"reference_seconds: {cfg.reference_seconds:g}, but latency table {cfg.latency_table} "
+                                 f"was measured at {self.latency_table.seconds:g} s; set reference_seconds to it")
+            self.latency_table.warn_machine_mismatch()
+        self.dense_costs = [
+            exact_quantity(model.config, quantity, cfg.reference_seconds, self.latency_table) for quantity, _ in self.targets
+        ]
         self.register_buffer("lambdas", torch.zeros(len(self.targets), 2))
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
         self.register_buffer("loss_scale", torch.zeros(()))  # 0 until the first task loss is seen
@@ -237,7 +262,8 @@ class PruningController(nn.Module):
             )
         reference = self.cfg.reference_seconds
         expected = expected_cost(model, reference)
-        exact = exact_cost(pruned_config(model), reference)
+        exact_config = pruned_config(model)
+        exact = exact_cost(exact_config, reference)
         scale = self._scale(task_loss)
         term = self.lambdas.new_zeros(())
         stats: Dict[str, Tensor] = {
@@ -250,8 +276,12 @@ class PruningController(nn.Module):
         exact_gaps = []
         for i, ((quantity, final), dense) in enumerate(zip(self.targets, self.dense_costs)):
             target = self.current_target(final)
-            expected_sparsity = 1.0 - getattr(expected, quantity) / dense
-            exact_sparsity = 1.0 - getattr(exact, quantity) / dense
+            expected_value = expected_quantity(model, quantity, reference, self.latency_table)
+            exact_value = exact_quantity(exact_config, quantity, reference, self.latency_table)
+            if quantity == LATENCY:
+                stats["expected_latency_ms"], stats["exact_latency_ms"] = expected_value.detach(), torch.tensor(exact_value)
+            expected_sparsity = 1.0 - expected_value / dense
+            exact_sparsity = 1.0 - exact_value / dense
             exact_gaps.append(exact_sparsity - target)
             # Straight-through: the value is the exact gap, the gradient that of the expected sparsity.
             gap = expected_sparsity - expected_sparsity.detach() + (exact_sparsity - target)
