@@ -45,6 +45,7 @@ from espnet_prune.pruning import (
     PruningController,
     attach_gates,
     exact_cost,
+    gate_parameters,
     pruned_config,
 )
 
@@ -87,8 +88,9 @@ def hj_mac_snapshots(
     with torch.no_grad():
         teacher = [dense(wave[None]).last_hidden_state for wave in waves]
     gated = attach_gates(copy.deepcopy(dense), cfg.gates).train()
-    for name, parameter in gated.named_parameters():
-        parameter.requires_grad_("log_alpha" in name)
+    gated.requires_grad_(False)
+    for parameter in gate_parameters(gated):
+        parameter.requires_grad_(True)
     controller = PruningController(gated, cfg).train()
     optimizer = torch.optim.Adam(controller.param_groups(gated))
     controller.attach(optimizer)

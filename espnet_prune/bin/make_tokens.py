@@ -1,7 +1,7 @@
 """Recipe stage 5: the token list (characters or sentencepiece units) from the training text.
 
     python -m espnet_prune.bin.make_tokens --text dump/raw/train_clean_100/text \
-        --token_type bpe --nbpe 300 --out_dir data/token_list/bpe_unigram300
+        --token_type bpe --nbpe 300 --out_dir data/token_list/bpe
 
 Writes <out_dir>/tokens.txt in ESPnet's layout: <blank>, <unk>, the tokens by descending frequency,
 <sos/eos> last; for bpe also <out_dir>/bpe.model (sentencepiece unigram, like ESPnet's asr.sh). Character

@@ -1,8 +1,8 @@
 """Cost report of a (pruned) wav2vec2 / HuBERT model: params and MACs per component at a stated duration,
 measured CPU latency, kept CNN channels / heads / FFN units per layer, and a PNG of the kept sizes.
 
-    python -m espnet_prune.bin.profile --asr_train_config exp/asr/removed/config.yaml \\
-        --asr_model_file exp/asr/removed/model.pth --seconds 10 --png exp/asr/removed/profile.png
+    python -m espnet_prune.bin.profile --asr_train_config exp/asr/pruned/config.yaml \\
+        --asr_model_file exp/asr/pruned/model.pth --seconds 10 --png exp/asr/pruned/profile.png
     python -m espnet_prune.bin.profile --preset wav2vec2_base --seconds 10
 
 An ESPnet model is read through its config (gated models are measured after mask removal, against their
@@ -50,14 +50,10 @@ def load_model(args: argparse.Namespace) -> Tuple[Wav2Vec2Model, Optional[Wav2Ve
     """The ungated model to measure, and the dense geometry it came from when that is known."""
     if args.asr_train_config is not None:
         from espnet_prune.espnet import PrunedASRTask
-        from espnet_prune.espnet.ssl import ConfigError, find_prunable
+        from espnet_prune.espnet.ssl import find_ssl
 
         model, _ = PrunedASRTask.build_model_from_file(args.asr_train_config, args.asr_model_file)
-        found = find_prunable(model)
-        if len(found) != 1:
-            raise ConfigError(f"{args.asr_train_config}: expected one pruned_wav2vec2 encoder/frontend, "
-                              f"found {len(found)}")
-        ssl = found[0][1].eval()
+        ssl = find_ssl(model, str(args.asr_train_config))[1].eval()
         if ssl.controller is None:
             return ssl.model, None
         return remove_masks(ssl.model)[0], ssl.config
