@@ -38,6 +38,7 @@ from bench.common import (
     markdown_table,
     use_cpu_threads,
 )
+from espnet_prune.constants import SAMPLE_RATE
 from espnet_prune.models import Wav2Vec2Config, Wav2Vec2Model
 from espnet_prune.models.config import wav2vec2_base
 from espnet_prune.pruning import (
@@ -49,7 +50,6 @@ from espnet_prune.pruning import (
     pruned_config,
 )
 
-SAMPLE_RATE = 16000
 LATENCY_GOAL_AT_HALF_MACS = 0.55
 TRAIN_OVERHEAD_GOAL = 1.15
 

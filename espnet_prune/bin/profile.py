@@ -21,6 +21,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
+from espnet_prune.constants import SAMPLE_RATE
 from espnet_prune.models import PRESETS, Wav2Vec2Config, Wav2Vec2Model
 from espnet_prune.pruning.cost import exact_cost
 from espnet_prune.pruning.removal import remove_masks
@@ -66,7 +67,7 @@ def load_model(args: argparse.Namespace) -> Tuple[Wav2Vec2Model, Optional[Wav2Ve
 def measure_latency(model: Wav2Vec2Model, seconds: float, repeats: int) -> float:
     """Median wall time (s) of an eval forward pass on one random waveform, after one warm-up pass."""
     model.eval()
-    waveform = torch.randn(1, int(seconds * 16000))
+    waveform = torch.randn(1, int(seconds * SAMPLE_RATE))
     model(waveform)
     times = []
     for _ in range(repeats):

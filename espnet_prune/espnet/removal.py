@@ -10,6 +10,7 @@ from typing import Tuple
 import torch
 from espnet2.asr.espnet_model import ESPnetASRModel
 
+from espnet_prune.constants import SAMPLE_RATE
 from espnet_prune.espnet.ssl import SSLOptions, find_ssl
 from espnet_prune.espnet.task import MODEL_NAME, PrunedASRTask
 from espnet_prune.pruning.removal import remove_masks
@@ -45,7 +46,7 @@ def max_encode_difference(a: ESPnetASRModel, b: ESPnetASRModel, seconds: float =
     """Largest absolute difference of the two models' eval-mode encoder outputs on a random batch,
     relative to the output scale (lengths must agree exactly, else inf)."""
     generator = torch.Generator().manual_seed(seed)
-    samples = int(seconds * 16000)
+    samples = int(seconds * SAMPLE_RATE)
     speech = torch.randn(2, samples, generator=generator) * 0.1
     lengths = torch.tensor([samples, samples * 2 // 3])
     out_a, len_a = a.eval().encode(speech, lengths)
