@@ -25,16 +25,12 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Set
 
+from espnet_prune.data.kaldi import read_table
 from espnet_prune.data.slurp_entity import is_markup_token
 
 
 def _transcripts(text_file: Path) -> List[str]:
-    lines = []
-    for lineno, line in enumerate(text_file.read_text(encoding="utf-8").splitlines(), 1):
-        parts = line.split(maxsplit=1)
-        if not parts:
-            raise ValueError(f"{text_file}:{lineno}: empty line")
-        lines.append(parts[1] if len(parts) > 1 else "")
+    lines = [value for _, value, _ in read_table(text_file, values_required=False, c_sorted=False)]
     if not lines:
         raise ValueError(f"{text_file}: no transcripts")
     return lines
