@@ -19,9 +19,8 @@ import torch
 import torchaudio
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-TINY_CONFIG = REPO / "conf" / "train" / "tiny_hj_mac_50.yaml"
-TINY_MODEL = REPO / "conf" / "model" / "tiny_wav2vec2.yaml"
+from conftest import TINY_MODEL, TINY_TRAIN_CONFIG
+
 
 SENTENCES = [
     "HELLO WORLD", "GOOD MORNING", "OPEN THE DOOR", "TURN ON THE LIGHT", "PLAY SOME MUSIC",
@@ -64,7 +63,7 @@ class Run:
         self.stats = root / "stats"
 
     def common(self) -> List[str]:
-        args = ["--config", str(TINY_CONFIG), "--encoder_conf", f"model_config={TINY_MODEL}",
+        args = ["--config", str(TINY_TRAIN_CONFIG), "--encoder_conf", f"model_config={TINY_MODEL}",
                 # gates that can close within the 10 warm-up updates of the run's 16 (4.6 / gate_lr updates)
                 "--encoder_conf", "pruning.warmup_updates=10", "--encoder_conf", "pruning.gate_lr=0.8",
                 "--encoder_conf", "pruning.lambda_lr=20",  # lambdas of the right size within 16 updates

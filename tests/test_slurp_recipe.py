@@ -22,13 +22,11 @@ from typing import Dict, List
 import pytest
 import torch
 import yaml
-from conftest import tiny_config
+from conftest import REPO, TINY_MODEL, tiny_config
 
 from espnet_prune.bin import compare, score
 
-REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "egs2" / "slurp" / "asr1"
-TINY_MODEL = REPO / "conf" / "model" / "tiny_wav2vec2.yaml"
 DEMO_SENTENCES = "16 4 6"  # train / devel / test sentences, 2 espeak-ng voices each
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
