@@ -27,7 +27,6 @@ from espnet_prune.models import Wav2Vec2Config, Wav2Vec2Model
 from espnet_prune.pruning import exact_cost
 
 
-
 def uniform_config(config: Wav2Vec2Config, keep: float) -> Wav2Vec2Config:
     """``config`` with a fraction ``keep`` of the conv channels, heads and FFN units of every layer (at least 1)."""
 

@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from espnet_prune.constants import SAMPLE_RATE
+
 FORMATS = ("onnx", "torchscript")
 INPUT_NAMES = ("speech", "speech_lengths")
 OUTPUT_NAMES = ("log_probs", "log_probs_lengths")

@@ -7,7 +7,6 @@ from typing import Dict
 
 import pytest
 import torch
-from conftest import tiny_config
 
 from espnet_prune.models.config import Wav2Vec2Config, wav2vec2_base, wavlm_base
 from espnet_prune.models.model import Wav2Vec2Model
@@ -22,6 +21,8 @@ from espnet_prune.pruning.cost import (
     measure_params,
 )
 from espnet_prune.pruning.gating import GateConfig, attach_gates, iter_gates
+
+from conftest import tiny_config
 
 SAMPLE_RATE = 16000
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, TINY_MODEL, TINY_TRAIN_CONFIG
-
+from espnet_prune.bin import asr_train
 from espnet_prune.espnet import PrunableSSL, PrunedASRTask, PrunedESPnetASRModel
 from espnet_prune.espnet.ssl import SSLOptions
-from espnet_prune.bin import asr_train
 from espnet_prune.models import Wav2Vec2Config
+
+from conftest import REPO, TINY_MODEL, TINY_TRAIN_CONFIG
 
 TOKENS = ["<blank>", "<unk>", "<space>", "A", "B", "C", "<sos/eos>"]
 
@@ -331,7 +331,7 @@ def test_remove_masks_fits_masks_near_the_target_onto_it(base_args, tmp_path, ca
     assert 0.47 <= trained < 0.5
     _remove(exp, tmp_path / "pruned")
     printed = capsys.readouterr().out
-    assert f"macs @ 10 s: target 50.0%, expected" in printed and f"exact (trained masks) {trained:.1%}" in printed
+    assert "macs @ 10 s: target 50.0%, expected" in printed and f"exact (trained masks) {trained:.1%}" in printed
     conf = yaml.safe_load((tmp_path / "pruned" / "config.yaml").read_text())["encoder_conf"]
     dense = Wav2Vec2Config.load_yaml(TINY_MODEL)
     cut = 1 - exact_cost(Wav2Vec2Config.from_dict(conf["model_config"])).macs / exact_cost(dense).macs

@@ -16,8 +16,6 @@ import soundfile
 import torch
 import yaml
 
-from conftest import TINY_MODEL, TINY_TRAIN_CONFIG
-
 from espnet_prune.bin import export as export_cli
 from espnet_prune.espnet import PrunedASRTask
 from espnet_prune.espnet.export import ctc_export_model, espnet_ctc_function, skip_tokens
@@ -32,6 +30,8 @@ from espnet_prune.export import (
     load_exported,
     random_batches,
 )
+
+from conftest import TINY_MODEL, TINY_TRAIN_CONFIG
 
 TOKENS = ["<blank>", "<unk>", "<space>", "A", "B", "C", "D", "E", "<sos/eos>"]
 TOLERANCE = 1e-4

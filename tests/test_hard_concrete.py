@@ -4,11 +4,12 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_config
 
 from espnet_prune.models import Wav2Vec2Config, Wav2Vec2Model
 from espnet_prune.pruning.gating import GateConfig, attach_gates, iter_gates
 from espnet_prune.pruning.hard_concrete import HardConcrete
+
+from conftest import tiny_config
 
 
 def test_keep_prob_matches_monte_carlo_frequency_of_nonzero_samples():

@@ -9,9 +9,10 @@ from typing import List, Tuple
 import pytest
 import torch
 import torchaudio
-from conftest import tiny_config as shared_tiny_config
 
 from espnet_prune.models import PRESETS, Wav2Vec2Config, Wav2Vec2Model
+
+from conftest import tiny_config as shared_tiny_config
 
 CONV_LAYERS = [(16, 10, 5), (16, 3, 2), (24, 3, 2), (24, 2, 2)]
 

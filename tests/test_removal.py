@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from conftest import tiny_config
-
 from espnet_prune.models import Wav2Vec2Config, Wav2Vec2Model
 from espnet_prune.pruning.cost import exact_cost, measure_macs, measure_params
 from espnet_prune.pruning.gating import GateConfig, attach_gates, iter_gates
 from espnet_prune.pruning.removal import pruned_config, remove_masks
+
+from conftest import tiny_config
 
 
 def _config(mode: str, layer_norm_first: bool) -> Wav2Vec2Config:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
+from espnet.utils.cli_utils import get_commandline_args
 from espnet2.bin import asr_inference as espnet_inference
 from espnet2.utils.types import str2bool
-from espnet.utils.cli_utils import get_commandline_args
 
 from espnet_prune.espnet import ConfigError, PrunedASRTask
 

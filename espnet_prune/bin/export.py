@@ -35,9 +35,9 @@ from typing import Any, Dict, Optional, Sequence
 
 import torch
 
+from espnet_prune.constants import SAMPLE_RATE
 from espnet_prune.espnet import ConfigError, PrunedASRTask
 from espnet_prune.espnet.export import (
-    SAMPLE_RATE,
     bpemodel_path,
     ctc_export_model,
     data_batches,

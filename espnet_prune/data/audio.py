@@ -17,7 +17,6 @@ from espnet_prune.data.errors import BadInputs, DataPrepError
 from espnet_prune.data.kaldi import Utterance
 
 
-
 def check_audio(path: Path, sample_rate: int = SAMPLE_RATE) -> float:
     """Return the duration in seconds of a readable, non-empty, mono file at ``sample_rate``.
 

@@ -18,13 +18,11 @@ from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.tasks.asr import ASRTask
 from torch import Tensor, nn
 
-from espnet_prune.constants import SAMPLE_RATE
 from espnet_prune.espnet.encoder import PrunedWav2Vec2Encoder
 from espnet_prune.espnet.ssl import ConfigError
 from espnet_prune.export import CTCFunction
 from espnet_prune.models import Wav2Vec2Model
 from espnet_prune.pruning.gating import iter_gates
-
 
 
 class CTCExportModel(nn.Module):

@@ -87,7 +87,7 @@ class SSLOptions:
         }
 
     @classmethod
-    def from_conf(cls, conf: Dict[str, Any], source: str) -> "SSLOptions":
+    def from_conf(cls, conf: Dict[str, Any], source: str) -> SSLOptions:
         """From ``encoder_conf`` / ``frontend_conf``: unknown keys and mistyped values name the key."""
         try:
             return from_mapping(cls, conf, source)

@@ -1,7 +1,15 @@
 """HJ-Pruning as a library: gates, cost model, Lagrangian controller, mask removal (no ESPnet import)."""
 
 from espnet_prune.pruning.controller import VARIANTS, PruningConfig, PruningController
-from espnet_prune.pruning.cost import CostBreakdown, ExactCost, ExpectedCost, exact_cost, expected_cost, measure_macs, measure_params
+from espnet_prune.pruning.cost import (
+    CostBreakdown,
+    ExactCost,
+    ExpectedCost,
+    exact_cost,
+    expected_cost,
+    measure_macs,
+    measure_params,
+)
 from espnet_prune.pruning.gating import (
     GateConfig,
     attach_gates,

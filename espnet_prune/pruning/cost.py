@@ -152,7 +152,7 @@ class UnitCounts:
     bias_table_heads: Number
 
     @classmethod
-    def from_config(cls, config: Wav2Vec2Config) -> "UnitCounts":
+    def from_config(cls, config: Wav2Vec2Config) -> UnitCounts:
         return cls(
             conv_channels=[channels for channels, _, _ in config.conv_layers],
             heads=list(config.num_heads),
@@ -163,7 +163,7 @@ class UnitCounts:
         )
 
     @classmethod
-    def expected(cls, model: Wav2Vec2Model) -> "UnitCounts":
+    def expected(cls, model: Wav2Vec2Model) -> UnitCounts:
         """Expected kept units under the model's gates; an ungated structure counts in full."""
         config = model.config
         conv_channels: List[Number] = []

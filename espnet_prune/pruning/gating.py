@@ -44,7 +44,7 @@ class GateConfig:
             raise ValueError(f"multiple_of: must be >= 1, got {self.multiple_of}")
 
     @classmethod
-    def from_dict(cls, data: Optional[Dict[str, Any]], source: str = "gates") -> "GateConfig":
+    def from_dict(cls, data: Optional[Dict[str, Any]], source: str = "gates") -> GateConfig:
         return from_mapping(cls, data, source)
 
     def to_dict(self) -> Dict[str, Any]:
