@@ -163,7 +163,12 @@ def continue_training(model: TaskModel, train_set: List[Example], s: Settings,
 
 
 def run_method(method: str, budget: float, start: TaskModel, train_set: List[Example], s: Settings) -> Tuple[TaskModel, float]:
-    """Train ``method`` at ``budget`` from the dense ``start`` model; returns the (removed) model and seconds."""
+    """Train ``method`` at ``budget`` from the dense ``start`` model; returns the (removed) model and seconds.
+
+    The global generator is seeded first: the gates' initial log_alpha is drawn from it before ``train``
+    seeds it again, and must not depend on what ran before in this process (which jobs came from the cache).
+    """
+    torch.manual_seed(s.seed)
     if method == "scratch":
         config = config_at_mac_ratio(start.encoder.config, budget, REFERENCE_SECONDS)
         return train_from_scratch(start.task, config, train_set, s.pretrain_updates + s.prune_updates, s)

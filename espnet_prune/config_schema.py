@@ -53,6 +53,9 @@ def coerce(kind: Any, value: Any, key: str) -> Any:
         args = typing.get_args(kind)
         if value is None and type(None) in args:
             return None
+        structured = [a for a in args if dataclasses.is_dataclass(a)]
+        if isinstance(value, Mapping) and len(structured) == 1:
+            return coerce(structured[0], value, key)  # its own errors (a key, a check) are the real ones
         for alternative in (a for a in args if a is not type(None)):
             try:
                 return coerce(alternative, value, key)

@@ -176,6 +176,20 @@ def test_the_warm_up_counts_optimizer_steps_not_forward_passes():
     assert controller.num_updates == 8 and int(controller.pending_passes) == 0  # eval calls do not count
 
 
+def test_a_non_finite_task_loss_stays_out_of_the_loss_scale():
+    cfg = PruningConfig.from_dict({"variant": "mac", "target_sparsity": 0.5})
+    _, model = _gated(cfg)
+    controller = PruningController(model, cfg).train()
+    controller(model, torch.tensor(float("nan")))  # the first loss, before any finite one
+    assert float(controller.loss_scale) == 0.0
+    controller(model, torch.tensor(2.0))
+    for bad in (float("nan"), float("inf")):  # ESPnet skips these updates (non-finite gradient norm)
+        loss, stats = controller(model, torch.tensor(bad))
+        assert float(controller.loss_scale) == 2.0 and float(stats["task_loss_scale"]) == 2.0
+    controller(model, torch.tensor(4.0))
+    assert float(controller.loss_scale) == pytest.approx(2.0 + 0.02 * (4.0 - 2.0))
+
+
 def test_training_without_an_attached_optimizer_is_an_error():
     cfg = PruningConfig.from_dict({"variant": "mac", "target_sparsity": 0.5})
     _, model = _gated(cfg)

@@ -1,15 +1,23 @@
-"""End to end through ESPnet's own machinery: collect stats, HJ-MAC training, resume, mask removal, decoding.
+"""End to end through ESPnet's own machinery: collect stats, HJ-MAC training, resume, mask removal, decoding,
+packing.
 
-A few espeak-ng utterances form a Kaldi-style data dir; a tiny random wav2vec2 is pruned for 2 epochs.
-Everything runs in this process (one ESPnet import); train.log is written by a logging handler, as the
-shell redirect of a recipe would.
+A few espeak-ng utterances form a Kaldi-style data dir; a tiny random wav2vec2 is pruned for 2 epochs. The
+main run trains with stock ``python -m espnet2.bin.asr_train`` in a fresh interpreter (the installed import
+hook registers the plugin), and its removed model is packed with ``espnet2.bin.pack`` and decoded from the
+archive by ESPnet's ``Speech2Text``; the rest runs in this process through our aliases, whose log is
+written by a logging handler, as the shell redirect of a recipe would.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import logging
 import shutil
 import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -98,9 +106,17 @@ def _train(args: List[str], log_file: Path) -> None:
         root.setLevel(level)
 
 
+def _stock(module: str, args: List[str], log_file: Path) -> str:
+    """``python -m module args`` of stock ESPnet in a fresh interpreter (stderr to ``log_file``): its stdout."""
+    with log_file.open("w") as log:
+        done = subprocess.run([sys.executable, "-m", module, *args], stdout=subprocess.PIPE, stderr=log, text=True)
+    assert done.returncode == 0, log_file.read_text()[-3000:]
+    return done.stdout
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Run:
-    """Data, stats, and one uninterrupted 2-epoch HJ-MAC training in exp/full."""
+    """Data, stats, and one uninterrupted 2-epoch HJ-MAC training in exp/full by stock ESPnet."""
     torch.set_num_threads(2)
     run = Run(tmp_path_factory.mktemp("espnet_e2e"))
     from espnet_prune.bin import asr_train
@@ -109,8 +125,22 @@ def run(tmp_path_factory) -> Run:
                                    "--train_shape_file", str(run.train / "wav.scp"),
                                    "--valid_shape_file", str(run.valid / "wav.scp")])
     (run.root / "exp").mkdir()
-    _train(run.train_args(run.root / "exp" / "full"), run.root / "exp" / "train_full.log")
+    _stock("espnet2.bin.asr_train", run.train_args(run.root / "exp" / "full"), run.root / "exp" / "train_full.log")
     return run
+
+
+@pytest.fixture(scope="module")
+def removal(run: Run) -> Tuple[Path, str]:
+    """The masks of exp/full removed into exp/removed (config.yaml, model.pth), and what removal printed."""
+    from espnet_prune.bin import remove_masks
+
+    exp = run.root / "exp" / "full"
+    removed_dir = run.root / "exp" / "removed"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        remove_masks.main(["--asr_train_config", str(exp / "config.yaml"), "--asr_model_file",
+                           str(exp / "latest.pth"), "--out_dir", str(removed_dir), "--allow_budget_miss"])
+    return removed_dir, printed.getvalue()
 
 
 def _decode(run: Run, config: Path, model_file: Path, name: str) -> Dict[str, Tuple[str, float]]:
@@ -155,8 +185,7 @@ def test_stats_reach_train_log_and_plots(run: Run) -> None:
     assert exact[0] < exact[1] and exact[1] >= 0.25, exact
 
 
-def test_remove_masks_and_decode_gated_and_removed(run: Run, capsys) -> None:
-    from espnet_prune.bin import remove_masks
+def test_remove_masks_and_decode_gated_and_removed(run: Run, removal: Tuple[Path, str]) -> None:
     from espnet_prune.espnet import PrunedASRTask
     from espnet_prune.espnet.ssl import find_ssl
     from espnet_prune.models import Wav2Vec2Config
@@ -164,10 +193,7 @@ def test_remove_masks_and_decode_gated_and_removed(run: Run, capsys) -> None:
     from espnet_prune.pruning.gating import iter_gates
 
     exp = run.root / "exp" / "full"
-    removed_dir = run.root / "exp" / "removed"
-    remove_masks.main(["--asr_train_config", str(exp / "config.yaml"), "--asr_model_file", str(exp / "latest.pth"),
-                       "--out_dir", str(removed_dir), "--allow_budget_miss"])
-    printed = capsys.readouterr().out
+    removed_dir, printed = removal
     assert "SSL GMACs @ 10 s" in printed and "macs @ 10 s: target 50.0%, expected" in printed
 
     removed_config = yaml.safe_load((removed_dir / "config.yaml").read_text())
@@ -233,3 +259,49 @@ def test_resume_continues_gates_lambdas_and_counter_exactly(run: Run) -> None:
         assert torch.equal(full[key], resumed[key]), key
     for key in full:
         assert torch.equal(full[key], resumed[key]), key
+
+
+def test_python_start_up_imports_neither_torch_nor_espnet() -> None:
+    """The installed hook waits for espnet2.tasks.asr: unrelated programs pay nothing for the plugin."""
+    code = "import sys; print(sorted(m for m in ('torch', 'espnet2', 'espnet_prune.espnet') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+def test_stock_espnet_prints_the_config_of_our_encoder(run: Run) -> None:
+    printed = _stock("espnet2.bin.asr_train", ["--config", str(TINY_TRAIN_CONFIG), "--encoder_conf",
+                     f"model_config={TINY_MODEL}", "--print_config"], run.root / "print_config.log")
+    config = yaml.safe_load(printed)
+    assert config["encoder"] == "pruned_wav2vec2" and config["encoder_conf"]["pruning"]["variant"] == "mac"
+    assert {"ssl_checkpoint", "preset", "freeze_cnn_updates", "trust_checkpoint"} <= set(config["encoder_conf"])
+
+
+def test_removed_model_packs_and_decodes_from_the_archive_with_stock_speech2text(
+    run: Run, removal: Tuple[Path, str]
+) -> None:
+    removed_dir, _ = removal
+    archive = run.root / "asr_removed.zip"
+    _stock("espnet2.bin.pack", ["asr", "--asr_train_config", str(removed_dir / "config.yaml"), "--asr_model_file",
+                                str(removed_dir / "model.pth"), "--outpath", str(archive)], run.root / "pack.log")
+    # A fresh interpreter that imports only ESPnet: unpack as espnet_model_zoo does, decode with Speech2Text.
+    decode = textwrap.dedent("""
+        import json, sys
+        import soundfile
+        from espnet2.bin.asr_inference import Speech2Text
+        from espnet2.main_funcs.pack_funcs import unpack
+
+        speech2text = Speech2Text(**unpack(sys.argv[1], sys.argv[2]), device="cpu", ctc_weight=1.0,
+                                  beam_size=2, maxlenratio=0.1)
+        tokens = {}
+        for line in open(sys.argv[3]):
+            utt, path = line.split()
+            _, utt_tokens, *_ = speech2text(soundfile.read(path, dtype="float32")[0])[0]
+            tokens[utt] = " ".join(utt_tokens)
+        print(json.dumps(tokens))
+    """)
+    done = subprocess.run([sys.executable, "-c", decode, str(archive), str(run.root / "unpacked"),
+                           str(run.valid / "wav.scp")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    from_archive = json.loads(done.stdout.splitlines()[-1])
+    from_files = _decode(run, removed_dir / "config.yaml", removed_dir / "model.pth", "removed_again")
+    assert from_archive == {utt: tokens for utt, (tokens, _) in from_files.items()}
+    assert any(from_archive.values())  # something was recognised (a blank output would match trivially)

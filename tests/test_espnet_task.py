@@ -361,3 +361,75 @@ def test_remove_masks_cuts_masks_far_from_the_target_when_allowed(base_args, tmp
     cut = 1 - exact_cost(Wav2Vec2Config.from_dict(conf["model_config"])).macs / exact_cost(dense).macs
     assert cut == pytest.approx(trained)  # the trained masks, as they are
     assert "Cutting them as they are (--allow_budget_miss)" in caplog.text
+
+
+def _save_gated(base_args: List[str], tmp_path: Path):
+    """A built gated model, its config.yaml (as training writes it) and its weights file."""
+    model, args = _build(base_args)
+    config, weights = tmp_path / "config.yaml", tmp_path / "model.pth"
+    config.write_text(yaml.safe_dump(vars(args)))
+    torch.save(model.state_dict(), weights)
+    return model, config, weights
+
+
+@pytest.mark.parametrize(
+    "corrupt, expected",
+    [
+        (lambda s: {k: v for k, v in s.items() if not k.endswith("log_alpha")}, "missing from the weights"),
+        (lambda s: {**s, "encoder.ssl.model.extra.weight": torch.zeros(2)}, "not in the model"),
+        (lambda s: {k: v[:1] if k.endswith("final_proj.weight") or k == "ctc.ctc_lo.weight" else v
+                    for k, v in s.items()}, "with other shapes"),
+    ],
+    ids=["missing", "unexpected", "shape"],
+)
+def test_espnets_own_loader_refuses_weights_that_do_not_fit(base_args, tmp_path, corrupt, expected) -> None:
+    """Speech2Text and asr_inference build through ASRTask.build_model_from_file: strict for our models."""
+    from espnet2.tasks.asr import ASRTask
+
+    from espnet_prune.checkpoints import CheckpointError
+
+    model, config, weights = _save_gated(base_args, tmp_path)
+    bad = tmp_path / "bad.pth"
+    torch.save(corrupt(model.state_dict()), bad)
+    with pytest.raises(CheckpointError, match=expected) as error:
+        ASRTask.build_model_from_file(config, bad)
+    assert str(bad) in str(error.value) and str(config) in str(error.value)
+    rebuilt, _ = ASRTask.build_model_from_file(config, weights)  # the matching pair loads
+    assert all(torch.equal(v, rebuilt.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_init_param_is_read_safely_and_must_cover_the_ssl_module(base_args, tmp_path) -> None:
+    """ESPnet's --init_param (abs_task.load_pretrained_model): our safe loader reads the file first, and
+    a file that initialises the SSL module must initialise all of it."""
+    from espnet2.tasks import abs_task
+
+    from espnet_prune.checkpoints import CheckpointError
+
+    model, _, weights = _save_gated(base_args, tmp_path)
+    target, _ = _build(base_args)
+    abs_task.load_pretrained_model(str(weights), target, False)
+    assert all(torch.equal(v, target.state_dict()[k]) for k, v in model.state_dict().items())
+    dense, _ = _build(base_args + ["--encoder_conf", "pruning=null"])  # a pruning run starts from a dense model
+    torch.save(dense.state_dict(), tmp_path / "dense.pth")
+    abs_task.load_pretrained_model(str(tmp_path / "dense.pth"), target, False)
+    assert all(torch.equal(v, target.state_dict()[k]) for k, v in dense.state_dict().items())
+
+    partial = tmp_path / "partial.pth"  # a whole SSL module but one layer: that layer would stay random
+    torch.save({k: v for k, v in model.state_dict().items() if ".layers.1." not in k}, partial)
+    with pytest.raises(CheckpointError, match=r"missing from the weights: .*layers\.1\."):
+        abs_task.load_pretrained_model(str(partial), target, False)
+    ctc_only = tmp_path / "ctc.pth"  # initialising other modules only is what --init_param is for
+    torch.save({k: v for k, v in model.state_dict().items() if k.startswith("ctc.")}, ctc_only)
+    abs_task.load_pretrained_model(f"{ctc_only}:ctc:ctc", target, False)
+
+    marker = tmp_path / "ran"
+    crafted = tmp_path / "crafted.pth"
+
+    class Payload:
+        def __reduce__(self):
+            return (__import__("os").system, (f"touch {marker}",))
+
+    torch.save({"x": Payload()}, crafted)
+    with pytest.raises(CheckpointError, match="refused"):
+        abs_task.load_pretrained_model(str(crafted), target, False)
+    assert not marker.exists()

@@ -19,6 +19,7 @@ from espnet.utils.cli_utils import get_commandline_args
 from espnet2.bin import asr_inference as espnet_inference
 from espnet2.utils.types import str2bool
 
+from espnet_prune.checkpoints import CheckpointError
 from espnet_prune.espnet import ConfigError, PrunedASRTask
 
 
@@ -40,7 +41,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
     if kwargs["asr_train_config"] is not None or kwargs["asr_model_file"] is not None:
         try:
             PrunedASRTask.build_model_from_file(kwargs["asr_train_config"], kwargs["asr_model_file"])
-        except ConfigError as exc:
+        except (ConfigError, CheckpointError) as exc:
             sys.exit(f"asr_inference: error: {exc}")
     if ctc_greedy:
         from espnet_prune.espnet.greedy import greedy_ctc_inference

@@ -1,9 +1,9 @@
-"""ESPnet's ASR training with the espnet_prune plugin registered.
+"""ESPnet's ASR training (a thin alias of ``espnet2.bin.asr_train``) with one-line errors.
 
     python -m espnet_prune.bin.asr_train --config conf/train.yaml --token_list ... --output_dir exp/asr ...
 
-Same options as ``python -m espnet2.bin.asr_train`` plus the encoder/frontend ``pruned_wav2vec2`` and the
-model ``pruned_espnet``. A configuration error is reported as one line and exit status 1.
+The same as stock ``python -m espnet2.bin.asr_train`` (which knows the plugin once it is installed), except
+that a configuration or checkpoint error is reported as one line and exit status 1, not a traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
+from espnet_prune.checkpoints import CheckpointError
 from espnet_prune.espnet import ConfigError, PrunedASRTask
 
 
@@ -22,7 +23,7 @@ def get_parser():
 def main(cmd: Optional[Sequence[str]] = None) -> None:
     try:
         PrunedASRTask.main(cmd=cmd)
-    except ConfigError as exc:
+    except (ConfigError, CheckpointError) as exc:
         sys.exit(f"asr_train: error: {exc}")
 
 

@@ -10,6 +10,7 @@ CNN weights for the first updates. ESPnet-specific code lives in its two owners 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ from espnet_prune.checkpoints import CheckpointError
 from espnet_prune.config_schema import from_mapping
 from espnet_prune.models import PRESETS, Wav2Vec2Config, Wav2Vec2Model, Wav2Vec2Output
 from espnet_prune.pruning.controller import PruningConfig, PruningController
-from espnet_prune.pruning.gating import attach_gates, weight_parameters
+from espnet_prune.pruning.distill import LayerDistiller
+from espnet_prune.pruning.gating import attach_gates, ungated_state_dict, weight_parameters
 
 # Config keys that may be changed on top of a checkpoint's geometry (regularisation only).
 OVERRIDABLE = ("dropout", "attention_dropout", "activation_dropout", "projection_dropout", "layer_drop")
@@ -182,12 +184,20 @@ class PrunableSSL(nn.Module):
         super().__init__()
         self.model = build_ssl_model(source, options)
         self.controller: Optional[PruningController] = None
+        self.distiller: Optional[LayerDistiller] = None
+        # (waveform, lengths, output) of the last forward pass, for the distillation loss of its batch
+        self._distill_inputs: Optional[Tuple[Tensor, Optional[Tensor], Wav2Vec2Output]] = None
         pruning = load_mapping(options.pruning, f"{source}.pruning")
         if pruning is not None:
             try:
                 cfg = PruningConfig.from_dict(pruning, source=f"{source}.pruning")
             except ValueError as exc:
                 raise ConfigError(str(exc)) from exc
+            if cfg.distill is not None:  # the teacher is the model as built: before any gate, any update
+                try:
+                    self.distiller = LayerDistiller(copy.deepcopy(self.model), cfg.distill, f"{source}.pruning.distill")
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from exc
             attach_gates(self.model, cfg.gates)
             self.controller = PruningController(self.model, cfg)
         if options.freeze_cnn_updates < 0:
@@ -228,16 +238,39 @@ class PrunableSSL(nn.Module):
         """The optimizer group of the gates (own lr, no weight decay); empty when dense."""
         return [] if self.controller is None else self.controller.param_groups(self.model)
 
+    @torch.no_grad()
+    def reset_teacher(self) -> None:
+        """Make the distillation teacher the current weights (without gates): for weights loaded after the
+        module was built and before training starts, e.g. by ESPnet's ``--init_param``."""
+        if self.distiller is not None:
+            self.distiller.teacher.load_state_dict(ungated_state_dict(self.model))
+
     def pruning_loss(self, task_loss: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
-        """The Lagrangian term, scaled to ``task_loss``, and its statistics."""
+        """The Lagrangian term and, with a ``distill`` block, the weighted distillation loss of the last
+        forward pass's batch, both scaled to ``task_loss``; and their statistics."""
         assert self.controller is not None, "pruning_loss() needs a pruning block"
-        return self.controller(self.model, task_loss)
+        term, stats = self.controller(self.model, task_loss)
+        if self.distiller is not None:
+            if self._distill_inputs is None:
+                raise RuntimeError("pruning_loss(): distillation needs the forward pass of the same batch first")
+            distill = self.distiller(*self._distill_inputs)
+            self._distill_inputs = None
+            scale = stats["task_loss_scale"].to(distill.device)
+            term = term + scale * self.distiller.cfg.weight * distill
+            stats["loss_distill"] = distill.detach()
+        return term, stats
 
     def cnn_frozen(self) -> bool:
         return self.num_updates < self.freeze_cnn_updates
 
     def forward(self, waveform: Tensor, lengths: Tensor) -> Wav2Vec2Output:
         """waveform: (B, samples) at 16 kHz, lengths: (B,) valid samples."""
+        output = self._forward_model(waveform, lengths)
+        if self.distiller is not None:
+            self._distill_inputs = (waveform, lengths, output)
+        return output
+
+    def _forward_model(self, waveform: Tensor, lengths: Tensor) -> Wav2Vec2Output:
         if not (self.training and self.cnn_frozen()):
             return self.model(waveform, lengths)
         # Detached CNN weights: no gradient reaches them, while the CNN channel gates still learn.

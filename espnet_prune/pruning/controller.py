@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from espnet_prune.config_schema import from_mapping
 from espnet_prune.models.model import Wav2Vec2Model
 from espnet_prune.pruning.cost import exact_cost, expected_cost
+from espnet_prune.pruning.distill import DistillConfig
 from espnet_prune.pruning.gating import GateConfig, gate_parameters
 from espnet_prune.pruning.removal import pruned_config
 
@@ -78,6 +79,8 @@ class PruningConfig:
         gate_lr: learning rate of the gates' log_alpha (their own optimizer group, no weight decay).
         lambda_lr: relative step of the lambdas' dual ascent per update (lambdas in units of the task loss).
         gates: which structures are gated and how gates start.
+        distill: layer-to-layer distillation from the dense starting model alongside the task loss
+            (DPHuBERT); None: the task loss alone.
     """
 
     variant: str = "mac"
@@ -89,10 +92,13 @@ class PruningConfig:
     gate_lr: float = 0.02
     lambda_lr: float = 1.0
     gates: GateConfig = field(default_factory=GateConfig)
+    distill: Optional[DistillConfig] = None
 
     def __post_init__(self) -> None:
         if isinstance(self.gates, dict):
             self.gates = GateConfig.from_dict(self.gates)
+        if isinstance(self.distill, dict):
+            self.distill = DistillConfig.from_dict(self.distill)
         if self.variant not in VARIANTS:
             raise ValueError(f"variant: {self.variant!r} is not one of {VARIANTS}")
         used = CONTROLLED[self.variant]
@@ -128,6 +134,7 @@ class PruningConfig:
             if out[key] is None:
                 del out[key]
         out["gates"] = self.gates.to_dict()
+        out["distill"] = None if self.distill is None else self.distill.to_dict()
         return out
 
     def targets(self) -> List[Tuple[str, float]]:
@@ -174,7 +181,13 @@ class PruningController(nn.Module):
         return [{"params": list(gate_parameters(model)), "lr": self.cfg.gate_lr, "weight_decay": 0.0}]
 
     def attach(self, optimizer: torch.optim.Optimizer) -> None:
-        """Call ``update()`` after every step ``optimizer`` takes (a skipped step is no update)."""
+        """Call ``update()`` after every step ``optimizer`` takes.
+
+        An update the trainer skips (ESPnet's, when the gradient norm is not finite; AMP's GradScaler, on an
+        inf) never calls ``optimizer.step()``: as for ESPnet's scheduler and Adam's step count, it is no
+        update. Its forward passes stay pending and join the next update's mean gap without changing it:
+        no gate moved and the target did not advance, so every pass since the last update saw the same gap.
+        """
         if optimizer not in self._optimizers:
             optimizer.register_step_post_hook(lambda *_: self.update())
             self._optimizers.add(optimizer)
@@ -200,16 +213,17 @@ class PruningController(nn.Module):
         self.updates += 1
 
     def _scale(self, task_loss: Optional[Tensor]) -> Tensor:
-        """S: the running mean of |task loss| (1 without a task loss); updated in training."""
+        """S: the running mean of |task loss| (1 without a task loss); updated in training by finite losses
+        only (a non-finite one makes ESPnet skip its update, and must not stay in the mean)."""
         if task_loss is None:
             return torch.ones((), device=self.lambdas.device)
-        if self.training:
-            magnitude = task_loss.detach().abs().float().mean()
+        magnitude = task_loss.detach().abs().float().mean()
+        if self.training and torch.isfinite(magnitude):
             if float(self.loss_scale) == 0.0:
                 self.loss_scale.copy_(magnitude)
             else:
                 self.loss_scale.lerp_(magnitude, LOSS_SCALE_MOMENTUM)
-        return self.loss_scale.clone() if float(self.loss_scale) > 0 else task_loss.detach().abs().float().mean()
+        return self.loss_scale.clone() if float(self.loss_scale) > 0 else magnitude
 
     def forward(self, model: Wav2Vec2Model, task_loss: Optional[Tensor] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
         """The Lagrangian term for ``model``'s gates and the statistics to log.
