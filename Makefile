@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo clean
+.PHONY: install test lint format-check demo clean
 
 install: $(STAMP)
 
@@ -18,8 +18,18 @@ $(STAMP): setup.py constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP)
+RUFF := $(VENV)/bin/ruff
+
+# The linter first (settings in pyproject.toml), then the tests.
+# TODO(lead): after the one-time `ruff format` commit, make test depend on format-check too.
+test: lint
 	$(PY) -m pytest -q tests
+
+lint: $(STAMP)
+	$(RUFF) check .
+
+format-check: $(STAMP)
+	$(RUFF) format --check .
 
 demo: $(STAMP)
 	cd egs2/librispeech/asr1 && ./run.sh --demo true

@@ -57,7 +57,7 @@ setup(
     cmdclass={"build_py": BuildWithHook, "editable_wheel": EditableWithHook},
     extras_require={
         # The tests cover the ONNX export too (onnx + onnxruntime add about 110 MB to an install with torch).
-        "test": ["pytest>=7", "transformers>=4.30", "safetensors>=0.3", *EXPORT],
+        "test": ["pytest>=7", "ruff>=0.15", "transformers>=4.30", "safetensors>=0.3", *EXPORT],
         "export": EXPORT,
         "bench": ["torch-pruning>=1.3"],
     },

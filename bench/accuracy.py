@@ -33,7 +33,15 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import DATA_DIR, RESULTS_DIR, WORK_DIR, Stopwatch, load_average, markdown_table, use_cpu_threads
+from bench.common import (
+    DATA_DIR,
+    RESULTS_DIR,
+    WORK_DIR,
+    Stopwatch,
+    load_average,
+    markdown_table,
+    use_cpu_threads,
+)
 from bench.data import Example, load_task, read_extra_test
 from bench.magnitude import config_at_mac_ratio, magnitude_prune
 from bench.training import Schedule, TaskModel, evaluate, tiny_config, train
@@ -223,7 +231,7 @@ def run_dataset(name: str, s: Settings, extra_dirs: List[Path], suffix: str) -> 
     for method, budget in jobs:
         print(f"{name}: {LABELS[method]} @ {budget:g} (load {load_average()})")
         model, seconds = cached(workdir / f"{method}-{budget:g}-{s.run_key(name, method)}.pt",
-                                lambda: run_method(method, budget, start, splits["train"], s))
+                                lambda method=method, budget=budget: run_method(method, budget, start, splits["train"], s))
         rows.append(score(name, model, LABELS[method], budget, seconds, splits["test"], extra))
     write_report(name, rows, s, suffix, stopwatch.elapsed())
     return rows

@@ -20,7 +20,8 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
-SAMPLE_RATE = 16000
+from espnet_prune.constants import SAMPLE_RATE
+
 CHARACTERS = " '" + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # CTC labels 1..28; 0 is the blank
 NUM_DIGITS = 10
 AUDIO_SUFFIXES = (".flac", ".wav")

@@ -28,7 +28,15 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import RESULTS_DIR, WORK_DIR, Stopwatch, interleaved_medians, load_average, markdown_table, use_cpu_threads
+from bench.common import (
+    RESULTS_DIR,
+    WORK_DIR,
+    Stopwatch,
+    interleaved_medians,
+    load_average,
+    markdown_table,
+    use_cpu_threads,
+)
 from bench.speed import describe_shape, gate_run_snapshots, inference_runs, timing_config
 from espnet_prune.models import Wav2Vec2Config, Wav2Vec2Model
 from espnet_prune.profiling import measure_latency_table

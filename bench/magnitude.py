@@ -22,10 +22,9 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from espnet_prune.constants import SAMPLE_RATE
 from espnet_prune.models import Wav2Vec2Config, Wav2Vec2Model
 from espnet_prune.pruning import exact_cost
-
-SAMPLE_RATE = 16000
 
 
 def uniform_config(config: Wav2Vec2Config, keep: float) -> Wav2Vec2Config:

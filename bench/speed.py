@@ -38,6 +38,7 @@ from bench.common import (
     markdown_table,
     use_cpu_threads,
 )
+from espnet_prune.constants import SAMPLE_RATE
 from espnet_prune.models import Wav2Vec2Config, Wav2Vec2Model
 from espnet_prune.models.config import wav2vec2_base
 from espnet_prune.pruning import (
@@ -45,10 +46,10 @@ from espnet_prune.pruning import (
     PruningController,
     attach_gates,
     exact_cost,
+    gate_parameters,
     pruned_config,
 )
 
-SAMPLE_RATE = 16000
 LATENCY_GOAL_AT_HALF_MACS = 0.55
 TRAIN_OVERHEAD_GOAL = 1.15
 
@@ -93,8 +94,9 @@ def gate_run_snapshots(
     with torch.no_grad():
         teacher = [dense(wave[None]).last_hidden_state for wave in waves]
     gated = attach_gates(copy.deepcopy(dense), cfg.gates).train()
-    for name, parameter in gated.named_parameters():
-        parameter.requires_grad_("log_alpha" in name)
+    gated.requires_grad_(False)
+    for parameter in gate_parameters(gated):
+        parameter.requires_grad_(True)
     controller = PruningController(gated, cfg).train()
     optimizer = torch.optim.Adam(controller.param_groups(gated))
     controller.attach(optimizer)

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from bench.data import CHARACTERS, NUM_DIGITS, Example, collate, decode_labels, encode_text, length_batches
 from espnet_prune.models import Wav2Vec2Config, Wav2Vec2Model
-from espnet_prune.pruning import PruningController
+from espnet_prune.pruning import PruningController, weight_parameters
 
 GRAD_CLIP = 5.0
 WEIGHT_DECAY = 0.01
@@ -106,8 +106,7 @@ def train(
     torch.manual_seed(seed)
     rng = random.Random(seed)
     gate_groups = [] if controller is None else controller.param_groups(model.encoder)
-    gates = {id(p) for group in gate_groups for p in group["params"]}
-    weights = [p for p in model.parameters() if id(p) not in gates]
+    weights = [p for _, p in weight_parameters(model)]
     optimizer = torch.optim.AdamW([{"params": weights, "weight_decay": WEIGHT_DECAY}, *gate_groups],
                                   lr=schedule.lr(first_update))
     if controller is not None:

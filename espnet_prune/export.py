@@ -42,6 +42,8 @@ from typing import Callable, Collection, Dict, Iterable, List, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from espnet_prune.constants import SAMPLE_RATE
+
 FORMATS = ("onnx", "torchscript")
 INPUT_NAMES = ("speech", "speech_lengths")
 OUTPUT_NAMES = ("log_probs", "log_probs_lengths")
@@ -62,7 +64,7 @@ class ExportError(RuntimeError):
     """An export that failed or an exported model that does not match PyTorch; the message names the file."""
 
 
-def example_batch(sample_rate: int = 16000) -> Tuple[Tensor, Tensor]:
+def example_batch(sample_rate: int = SAMPLE_RATE) -> Tuple[Tensor, Tensor]:
     """A padded batch of two (1 s and 0.6 s) for tracing: a trace records the padded-batch code paths."""
     generator = torch.Generator().manual_seed(0)
     speech = torch.randn(2, sample_rate, generator=generator) * 0.1

@@ -27,7 +27,13 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from espnet_prune.models.components import ConvPositionalEmbedding, FeatureExtractor, FeatureProjection, FeedForward, SelfAttention
+from espnet_prune.models.components import (
+    ConvPositionalEmbedding,
+    FeatureExtractor,
+    FeatureProjection,
+    FeedForward,
+    SelfAttention,
+)
 from espnet_prune.models.config import Wav2Vec2Config
 from espnet_prune.models.model import Wav2Vec2Model
 from espnet_prune.pruning.cost import frame_counts
@@ -233,7 +239,7 @@ def measure_latency_table(config: Wav2Vec2Config, seconds: float = 10.0, device:
         device_name=torch.cuda.get_device_name(target) if is_cuda else cpu_name(),
         threads=torch.get_num_threads(),
         torch_version=torch.__version__,
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         load_average=" ".join(f"{v:.2f}" for v in os.getloadavg()),
         seconds=seconds,
         sample_rate=SAMPLE_RATE,

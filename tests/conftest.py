@@ -1,16 +1,23 @@
-"""Shared test fixtures: the tiny wav2vec2 geometries the ESPnet-free tests build."""
+"""Shared test fixtures: the tiny wav2vec2 every test builds, directly (``tiny_config``, with the overrides a
+test needs) or through the ESPnet configs of the repository (``TINY_MODEL``, ``TINY_TRAIN_CONFIG``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from espnet_prune.models import Wav2Vec2Config
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_MODEL = REPO / "conf" / "model" / "tiny_wav2vec2.yaml"  # the tiny geometry of the ESPnet tests and demo
+TINY_TRAIN_CONFIG = REPO / "conf" / "train" / "tiny_hj_mac_50.yaml"  # HJ-MAC at 50% for that model
 
 
 def tiny_config(**overrides: Any) -> Wav2Vec2Config:
     """A tiny pre-LN wav2vec2 (layer-norm CNN with bias): about 0.2 M parameters, builds in milliseconds.
 
     Its CNN holds about 15% of the parameters, so totals and Transformer-only counts differ visibly.
+    Tests that need another geometry (fewer layers, ragged sizes, another norm) pass it as overrides.
     """
     settings: Any = dict(
         conv_layers=[(32, 10, 5), (32, 3, 2), (32, 3, 2), (32, 2, 2)],

@@ -9,12 +9,13 @@ from typing import Dict, List, Tuple
 
 import pytest
 import torch
-from conftest import tiny_config
 
 from espnet_prune.models import Wav2Vec2Model
 from espnet_prune.pruning import PruningConfig, PruningController, attach_gates, exact_cost, remove_masks
 from espnet_prune.pruning.budget import fit_to_targets
 from espnet_prune.pruning.gating import gate_parameters, iter_gates
+
+from conftest import tiny_config
 
 REFERENCE_SECONDS = 2.0
 
@@ -113,7 +114,7 @@ def test_eval_masks_cost_what_the_cost_model_expects_with_layer_gates_half_open(
     cfg = PruningConfig.from_dict({"variant": "mac", "target_sparsity": 0.5})
     _, model = _gated(cfg)
     with torch.no_grad():
-        for name, gate in iter_gates(model):
+        for _, gate in iter_gates(model):
             gate.log_alpha.fill_(torch.logit(torch.tensor(0.7)) + gate.temperature * gate.log_ratio)
     model.eval()
     controller = PruningController(model, cfg).eval()

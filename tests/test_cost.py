@@ -22,6 +22,8 @@ from espnet_prune.pruning.cost import (
 )
 from espnet_prune.pruning.gating import GateConfig, attach_gates, iter_gates
 
+from conftest import tiny_config
+
 SAMPLE_RATE = 16000
 
 
@@ -31,17 +33,14 @@ def random_pruned_config(seed: int) -> Wav2Vec2Config:
     kernels_and_strides = [(10, 5), (3, 2), (3, 2), (3, 2), (2, 2)]
     conv_layers = [(rng.choice([1, 2, rng.randint(3, 24)]), kernel, stride) for kernel, stride in kernels_and_strides]
     num_layers = 4
-    return Wav2Vec2Config(
+    return tiny_config(
         conv_layers=conv_layers,
         extractor_mode=("group_norm", "layer_norm")[seed % 2],
         conv_bias=rng.random() < 0.5,
-        embed_dim=32,
         num_heads=[0] + [rng.randint(0, 4) for _ in range(num_layers - 1)],
-        head_dim=8,
         ffn_dims=[rng.choice([0, 1, rng.randint(2, 64)]) for _ in range(num_layers - 1)] + [0],
         layer_norm_first=(seed // 2) % 2 == 1,
         pos_conv_kernel=rng.choice([8, 9]),
-        pos_conv_groups=4,
     )
 
 

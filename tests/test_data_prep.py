@@ -26,7 +26,13 @@ from espnet_prune.bin import prepare_slurp as slurp_cli
 from espnet_prune.data import kaldi
 from espnet_prune.data.download import download_file
 from espnet_prune.data.errors import DataPrepError
-from espnet_prune.data.kaldi import Utterance, read_data_dir, validate_data_dir, write_data_dir, write_data_dirs
+from espnet_prune.data.kaldi import (
+    Utterance,
+    read_data_dir,
+    validate_data_dir,
+    write_data_dir,
+    write_data_dirs,
+)
 from espnet_prune.data.librispeech import download_librispeech, prepare_librispeech
 from espnet_prune.data.slurp import normalize_transcript, prepare_slurp
 

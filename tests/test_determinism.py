@@ -18,14 +18,14 @@ from typing import Any, Dict, List
 
 import pytest
 import torch
-from conftest import tiny_config
 
 from espnet_prune.models import Wav2Vec2Model
 from espnet_prune.pruning import PruningConfig, PruningController, attach_gates
 from espnet_prune.pruning.gating import gate_parameters
 from espnet_prune.pruning.removal import pruned_config
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO, tiny_config
+
 THREADS = 2
 UPDATES = 12
 ACCUM_GRAD = 2

@@ -8,15 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_config
 
 from espnet_prune.models import Wav2Vec2Model
 from espnet_prune.pruning.controller import PruningConfig
 from espnet_prune.pruning.distill import DistillConfig, LayerDistiller, frame_distillation_loss
 
-REPO = Path(__file__).resolve().parents[1]
-TINY_CONFIG = REPO / "conf" / "train" / "tiny_hj_mac_50.yaml"
-TINY_MODEL = REPO / "conf" / "model" / "tiny_wav2vec2.yaml"
+from conftest import TINY_MODEL, TINY_TRAIN_CONFIG, tiny_config
 
 
 def test_frame_loss_matches_a_loop_over_valid_frames() -> None:
@@ -74,7 +71,7 @@ def _espnet_model(tmp_path: Path, *overrides: str):
     tokens = tmp_path / "tokens.txt"
     tokens.write_text("\n".join(["<blank>", "<unk>", "<space>", "A", "B", "C", "<sos/eos>"]) + "\n")
     args = PrunedASRTask.get_parser().parse_args([
-        "--config", str(TINY_CONFIG), "--encoder_conf", f"model_config={TINY_MODEL}", "--token_list", str(tokens),
+        "--config", str(TINY_TRAIN_CONFIG), "--encoder_conf", f"model_config={TINY_MODEL}", "--token_list", str(tokens),
         "--output_dir", str(tmp_path / "exp"), *overrides,
     ])
     return PrunedASRTask.build_model(args), args

@@ -10,11 +10,11 @@ written by a logging handler, as the shell redirect of a recipe would.
 
 from __future__ import annotations
 
-import logging
-import shutil
 import contextlib
 import io
 import json
+import logging
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -27,9 +27,7 @@ import torch
 import torchaudio
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-TINY_CONFIG = REPO / "conf" / "train" / "tiny_hj_mac_50.yaml"
-TINY_MODEL = REPO / "conf" / "model" / "tiny_wav2vec2.yaml"
+from conftest import TINY_MODEL, TINY_TRAIN_CONFIG
 
 SENTENCES = [
     "HELLO WORLD", "GOOD MORNING", "OPEN THE DOOR", "TURN ON THE LIGHT", "PLAY SOME MUSIC",
@@ -72,7 +70,7 @@ class Run:
         self.stats = root / "stats"
 
     def common(self) -> List[str]:
-        args = ["--config", str(TINY_CONFIG), "--encoder_conf", f"model_config={TINY_MODEL}",
+        args = ["--config", str(TINY_TRAIN_CONFIG), "--encoder_conf", f"model_config={TINY_MODEL}",
                 # gates that can close within the 10 warm-up updates of the run's 16 (4.6 / gate_lr updates)
                 "--encoder_conf", "pruning.warmup_updates=10", "--encoder_conf", "pruning.gate_lr=0.8",
                 "--encoder_conf", "pruning.lambda_lr=20",  # lambdas of the right size within 16 updates
@@ -188,8 +186,11 @@ def test_stats_reach_train_log_and_plots(run: Run) -> None:
 
 
 def test_remove_masks_and_decode_gated_and_removed(run: Run, removal: Tuple[Path, str]) -> None:
+    from espnet_prune.espnet import PrunedASRTask
+    from espnet_prune.espnet.ssl import find_ssl
     from espnet_prune.models import Wav2Vec2Config
-    from espnet_prune.pruning.cost import exact_cost
+    from espnet_prune.pruning.cost import exact_cost, expected_cost
+    from espnet_prune.pruning.gating import iter_gates
 
     exp = run.root / "exp" / "full"
     removed_dir, printed = removal
@@ -200,6 +201,17 @@ def test_remove_masks_and_decode_gated_and_removed(run: Run, removal: Tuple[Path
     assert removed_config["model"] == "espnet" and conf["pruning"] is None and "ssl_checkpoint" not in conf
     dense, small = Wav2Vec2Config.load_yaml(TINY_MODEL), Wav2Vec2Config.from_dict(conf["model_config"])
     assert exact_cost(small).params < 0.9 * exact_cost(dense).params and exact_cost(small).macs < 0.9 * exact_cost(dense).macs
+    # The cut comes from training, not from the gates' initial values: compared with the same gated model
+    # as built before training, the keep probabilities fell and the expected MAC sparsity moved at least a
+    # third of the way toward the 50% target.
+    initial = find_ssl(PrunedASRTask.build_model_from_file(exp / "config.yaml", None)[0], gated=True)[1].model
+    trained = find_ssl(PrunedASRTask.build_model_from_file(exp / "config.yaml", exp / "latest.pth")[0], gated=True)[1].model
+    keep_initial, keep_trained = (torch.cat([g.keep_prob().detach() for _, g in iter_gates(m)]) for m in (initial, trained))
+    assert keep_trained.mean() < keep_initial.mean() - 0.05, (keep_initial.mean(), keep_trained.mean())
+    sparsity_initial, sparsity_trained = (
+        1.0 - float(expected_cost(m).macs) / exact_cost(dense).macs for m in (initial, trained)
+    )
+    assert sparsity_trained >= sparsity_initial + (0.5 - sparsity_initial) / 3, (sparsity_initial, sparsity_trained)
     n_removed = sum(v.numel() for v in torch.load(removed_dir / "model.pth", weights_only=True).values())
     gated_state = torch.load(exp / "latest.pth", weights_only=True)
     n_dense = sum(v.numel() for k, v in gated_state.items() if ".controller." not in k and not k.endswith("log_alpha"))
@@ -256,7 +268,7 @@ def test_python_start_up_imports_neither_torch_nor_espnet() -> None:
 
 
 def test_stock_espnet_prints_the_config_of_our_encoder(run: Run) -> None:
-    printed = _stock("espnet2.bin.asr_train", ["--config", str(TINY_CONFIG), "--encoder_conf",
+    printed = _stock("espnet2.bin.asr_train", ["--config", str(TINY_TRAIN_CONFIG), "--encoder_conf",
                      f"model_config={TINY_MODEL}", "--print_config"], run.root / "print_config.log")
     config = yaml.safe_load(printed)
     assert config["encoder"] == "pruned_wav2vec2" and config["encoder_conf"]["pruning"]["variant"] == "mac"

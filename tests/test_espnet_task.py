@@ -10,14 +10,13 @@ import pytest
 import torch
 import yaml
 
+from espnet_prune.bin import asr_train
 from espnet_prune.espnet import PrunableSSL, PrunedASRTask, PrunedESPnetASRModel
 from espnet_prune.espnet.ssl import SSLOptions
-from espnet_prune.bin import asr_train
 from espnet_prune.models import Wav2Vec2Config
 
-REPO = Path(__file__).resolve().parents[1]
-TINY_CONFIG = REPO / "conf" / "train" / "tiny_hj_mac_50.yaml"
-TINY_MODEL = REPO / "conf" / "model" / "tiny_wav2vec2.yaml"
+from conftest import REPO, TINY_MODEL, TINY_TRAIN_CONFIG
+
 TOKENS = ["<blank>", "<unk>", "<space>", "A", "B", "C", "<sos/eos>"]
 
 
@@ -25,7 +24,7 @@ TOKENS = ["<blank>", "<unk>", "<space>", "A", "B", "C", "<sos/eos>"]
 def base_args(tmp_path) -> List[str]:
     tokens = tmp_path / "tokens.txt"
     tokens.write_text("\n".join(TOKENS) + "\n")
-    return ["--config", str(TINY_CONFIG), "--encoder_conf", f"model_config={TINY_MODEL}",
+    return ["--config", str(TINY_TRAIN_CONFIG), "--encoder_conf", f"model_config={TINY_MODEL}",
             "--token_list", str(tokens), "--output_dir", str(tmp_path / "exp")]
 
 
@@ -132,7 +131,7 @@ def test_optimizer_groups_and_dual_ascent_under_warmup(base_args, exclude_weight
 
 
 def test_frontend_with_weighted_layer_sum(base_args, tmp_path) -> None:
-    config = yaml.safe_load(TINY_CONFIG.read_text())
+    config = yaml.safe_load(TINY_TRAIN_CONFIG.read_text())
     del config["input_size"], config["encoder_conf"]
     config.update(
         frontend="pruned_wav2vec2",
@@ -244,7 +243,7 @@ def test_bad_configs_fail_at_build_time_with_one_message(base_args, tmp_path, ex
 def test_remove_masks_of_a_gated_frontend_keeps_the_encoder_output(base_args, tmp_path) -> None:
     from espnet_prune.espnet.removal import max_encode_difference, remove_asr_masks
 
-    config = yaml.safe_load(TINY_CONFIG.read_text())
+    config = yaml.safe_load(TINY_TRAIN_CONFIG.read_text())
     del config["input_size"], config["encoder_conf"]
     config.update(
         frontend="pruned_wav2vec2", normalize=None, encoder="transformer",
@@ -342,7 +341,7 @@ def test_remove_masks_fits_masks_near_the_target_onto_it(base_args, tmp_path, ca
     assert 0.47 <= trained < 0.5
     _remove(exp, tmp_path / "pruned")
     printed = capsys.readouterr().out
-    assert f"macs @ 10 s: target 50.0%, expected" in printed and f"exact (trained masks) {trained:.1%}" in printed
+    assert "macs @ 10 s: target 50.0%, expected" in printed and f"exact (trained masks) {trained:.1%}" in printed
     conf = yaml.safe_load((tmp_path / "pruned" / "config.yaml").read_text())["encoder_conf"]
     dense = Wav2Vec2Config.load_yaml(TINY_MODEL)
     cut = 1 - exact_cost(Wav2Vec2Config.from_dict(conf["model_config"])).macs / exact_cost(dense).macs

@@ -31,9 +31,8 @@ from espnet_prune.export import (
     random_batches,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-TINY_CONFIG = REPO / "conf" / "train" / "tiny_hj_mac_50.yaml"
-TINY_MODEL = REPO / "conf" / "model" / "tiny_wav2vec2.yaml"
+from conftest import TINY_MODEL, TINY_TRAIN_CONFIG
+
 TOKENS = ["<blank>", "<unk>", "<space>", "A", "B", "C", "D", "E", "<sos/eos>"]
 TOLERANCE = 1e-4
 
@@ -56,7 +55,7 @@ class Exp:
         tokens = root / "tokens.txt"
         tokens.write_text("\n".join(TOKENS) + "\n")
         args = PrunedASRTask.get_parser().parse_args([
-            "--config", str(TINY_CONFIG), "--encoder_conf", f"model_config={TINY_MODEL}",
+            "--config", str(TINY_TRAIN_CONFIG), "--encoder_conf", f"model_config={TINY_MODEL}",
             "--token_list", str(tokens), "--output_dir", str(root / "exp"),
         ])
         torch.manual_seed(0)

@@ -9,6 +9,8 @@ from espnet_prune.models import Wav2Vec2Config, Wav2Vec2Model
 from espnet_prune.pruning.gating import GateConfig, attach_gates, iter_gates
 from espnet_prune.pruning.hard_concrete import HardConcrete
 
+from conftest import tiny_config
+
 
 def test_keep_prob_matches_monte_carlo_frequency_of_nonzero_samples():
     torch.manual_seed(0)
@@ -84,15 +86,10 @@ def test_bad_gate_arguments_name_the_argument(bad):
 
 
 def _tiny_config(model_type: str = "wav2vec2") -> Wav2Vec2Config:
-    return Wav2Vec2Config(
-        model_type=model_type,
-        conv_layers=[(16, 10, 5), (16, 3, 2)],
-        embed_dim=32,
-        num_heads=[4, 2],
-        head_dim=8,
-        ffn_dims=[48, 0],
+    """The shared tiny model with two CNN and two Transformer layers, the second without FFN."""
+    return tiny_config(
+        model_type=model_type, conv_layers=[(16, 10, 5), (16, 3, 2)], num_heads=[4, 2], ffn_dims=[48, 0],
         pos_conv_kernel=8,
-        pos_conv_groups=4,
     )
 
 

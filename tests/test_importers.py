@@ -18,10 +18,10 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchaudio
 import transformers
 from omegaconf import OmegaConf
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from espnet_prune.checkpoints import CheckpointError

@@ -12,7 +12,6 @@ from typing import List
 
 import pytest
 import torch
-from conftest import tiny_config
 from test_controller import REFERENCE_SECONDS, prune_by_distillation
 
 from espnet_prune.bin import profile
@@ -35,6 +34,8 @@ from espnet_prune.pruning.latency import (
     monotone_fit,
     monotone_fit_2d,
 )
+
+from conftest import tiny_config
 
 
 def synthetic_table(config: Wav2Vec2Config, seconds: float = REFERENCE_SECONDS) -> LatencyTable:

@@ -12,21 +12,23 @@ import torchaudio
 
 from espnet_prune.models import PRESETS, Wav2Vec2Config, Wav2Vec2Model
 
+from conftest import tiny_config as shared_tiny_config
+
 CONV_LAYERS = [(16, 10, 5), (16, 3, 2), (24, 3, 2), (24, 2, 2)]
 
 
 def tiny_config(**overrides) -> Wav2Vec2Config:
-    params = dict(
+    """The shared tiny model with two Transformer layers of 48 FFN units (post-LN, group-norm CNN by default)."""
+    two_layers = dict(
         conv_layers=CONV_LAYERS,
-        embed_dim=32,
+        extractor_mode="group_norm",
+        conv_bias=False,
+        layer_norm_first=False,
         num_heads=[4, 4],
-        head_dim=8,
         ffn_dims=[48, 48],
         pos_conv_kernel=8,
-        pos_conv_groups=4,
     )
-    params.update(overrides)
-    return Wav2Vec2Config(**params)
+    return shared_tiny_config(**{**two_layers, **overrides})
 
 
 def perturbed_model(config: Wav2Vec2Config, seed: int = 0) -> Wav2Vec2Model:

@@ -8,9 +8,12 @@ from espnet_prune.pruning.cost import exact_cost, measure_macs, measure_params
 from espnet_prune.pruning.gating import GateConfig, attach_gates, iter_gates
 from espnet_prune.pruning.removal import pruned_config, remove_masks
 
+from conftest import tiny_config
+
 
 def _config(mode: str, layer_norm_first: bool) -> Wav2Vec2Config:
-    return Wav2Vec2Config(
+    """The shared tiny model with ragged sizes (conv channels, heads, FFN units differ between layers)."""
+    return tiny_config(
         conv_layers=[(32, 10, 5), (24, 3, 2), (32, 3, 2), (16, 2, 2)],
         extractor_mode=mode,
         conv_bias=mode == "layer_norm",
@@ -19,8 +22,6 @@ def _config(mode: str, layer_norm_first: bool) -> Wav2Vec2Config:
         head_dim=12,
         ffn_dims=[64, 64, 40, 64],
         layer_norm_first=layer_norm_first,
-        pos_conv_kernel=16,
-        pos_conv_groups=4,
     )
 
 

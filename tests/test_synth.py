@@ -20,15 +20,15 @@ from espnet_prune.data.synth import (
     INTENT_TEMPLATES,
     SLOT_TYPES,
     VOICES,
-    expand_annotated_template,
-    expand_template,
     build_librispeech_corpus,
-    trim_trailing_silence,
     build_slurp_corpus,
     build_slurp_from_annotations,
+    expand_annotated_template,
+    expand_template,
     generate_commands,
     generate_sentences,
     synthesize,
+    trim_trailing_silence,
 )
 
 SLURP_ANNOTATIONS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "slurp"

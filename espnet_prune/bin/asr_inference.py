@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from espnet.utils.cli_utils import get_commandline_args
 from espnet2.bin import asr_inference as espnet_inference
 from espnet2.utils.types import str2bool
-from espnet.utils.cli_utils import get_commandline_args
 
 from espnet_prune.cli import add_trust_checkpoint, exit_on_error
 from espnet_prune.espnet.greedy import greedy_ctc_decode

@@ -62,14 +62,11 @@ def measure_run(run_dir: Path, seconds: float, repeats: int, trust_checkpoint: b
     """(SSL params, SSL MACs at ``seconds``, median CPU latency in s) of a run's (removed) model."""
     from espnet_prune.bin.profile import measure_latency
     from espnet_prune.espnet.loading import load_asr_model
-    from espnet_prune.espnet.ssl import find_prunable
+    from espnet_prune.espnet.ssl import find_ssl
     from espnet_prune.pruning.removal import remove_masks
 
     model, _ = load_asr_model(run_dir / "config.yaml", _model_file(run_dir), trust_checkpoint)
-    found = find_prunable(model)
-    if len(found) != 1:
-        raise ValueError(f"{run_dir / 'config.yaml'}: expected one pruned_wav2vec2 module, found {len(found)}")
-    ssl = found[0][1].eval()
+    ssl = find_ssl(model, str(run_dir / "config.yaml"))[1].eval()
     ssl_model = remove_masks(ssl.model)[0] if ssl.controller is not None else ssl.model
     cost = exact_cost(ssl_model.config, seconds)
     return cost.params, cost.macs, measure_latency(ssl_model, seconds, repeats)

@@ -1,8 +1,8 @@
 """Export a mask-removed ESPnet CTC model (waveforms in, CTC log-probs out) to ONNX or TorchScript, checked
 against PyTorch.
 
-    python -m espnet_prune.bin.export --asr_train_config exp/asr/removed/config.yaml \\
-        --asr_model_file exp/asr/removed/model.pth --format onnx --out_dir exp/asr/onnx \\
+    python -m espnet_prune.bin.export --asr_train_config exp/asr/pruned/config.yaml \\
+        --asr_model_file exp/asr/pruned/model.pth --format onnx --out_dir exp/asr/onnx \\
         --check_data dump/raw/test_clean/wav.scp
 
 Inputs ``speech`` (batch, samples) float32 16 kHz waveforms, zero-padded, and ``speech_lengths`` (batch,)
@@ -35,9 +35,9 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 
 from espnet_prune.cli import add_trust_checkpoint, exit_on_error
+from espnet_prune.constants import SAMPLE_RATE
 from espnet_prune.espnet import ConfigError
 from espnet_prune.espnet.export import (
-    SAMPLE_RATE,
     bpemodel_path,
     ctc_export_model,
     data_batches,
@@ -69,7 +69,7 @@ MIN_CHECK_SECONDS = 0.25
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--asr_train_config", type=Path, required=True, help="config.yaml of a removed (or dense) model")
-    parser.add_argument("--asr_model_file", type=Path, required=True, help="its weights, e.g. exp/asr/removed/model.pth")
+    parser.add_argument("--asr_model_file", type=Path, required=True, help="its weights, e.g. exp/asr/pruned/model.pth")
     parser.add_argument("--format", choices=FORMATS, required=True)
     parser.add_argument("--out_dir", type=Path, required=True, help="where the exported files are written")
     parser.add_argument("--check_data", type=Path, default=None,

@@ -1,7 +1,7 @@
 """Recipe stage 5: the token list (characters or sentencepiece units) from the training text.
 
     python -m espnet_prune.bin.make_tokens --text dump/raw/train_clean_100/text \
-        --token_type bpe --nbpe 300 --out_dir data/token_list/bpe_unigram300
+        --token_type bpe --nbpe 300 --out_dir data/token_list/bpe
 
 Writes <out_dir>/tokens.txt in ESPnet's layout: <blank>, <unk>, the tokens by descending frequency,
 <sos/eos> last; for bpe also <out_dir>/bpe.model (sentencepiece unigram, like ESPnet's asr.sh). Character
@@ -24,17 +24,13 @@ from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Set
 
 from espnet_prune.cli import exit_on_error
+from espnet_prune.data.kaldi import read_table
 from espnet_prune.data.slurp_entity import is_markup_token
 from espnet_prune.io import atomic_dir
 
 
 def _transcripts(text_file: Path) -> List[str]:
-    lines = []
-    for lineno, line in enumerate(text_file.read_text(encoding="utf-8").splitlines(), 1):
-        parts = line.split(maxsplit=1)
-        if not parts:
-            raise ValueError(f"{text_file}:{lineno}: empty line")
-        lines.append(parts[1] if len(parts) > 1 else "")
+    lines = [value for _, value, _ in read_table(text_file, values_required=False, c_sorted=False)]
     if not lines:
         raise ValueError(f"{text_file}: no transcripts")
     return lines

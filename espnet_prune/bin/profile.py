@@ -1,8 +1,8 @@
 """Cost report of a (pruned) wav2vec2 / HuBERT model: params and MACs per component at a stated duration,
 measured CPU latency, kept CNN channels / heads / FFN units per layer, and a PNG of the kept sizes.
 
-    python -m espnet_prune.bin.profile --asr_train_config exp/asr/removed/config.yaml \\
-        --asr_model_file exp/asr/removed/model.pth --seconds 10 --png exp/asr/removed/profile.png
+    python -m espnet_prune.bin.profile --asr_train_config exp/asr/pruned/config.yaml \\
+        --asr_model_file exp/asr/pruned/model.pth --seconds 10 --png exp/asr/pruned/profile.png
     python -m espnet_prune.bin.profile --preset wav2vec2_base --seconds 10
     python -m espnet_prune.bin.profile --asr_train_config conf/train.yaml --latency_table lat.json \\
         --seconds 10 --threads 4 --device cpu
@@ -28,6 +28,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from espnet_prune.cli import add_trust_checkpoint, exit_on_error
+from espnet_prune.constants import SAMPLE_RATE
 from espnet_prune.io import atomic_write
 from espnet_prune.models import PRESETS, Wav2Vec2Config, Wav2Vec2Model
 from espnet_prune.profiling import measure_latency_table
@@ -65,14 +66,10 @@ def load_model(args: argparse.Namespace) -> Tuple[Wav2Vec2Model, Optional[Wav2Ve
     """The ungated model to measure, and the dense geometry it came from when that is known."""
     if args.asr_train_config is not None:
         from espnet_prune.espnet.loading import load_asr_model
-        from espnet_prune.espnet.ssl import ConfigError, find_prunable
+        from espnet_prune.espnet.ssl import find_ssl
 
         model, _ = load_asr_model(args.asr_train_config, args.asr_model_file, args.trust_checkpoint)
-        found = find_prunable(model)
-        if len(found) != 1:
-            raise ConfigError(f"{args.asr_train_config}: expected one pruned_wav2vec2 encoder/frontend, "
-                              f"found {len(found)}")
-        ssl = found[0][1].eval()
+        ssl = find_ssl(model, str(args.asr_train_config))[1].eval()
         if ssl.controller is None:
             return ssl.model, None
         return remove_masks(ssl.model)[0], ssl.config
@@ -85,7 +82,7 @@ def load_model(args: argparse.Namespace) -> Tuple[Wav2Vec2Model, Optional[Wav2Ve
 def measure_latency(model: Wav2Vec2Model, seconds: float, repeats: int) -> float:
     """Median wall time (s) of an eval forward pass on one random waveform, after one warm-up pass."""
     model.eval()
-    waveform = torch.randn(1, int(seconds * 16000))
+    waveform = torch.randn(1, int(seconds * SAMPLE_RATE))
     model(waveform)
     times = []
     for _ in range(repeats):

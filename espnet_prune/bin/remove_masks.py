@@ -1,7 +1,7 @@
 """Cut the pruned units out of a gated ESPnet ASR model: a smaller, ungated model that ESPnet decodes as usual.
 
     python -m espnet_prune.bin.remove_masks --asr_train_config exp/asr/config.yaml \\
-        --asr_model_file exp/asr/latest.pth --out_dir exp/asr/removed
+        --asr_model_file exp/asr/latest.pth --out_dir exp/asr/pruned
 
 writes OUT_DIR/config.yaml (encoder_conf / frontend_conf with an explicit ``model_config`` of the kept
 sizes, no ``pruning``, no ``ssl_checkpoint``, ``model: espnet``) and OUT_DIR/model.pth, after checking
@@ -34,10 +34,12 @@ from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
 from espnet_prune.cli import add_trust_checkpoint, exit_on_error
 from espnet_prune.espnet import ConfigError
 from espnet_prune.espnet.loading import load_asr_model, read_train_config, read_yaml_mapping
-from espnet_prune.espnet.removal import gated_module, max_encode_difference, remove_asr_masks
+from espnet_prune.espnet.removal import max_encode_difference, remove_asr_masks
+from espnet_prune.espnet.ssl import find_ssl
 from espnet_prune.io import atomic_dir
 from espnet_prune.pruning.budget import exact_sparsity, fit_to_targets
 from espnet_prune.pruning.cost import exact_cost
+from espnet_prune.pruning.gating import weight_parameters
 from espnet_prune.pruning.latency import exact_quantity, expected_quantity
 
 TOLERANCE = 1e-3
@@ -145,9 +147,9 @@ def run(asr_train_config: Path, asr_model_file: Path, out_dir: Path, seconds: Op
     check_out_dir(out_dir, asr_train_config)
     model, args = load_asr_model(asr_train_config, asr_model_file, trust_checkpoint)
     model.eval()
-    name, ssl = gated_module(model)
+    name, ssl = find_ssl(model, str(asr_train_config), gated=True)
     dense_config = ssl.config
-    n_dense = sum(p.numel() for key, p in model.named_parameters() if not key.endswith("log_alpha"))
+    n_dense = sum(p.numel() for _, p in weight_parameters(model))
     budget = budget_report(ssl, allow_budget_miss)
 
     removed, new_args = remove_asr_masks(model, args)

@@ -1,7 +1,7 @@
 """Recipe scoring stage: WER (and intent accuracy, or SLURP's SLU metrics) per test set, written like
 ESPnet's RESULTS.md.
 
-    python -m espnet_prune.bin.score --dump_dir dump/raw --decode_dir exp/asr/pruned/decode_greedy \
+    python -m espnet_prune.bin.score --dump_dir dump/raw --decode_dir exp/asr/pruned/decode_ctc \
         --sets test_clean test_other --asr_train_config exp/asr/pruned/config.yaml \
         --asr_model_file exp/asr/pruned/model.pth [--intent_first | --entity] --out exp/asr/pruned/RESULTS.md
 
@@ -29,16 +29,14 @@ def model_geometry(
 ) -> Tuple[Wav2Vec2Config, int]:
     """Geometry of the SSL model (after mask removal for a gated run) and the ESPnet model's params."""
     from espnet_prune.espnet.loading import load_asr_model
-    from espnet_prune.espnet.ssl import find_prunable
+    from espnet_prune.espnet.ssl import find_ssl
     from espnet_prune.pruning.removal import pruned_config
 
     model, _ = load_asr_model(asr_train_config, asr_model_file, trust_checkpoint)
-    found = find_prunable(model)
-    if len(found) != 1:
-        raise ValueError(f"{asr_train_config}: expected one pruned_wav2vec2 encoder/frontend, found {len(found)}")
-    ssl = found[0][1].eval()
+    name, ssl = find_ssl(model, str(asr_train_config))
+    ssl.eval()
     config = pruned_config(ssl.model) if ssl.controller is not None else ssl.model.config
-    head_params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(found[0][0] + "."))
+    head_params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(name + "."))
     return config, exact_cost(config).params + head_params
 
 

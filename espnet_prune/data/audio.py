@@ -12,10 +12,9 @@ from typing import Collection, Optional, Sequence
 
 import soundfile as sf
 
+from espnet_prune.constants import SAMPLE_RATE
 from espnet_prune.data.errors import BadInputs, DataPrepError
 from espnet_prune.data.kaldi import Utterance
-
-SAMPLE_RATE = 16000
 
 
 def check_audio(path: Path, sample_rate: int = SAMPLE_RATE) -> int:

@@ -113,28 +113,45 @@ def write_data_dir(path: Path, utterances: Iterable[Utterance]) -> int:
     return write_data_dirs({Path(path): utterances})[Path(path)]
 
 
-def _read_table(path: Path) -> list[tuple[str, str, int]]:
-    """Read ``key value`` lines as (key, value, line number); keys must be C-sorted and unique."""
+def read_table(
+    path: Path, *, values_required: bool = True, c_sorted: bool = True, skip_blank: bool = False,
+    duplicate: str = "key",
+) -> list[tuple[str, str, int]]:
+    """Read a Kaldi table of ``<key> <value>`` lines as (key, value, line number), keys unique.
+
+    ``values_required``: a key alone is an error (otherwise its value is ""); ``c_sorted``: keys must be
+    in ``LC_ALL=C`` order; ``skip_blank``: blank lines are ignored (otherwise an error). A duplicate key
+    is reported as "duplicate ``duplicate``" (e.g. "utterance id"). Raises DataPrepError naming the file
+    and line.
+    """
+    path = Path(path)
     if not path.is_file():
         raise DataPrepError(f"{path}: missing")
     rows: list[tuple[str, str, int]] = []
+    seen: set[str] = set()
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         parts = line.split(maxsplit=1)
-        if len(parts) != 2:
+        if not parts and skip_blank:
+            continue
+        if not parts or (values_required and len(parts) != 2):
             raise DataPrepError(f"{path}:{lineno}: expected '<key> <value>', got {line!r}")
-        if rows and c_sort_key(parts[0]) <= c_sort_key(rows[-1][0]):
-            problem = "duplicate" if parts[0] == rows[-1][0] else "not sorted (LC_ALL=C)"
-            raise DataPrepError(f"{path}:{lineno}: key {parts[0]!r} is {problem}")
-        rows.append((parts[0], parts[1], lineno))
+        key = parts[0]
+        if c_sorted and rows and c_sort_key(key) <= c_sort_key(rows[-1][0]):
+            problem = "duplicate" if key == rows[-1][0] else "not sorted (LC_ALL=C)"
+            raise DataPrepError(f"{path}:{lineno}: key {key!r} is {problem}")
+        if key in seen:
+            raise DataPrepError(f"{path}:{lineno}: duplicate {duplicate} {key!r}")
+        seen.add(key)
+        rows.append((key, parts[1] if len(parts) > 1 else "", lineno))
     return rows
 
 
 def read_data_dir(path: Path) -> list[Utterance]:
     """Read and validate a data dir; returns its utterances in file order."""
     path = Path(path)
-    wavs = _read_table(path / "wav.scp")
-    texts = {k: v for k, v, _ in _read_table(path / "text")}
-    spks = {k: v for k, v, _ in _read_table(path / "utt2spk")}
+    wavs = read_table(path / "wav.scp")
+    texts = {k: v for k, v, _ in read_table(path / "text")}
+    spks = {k: v for k, v, _ in read_table(path / "utt2spk")}
     wav_ids = {k for k, _, _ in wavs}
     for name, table in (("text", texts), ("utt2spk", spks)):
         ids = set(table)
@@ -144,7 +161,7 @@ def read_data_dir(path: Path) -> list[Utterance]:
     spk2utt: dict[str, list[str]] = {}
     for utt, spk in spks.items():
         spk2utt.setdefault(spk, []).append(utt)
-    for spk, utts, lineno in _read_table(path / "spk2utt"):
+    for spk, utts, lineno in read_table(path / "spk2utt"):
         expected = sorted(spk2utt.pop(spk, []), key=c_sort_key)
         if utts.split() != expected:
             raise DataPrepError(

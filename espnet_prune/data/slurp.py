@@ -183,7 +183,7 @@ def read_speakers(metadata: Path) -> dict[str, str]:
     speakers = {}
     slurp_id = None
     try:
-        for slurp_id, entry in entries.items():
+        for slurp_id, entry in entries.items():  # noqa: B007 (slurp_id names the entry in the error below)
             for name, info in entry["recordings"].items():
                 speakers[name] = str(info["usrid"])
     except (AttributeError, KeyError, TypeError) as exc:

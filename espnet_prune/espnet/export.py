@@ -24,8 +24,6 @@ from espnet_prune.export import CTCFunction
 from espnet_prune.models import Wav2Vec2Model
 from espnet_prune.pruning.gating import iter_gates
 
-SAMPLE_RATE = 16000
-
 
 class CTCExportModel(nn.Module):
     """Waveforms -> CTC log-probs: the SSL model (which normalises its input when its config says so) and

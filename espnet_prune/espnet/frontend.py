@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Tuple, Union
 
 import humanfriendly
 import torch
 from espnet2.asr.frontend.abs_frontend import AbsFrontend
 from torch import nn
 
+from espnet_prune.constants import SAMPLE_RATE
 from espnet_prune.espnet.ssl import ConfigError, PrunableSSL, SSLOptions, with_ssl_options
 
 
@@ -24,11 +25,11 @@ class PrunedWav2Vec2Frontend(AbsFrontend):
     """
 
     @with_ssl_options
-    def __init__(self, fs: Union[int, str] = 16000, multilayer_feature: bool = False, **options: Any) -> None:
+    def __init__(self, fs: Union[int, str] = SAMPLE_RATE, multilayer_feature: bool = False, **options: Any) -> None:
         super().__init__()
         if isinstance(fs, str):
             fs = humanfriendly.parse_size(fs)
-        if fs != 16000:
+        if fs != SAMPLE_RATE:
             raise ConfigError(f"frontend_conf.fs: wav2vec2 / HuBERT models take 16 kHz audio, got {fs}")
         self.options = SSLOptions.from_conf(options, "frontend_conf")
         self.ssl = PrunableSSL("frontend_conf", self.options)

@@ -10,20 +10,10 @@ from typing import Tuple
 import torch
 from espnet2.asr.espnet_model import ESPnetASRModel
 
-from espnet_prune.espnet.ssl import ConfigError, PrunableSSL, SSLOptions, find_prunable
+from espnet_prune.constants import SAMPLE_RATE
+from espnet_prune.espnet.ssl import SSLOptions, find_ssl
 from espnet_prune.espnet.task import MODEL_NAME, PrunedASRTask
 from espnet_prune.pruning.removal import remove_masks
-
-
-def gated_module(model: torch.nn.Module) -> Tuple[str, PrunableSSL]:
-    """(qualified name, module) of the one gated pruned_wav2vec2 of ``model``."""
-    gated = [(name, m) for name, m in find_prunable(model) if m.controller is not None]
-    if len(gated) != 1:
-        raise ConfigError(
-            f"expected one pruned_wav2vec2 encoder/frontend with a pruning block, found {len(gated)}: "
-            "is this the config of a pruning run (not of an already removed model)?"
-        )
-    return gated[0]
 
 
 @torch.no_grad()
@@ -34,7 +24,7 @@ def remove_asr_masks(model: ESPnetASRModel, args: argparse.Namespace) -> Tuple[E
     ``pruning``, no checkpoint, no CNN freezing, ``model: espnet``); the weights outside the SSL module
     are copied unchanged. The result equals ``model`` in eval mode.
     """
-    name, ssl = gated_module(model)
+    name, ssl = find_ssl(model, gated=True)
     small, small_config = remove_masks(ssl.model.eval())
     owner = name.split(".")[0]  # "encoder" or "frontend"
     key = f"{owner}_conf"
@@ -56,7 +46,7 @@ def max_encode_difference(a: ESPnetASRModel, b: ESPnetASRModel, seconds: float =
     """Largest absolute difference of the two models' eval-mode encoder outputs on a random batch,
     relative to the output scale (lengths must agree exactly, else inf)."""
     generator = torch.Generator().manual_seed(seed)
-    samples = int(seconds * 16000)
+    samples = int(seconds * SAMPLE_RATE)
     speech = torch.randn(2, samples, generator=generator) * 0.1
     lengths = torch.tensor([samples, samples * 2 // 3])
     out_a, len_a = a.eval().encode(speech, lengths)

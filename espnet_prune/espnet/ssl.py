@@ -26,7 +26,7 @@ from espnet_prune.config_schema import from_mapping
 from espnet_prune.models import PRESETS, Wav2Vec2Config, Wav2Vec2Model, Wav2Vec2Output
 from espnet_prune.pruning.controller import PruningConfig, PruningController
 from espnet_prune.pruning.distill import LayerDistiller
-from espnet_prune.pruning.gating import attach_gates
+from espnet_prune.pruning.gating import attach_gates, ungated_state_dict, weight_parameters
 
 # Config keys that may be changed on top of a checkpoint's geometry (regularisation only).
 OVERRIDABLE = ("dropout", "attention_dropout", "activation_dropout", "projection_dropout", "layer_drop")
@@ -89,7 +89,7 @@ class SSLOptions:
         }
 
     @classmethod
-    def from_conf(cls, conf: Dict[str, Any], source: str) -> "SSLOptions":
+    def from_conf(cls, conf: Dict[str, Any], source: str) -> SSLOptions:
         """From ``encoder_conf`` / ``frontend_conf``: unknown keys and mistyped values name the key."""
         try:
             return from_mapping(cls, conf, source)
@@ -246,8 +246,7 @@ class PrunableSSL(nn.Module):
         """Make the distillation teacher the current weights (without gates): for weights loaded after the
         module was built and before training starts, e.g. by ESPnet's ``--init_param``."""
         if self.distiller is not None:
-            weights = {k: v for k, v in self.model.state_dict().items() if not k.endswith("log_alpha")}
-            self.distiller.teacher.load_state_dict(weights)
+            self.distiller.teacher.load_state_dict(ungated_state_dict(self.model))
 
     def pruning_loss(self, task_loss: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
         """The Lagrangian term and, with a ``distill`` block, the weighted distillation loss of the last
@@ -280,8 +279,7 @@ class PrunableSSL(nn.Module):
         # Detached CNN weights: no gradient reaches them, while the CNN channel gates still learn.
         detached = {
             f"feature_extractor.{name}": p.detach()
-            for name, p in self.model.feature_extractor.named_parameters()
-            if not name.endswith("log_alpha")
+            for name, p in weight_parameters(self.model.feature_extractor)
         }
         return torch.func.functional_call(self.model, detached, (waveform, lengths), strict=False)
 
@@ -293,4 +291,21 @@ class PrunableSSL(nn.Module):
 def find_prunable(model: nn.Module) -> List[Tuple[str, PrunableSSL]]:
     """(qualified name, module) of every PrunableSSL inside an ESPnet model."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, PrunableSSL)]
+
+
+def find_ssl(model: nn.Module, source: str = "model", gated: bool = False) -> Tuple[str, PrunableSSL]:
+    """(qualified name, module) of the one pruned_wav2vec2 encoder/frontend of an ESPnet model.
+
+    ``gated``: the one carrying a pruning block. Anything else raises ConfigError naming ``source``
+    (e.g. the config file the model was built from).
+    """
+    found = [(name, m) for name, m in find_prunable(model) if m.controller is not None or not gated]
+    if len(found) != 1:
+        if gated:
+            raise ConfigError(
+                f"{source}: expected one pruned_wav2vec2 encoder/frontend with a pruning block, found {len(found)}: "
+                "is this the config of a pruning run (not of an already removed model)?"
+            )
+        raise ConfigError(f"{source}: expected one pruned_wav2vec2 encoder/frontend, found {len(found)}")
+    return found[0]
 

@@ -15,21 +15,15 @@ from typing import Dict, List, Optional, Tuple
 
 import jiwer
 
+from espnet_prune.data.kaldi import read_table
 from espnet_prune.data.slurp_entity import parse_entity_text
 from espnet_prune.eval.slu_f1 import SluScores, score_slu
 
 
 def read_text_table(path: Path) -> Dict[str, str]:
     """``utt_id -> text`` from a Kaldi text file (an utterance id alone means an empty text)."""
-    table: Dict[str, str] = {}
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split(maxsplit=1)
-        if parts[0] in table:
-            raise ValueError(f"{path}:{lineno}: duplicate utterance id {parts[0]!r}")
-        table[parts[0]] = parts[1].strip() if len(parts) > 1 else ""
-    return table
+    rows = read_table(path, values_required=False, c_sorted=False, skip_blank=True, duplicate="utterance id")
+    return {key: value.strip() for key, value, _ in rows}
 
 
 @dataclass

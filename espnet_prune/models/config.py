@@ -159,7 +159,7 @@ class Wav2Vec2Config:
         return out
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any], source: str = "config") -> "Wav2Vec2Config":
+    def from_dict(cls, data: Dict[str, Any], source: str = "config") -> Wav2Vec2Config:
         """Build from a plain dict; unknown keys and mistyped values are an error naming the key and the source."""
         return from_mapping(cls, data, source)
 
@@ -167,14 +167,14 @@ class Wav2Vec2Config:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
-    def load_yaml(cls, path: Union[str, Path]) -> "Wav2Vec2Config":
+    def load_yaml(cls, path: Union[str, Path]) -> Wav2Vec2Config:
         try:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise ValueError(f"{path}: not a YAML file ({type(exc).__name__})") from None
         return cls.from_dict(data, source=str(path))
 
-    def replace(self, **changes: Any) -> "Wav2Vec2Config":
+    def replace(self, **changes: Any) -> Wav2Vec2Config:
         return dataclasses.replace(self, **changes)
 
 

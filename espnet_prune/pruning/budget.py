@@ -74,7 +74,7 @@ def fit_to_targets(model: Wav2Vec2Model, targets: List[tuple], seconds: float,
         gates = controlled_gates(model, quantity)
         original = [g.detach().clone() for g in gates]
 
-        def sparsity_at(shift: float) -> float:
+        def sparsity_at(shift: float, gates=gates, original=original, quantity=quantity) -> float:
             for gate, start in zip(gates, original):
                 gate.copy_(start + shift)
             return exact_sparsity(model, quantity, seconds, latency_table)

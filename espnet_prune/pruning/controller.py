@@ -139,7 +139,7 @@ class PruningConfig:
                 raise ValueError(f"{key}: must be > 0, got {getattr(self, key)}")
 
     @classmethod
-    def from_dict(cls, data: Optional[Dict[str, Any]], source: str = "pruning") -> "PruningConfig":
+    def from_dict(cls, data: Optional[Dict[str, Any]], source: str = "pruning") -> PruningConfig:
         return from_mapping(cls, data, source)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -188,7 +188,7 @@ class PruningController(nn.Module):
         # Exact gaps summed over the forward passes since the last update (for gradient accumulation).
         self.register_buffer("pending_gaps", torch.zeros(len(self.targets), dtype=torch.float64))
         self.register_buffer("pending_passes", torch.zeros((), dtype=torch.long))
-        self._optimizers: "weakref.WeakSet[torch.optim.Optimizer]" = weakref.WeakSet()
+        self._optimizers: weakref.WeakSet[torch.optim.Optimizer] = weakref.WeakSet()
 
     @property
     def num_updates(self) -> int:

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from espnet_prune.constants import SAMPLE_RATE
 from espnet_prune.models.config import Wav2Vec2Config
 from espnet_prune.models.model import Wav2Vec2Model
 
@@ -151,7 +152,7 @@ class UnitCounts:
     bias_table_heads: Number
 
     @classmethod
-    def from_config(cls, config: Wav2Vec2Config) -> "UnitCounts":
+    def from_config(cls, config: Wav2Vec2Config) -> UnitCounts:
         return cls(
             conv_channels=[channels for channels, _, _ in config.conv_layers],
             heads=list(config.num_heads),
@@ -162,7 +163,7 @@ class UnitCounts:
         )
 
     @classmethod
-    def expected(cls, model: Wav2Vec2Model) -> "UnitCounts":
+    def expected(cls, model: Wav2Vec2Model) -> UnitCounts:
         """Expected kept units under the model's gates; an ungated structure counts in full."""
         config = model.config
         conv_channels: List[Number] = []
@@ -239,7 +240,7 @@ def _expected_table_columns(head_keep: Dict[int, List[Number]]) -> Number:
     return columns
 
 
-def frame_counts(config: Wav2Vec2Config, seconds: float = 10.0, sample_rate: int = 16000) -> List[int]:
+def frame_counts(config: Wav2Vec2Config, seconds: float = 10.0, sample_rate: int = SAMPLE_RATE) -> List[int]:
     """Input samples followed by the frames after each CNN layer: floor((L - k) / s) + 1."""
     frames = [int(round(seconds * sample_rate))]
     for _, kernel, stride in config.conv_layers:
@@ -313,13 +314,13 @@ def component_costs(config: Wav2Vec2Config, units: UnitCounts, frames: List[int]
     }
 
 
-def exact_cost(config: Wav2Vec2Config, seconds: float = 10.0, sample_rate: int = 16000) -> ExactCost:
+def exact_cost(config: Wav2Vec2Config, seconds: float = 10.0, sample_rate: int = SAMPLE_RATE) -> ExactCost:
     """Exact params and MACs of a model built from ``config``, MACs for one ``seconds``-long input."""
     costs = component_costs(config, UnitCounts.from_config(config), frame_counts(config, seconds, sample_rate))
     return ExactCost(**costs, seconds=seconds, sample_rate=sample_rate)
 
 
-def expected_cost(model: Wav2Vec2Model, seconds: float = 10.0, sample_rate: int = 16000) -> ExpectedCost:
+def expected_cost(model: Wav2Vec2Model, seconds: float = 10.0, sample_rate: int = SAMPLE_RATE) -> ExpectedCost:
     """Expected params and MACs of a gated model; gradients flow to every gate's log_alpha.
 
     With every gate fully open this equals ``exact_cost(model.config)``.
@@ -367,7 +368,7 @@ def make_flop_counter() -> FlopCounterMode:
     return FlopCounterMode(display=False, custom_mapping=custom)
 
 
-def measure_macs(model: nn.Module, seconds: float = 10.0, sample_rate: int = 16000) -> int:
+def measure_macs(model: nn.Module, seconds: float = 10.0, sample_rate: int = SAMPLE_RATE) -> int:
     """MACs (FLOPs / 2) that torch's flop counter sees in an eval-mode forward of one random waveform."""
     parameter = next(model.parameters())
     waveform = torch.randn(1, int(round(seconds * sample_rate)), dtype=parameter.dtype, device=parameter.device)

@@ -51,7 +51,7 @@ class DistillConfig:
             raise ValueError(f"loss: {self.loss!r} is not one of {LOSSES}")
 
     @classmethod
-    def from_dict(cls, data: Optional[Dict[str, Any]], source: str = "distill") -> "DistillConfig":
+    def from_dict(cls, data: Optional[Dict[str, Any]], source: str = "distill") -> DistillConfig:
         return from_mapping(cls, data, source)
 
     def to_dict(self) -> Dict[str, Any]:

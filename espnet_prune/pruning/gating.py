@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Iterator, Optional, Tuple
 
-from torch import nn
+from torch import Tensor, nn
 
 from espnet_prune.config_schema import from_mapping
 from espnet_prune.models.model import Wav2Vec2Model
@@ -44,7 +44,7 @@ class GateConfig:
             raise ValueError(f"multiple_of: must be >= 1, got {self.multiple_of}")
 
     @classmethod
-    def from_dict(cls, data: Optional[Dict[str, Any]], source: str = "gates") -> "GateConfig":
+    def from_dict(cls, data: Optional[Dict[str, Any]], source: str = "gates") -> GateConfig:
         return from_mapping(cls, data, source)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -100,6 +100,20 @@ def gate_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
     """The log_alpha parameters (they get their own learning rate and no weight decay)."""
     for _, gate in iter_gates(model):
         yield gate.log_alpha
+
+
+def weight_parameters(model: nn.Module) -> Iterator[Tuple[str, nn.Parameter]]:
+    """(qualified name, parameter) for every parameter of ``model`` that is not a gate's."""
+    gates = {id(p) for p in gate_parameters(model)}
+    for name, parameter in model.named_parameters():
+        if id(parameter) not in gates:
+            yield name, parameter
+
+
+def ungated_state_dict(model: nn.Module) -> Dict[str, Tensor]:
+    """``model.state_dict()`` without the entries of its gates."""
+    prefixes = tuple(f"{name}." for name, _ in iter_gates(model))
+    return {k: v for k, v in model.state_dict().items() if not (prefixes and k.startswith(prefixes))}
 
 
 def detach_gates(model: Wav2Vec2Model) -> None:

@@ -204,7 +204,7 @@ class LatencyTable:
                              f"{len(self.geometry.get('conv_layers', []))}")
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any], source: str) -> "LatencyTable":
+    def from_dict(cls, data: Dict[str, Any], source: str) -> LatencyTable:
         missing = [f.name for f in fields(cls) if f.name not in data and f.name != "held_out"]
         if missing:
             raise ValueError(join_key(source, f"missing key(s) {missing}"))
@@ -218,7 +218,7 @@ class LatencyTable:
             f.write(json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
-    def load(cls, path: Union[str, Path], key: str = "latency_table") -> "LatencyTable":
+    def load(cls, path: Union[str, Path], key: str = "latency_table") -> LatencyTable:
         """Read a table; a missing file or a bad key is an error naming ``key``, the file and what is wrong."""
         path = Path(path)
         if not path.is_file():

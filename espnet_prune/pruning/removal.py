@@ -28,6 +28,7 @@ from torch import Tensor
 from espnet_prune.models.components import branch_masks
 from espnet_prune.models.config import Wav2Vec2Config
 from espnet_prune.models.model import Wav2Vec2Model
+from espnet_prune.pruning.gating import ungated_state_dict
 
 
 @dataclass
@@ -109,7 +110,7 @@ def remove_masks(model: Wav2Vec2Model) -> Tuple[Wav2Vec2Model, Wav2Vec2Config]:
     """
     conv, attention, ffn = _plan(model)
     config = _config_from_plan(model.config, conv, attention, ffn)
-    source = {k: v for k, v in model.state_dict().items() if "_gate." not in k}
+    source = ungated_state_dict(model)
     state: Dict[str, Tensor] = {}
 
     head_dim = model.config.head_dim

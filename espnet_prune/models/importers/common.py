@@ -22,15 +22,14 @@ from espnet_prune.checkpoints import load_checkpoint
 from espnet_prune.models.config import Wav2Vec2Config
 from espnet_prune.models.model import Wav2Vec2Model
 
-
 PathLike = Union[str, Path]
 
 # What the placeholders of a KeyRule template stand for.
 _PLACEHOLDERS = {"i": r"\d+", "wb": "weight|bias", "proj": "q|k|v|out", "rest": ".+"}
 
 
-@functools.lru_cache(maxsize=None)
-def _template_regex(template: str) -> "re.Pattern[str]":
+@functools.cache
+def _template_regex(template: str) -> re.Pattern[str]:
     parts = re.split(r"\{(\w+)\}", template)
     regex = "".join(
         re.escape(part) if n % 2 == 0 else f"(?P<{part}>{_PLACEHOLDERS[part]})" for n, part in enumerate(parts)

@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, Mapping, Tuple
 
-import torch
 from torch import Tensor
 
 from espnet_prune.checkpoints import CheckpointError, load_state_dict
