@@ -34,7 +34,8 @@ from espnet_prune.checkpoints import check_keys, load_state_dict
 from espnet_prune.espnet.encoder import PrunedWav2Vec2Encoder
 from espnet_prune.espnet.frontend import PrunedWav2Vec2Frontend
 from espnet_prune.espnet.model import PrunedESPnetASRModel
-from espnet_prune.espnet.ssl import ConfigError, find_prunable
+from espnet_prune.espnet.ssl import ConfigError, PrunableSSL, find_prunable
+from espnet_prune.pruning.gating import ungated_state_dict
 
 NAME = "pruned_wav2vec2"
 MODEL_NAME = "pruned_espnet"
@@ -184,10 +185,12 @@ class _PruningTask:
         return model, args
 
 
-def _model_weights(ssl_state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """The SSL model's own weights in a PrunableSSL state dict: without the pruning state (gates, controller,
-    distillation maps), which a dense model to start pruning from does not have."""
-    return {k: v for k, v in ssl_state.items() if k.startswith("model.") and not k.endswith("log_alpha")}
+def _model_weights(ssl: PrunableSSL, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """The entries of ``state`` (keys relative to ``ssl``) that are not ``ssl``'s pruning state (gates,
+    controller, distillation maps), which a dense model to start pruning from does not have."""
+    weights = {f"model.{k}" for k in ungated_state_dict(ssl.model)}
+    pruning_state = set(ssl.state_dict()) - weights
+    return {k: v for k, v in state.items() if k not in pruning_state}
 
 
 def check_weights(
@@ -221,9 +224,9 @@ def _checked_load_pretrained_model(load: Callable[..., None]) -> Callable[..., N
         target = model.get_submodule(dst_key) if dst_key else model
         for name, ssl in find_prunable(target):
             prefix = f"{name}."
-            given = _model_weights({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+            given = _model_weights(ssl, {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
             if given and not ignore_init_mismatch:
-                expected = _model_weights(ssl.state_dict())
+                expected = _model_weights(ssl, ssl.state_dict())
                 check_keys(expected, given, f"--init_param {init_param}", f"{prefix[:-1]} of the model")
         load(init_param, model, ignore_init_mismatch, map_location)
         for _, ssl in find_prunable(target):
