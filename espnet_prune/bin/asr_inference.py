@@ -5,7 +5,8 @@
         --output_dir exp/asr/decode_test
 
 Same options as ``python -m espnet2.bin.asr_inference``, plus ``--ctc_greedy true``: batched best-path CTC
-decoding (``espnet_prune.espnet.greedy``), the fast equivalent of beam size 1 for CTC-only models. Before decoding, the weights are checked against
+decoding (``espnet_prune.espnet.greedy``; on the GPU with ``--ngpu 1``), the fast equivalent of beam size 1
+for CTC-only models. Before decoding, the weights are checked against
 the model the config describes (ESPnet itself loads them with ``strict=False``, which silently leaves
 layers random); a mismatch is reported as one line and exit status 1.
 """
@@ -48,6 +49,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
         greedy_ctc_inference(
             kwargs["output_dir"], kwargs["data_path_and_name_and_type"], kwargs["asr_train_config"],
             kwargs["asr_model_file"], kwargs["key_file"], kwargs["batch_size"], kwargs["num_workers"],
+            "cuda" if kwargs["ngpu"] > 0 else "cpu",
         )
         return
     espnet_inference.inference(**kwargs)

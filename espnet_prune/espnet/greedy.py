@@ -30,9 +30,11 @@ def greedy_ctc_inference(
     key_file: Optional[str] = None,
     batch_size: int = 8,
     num_workers: int = 0,
+    device: str = "cpu",
 ) -> None:
-    """Decode every utterance of the data with the CTC best path; write ESPnet's 1best_recog files."""
-    model, args = PrunedASRTask.build_model_from_file(asr_train_config, asr_model_file, "cpu")
+    """Decode every utterance of the data with the CTC best path on ``device``; write ESPnet's
+    1best_recog files."""
+    model, args = PrunedASRTask.build_model_from_file(asr_train_config, asr_model_file, device)
     model.eval()
     converter = TokenIDConverter(token_list=model.token_list)
     tokenizer = build_tokenizer(token_type=args.token_type, bpemodel=getattr(args, "bpemodel", None))
@@ -50,7 +52,7 @@ def greedy_ctc_inference(
     with DatadirWriter(Path(output_dir)) as writer:
         best = writer["1best_recog"]
         for keys, batch in loader:
-            encoded, lengths = model.encode(batch["speech"], batch["speech_lengths"])
+            encoded, lengths = model.encode(batch["speech"].to(device), batch["speech_lengths"].to(device))
             log_probs = model.ctc.log_softmax(encoded)
             scores, paths = log_probs.max(-1)
             for i, key in enumerate(keys):
