@@ -13,7 +13,7 @@
 #      exp/<asr_tag>/pruned/{config.yaml,model.pth}, the model stages 12-14 use
 #   12 decoding: <model dir>/decode_<inference_tag>/<set>/1best_recog/text (inference_nj jobs)
 #   13 scoring: exp/<asr_tag>/RESULTS.md (ESPnet's layout: environment, then a table of the test sets)
-#   14 packing: exp/<asr_tag>/<asr_tag>_<model>.zip with espnet2.bin.pack (config, model, tokens, RESULTS.md)
+#   14 packing: exp/<asr_tag>/<asr_tag>_{pruned,latest}.zip with espnet2.bin.pack (config, model, tokens, RESULTS.md)
 # With --demo true the CPU demo runs instead (pruned_asr_demo.sh): a stand-in SSL model, the dense and the
 # HJ-MAC fine-tunings from conf/demo/ (egs2/TEMPLATE/asr1/conf/demo), each through stages 11-14, then a table.
 set -euo pipefail
@@ -265,7 +265,7 @@ if [ ${stage} -le 13 ] && [ ${stop_stage} -ge 13 ]; then
 fi
 
 if [ ${stage} -le 14 ] && [ ${stop_stage} -ge 14 ]; then
-    packed_model=${exp_dir}/${asr_tag}_$(basename "${model_dir}")_$(basename "${model_file}" .pth).zip
+    if [ "${model_dir}" = "${exp_dir}" ]; then packed_model=${exp_dir}/${asr_tag}_latest.zip; else packed_model=${exp_dir}/${asr_tag}_pruned.zip; fi
     log "stage 14: packing ${model_file} into ${packed_model}"
     require "${token_list}" "run stage 5"
     require "${exp_dir}/RESULTS.md" "run stage 13"
