@@ -146,11 +146,14 @@ def test_rerunning_stage_11_resumes_an_interrupted_training(tmp_path):
     recipe = _recipe_copy(tmp_path)
     corpus = Run(tmp_path / "corpus")  # 8 + 2 espeak-ng utterances in Kaldi data dirs
     for name, source in (("train_clean_100", corpus.train), ("dev_clean", corpus.valid)):
-        shutil.copytree(source, recipe / "data" / name)
+        data = shutil.copytree(source, recipe / "data" / name)
+        utts = sorted(_table(data / "text"))  # Kaldi's rule: an utterance id starts with its speaker's
+        (data / "utt2spk").write_text("".join(f"{u} {u}\n" for u in utts))
+        (data / "spk2utt").write_text("".join(f"{u} {u}\n" for u in utts))
     options = ["--test_sets", "dev_clean", "--token_type", "char", "--ngpu", "0",
                "--asr_config", str(REPO / "conf" / "train" / "tiny_hj_mac_50.yaml"), "--asr_tag", "asr_tiny",
                "--removal_args", "--allow_budget_miss"]
-    _run(recipe, "--stage", "2", "--stop_stage", "10", *options)
+    _run(recipe, "--stage", "2", "--stop_stage", "10", *options, "--asr_args", f"--encoder_conf model_config={TINY_MODEL}")
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     exp = recipe / "exp" / "asr_tiny"
     training = subprocess.Popen(

@@ -142,13 +142,14 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
 fi
 
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 2 ]; then
-    log "stage 2: formatting ${train_set} ${valid_set} ${test_sets} into ${dump}"
-    for dset in ${train_set} ${valid_set} ${test_sets}; do
+    all_sets=$(printf '%s\n' ${train_set} ${valid_set} ${test_sets} | awk '!seen[$0]++' | xargs)  # a set once
+    log "stage 2: formatting ${all_sets} into ${dump}"
+    for dset in ${all_sets}; do
         for f in wav.scp text; do require "${data}/${dset}/${f}" "run stage 1"; done
     done
     # shellcheck disable=SC2086
     ${python} -m espnet_prune.bin.format_data --data_dir ${data} --dump_dir ${dump} \
-        --sets ${train_set} ${valid_set} ${test_sets} --min_seconds ${min_seconds} --max_seconds ${max_seconds}
+        --sets ${all_sets} --min_seconds ${min_seconds} --max_seconds ${max_seconds}
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
