@@ -211,6 +211,16 @@ def test_a_stage_with_nothing_to_work_on_fails_naming_what_is_missing(stage, mis
     assert proc.stderr.splitlines() == [f"pruned_asr.sh: error: {missing}"]
 
 
+def test_stage_1_without_a_corpus_fails_naming_it(tmp_path):
+    recipe = _librispeech_copy(tmp_path)
+    proc = subprocess.run(["./run.sh", "--stage", "1", "--stop_stage", "1", "--local_data_opts",
+                           f"--librispeech_dir {tmp_path / 'nowhere'}"], cwd=recipe, env=_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.splitlines() == [
+        f"error: {tmp_path / 'nowhere' / 'train-clean-100'}: subset folder missing (give --librispeech_dir the "
+        "folder holding the subsets, usually .../LibriSpeech)"]
+
+
 def test_decoding_scoring_and_packing_name_their_missing_inputs(tmp_path):
     """With a trained (dense) run in place: stage 12 needs the test set, 13 the hypotheses, 14 RESULTS.md."""
     recipe = _librispeech_copy(tmp_path)

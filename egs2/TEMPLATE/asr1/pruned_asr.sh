@@ -62,7 +62,7 @@ demo=false              # run the demo flow (pruned_asr_demo.sh) instead of one 
 demo_tag=asr_demo       # exp/<demo_tag>_{standin,dense,hj_mac}, exp/<demo_tag>_table.md
 demo_test_set=test      # the demo's test set (decoded, scored and in the table)
 # ---- options end
-help_message="Usage: $0 --asr_config conf/tuning/x.yaml [options]
+help_message="Usage: ./run.sh [options]   (a recipe's run.sh passes every option on to ${0##*/})
 $(sed -n '4,18s/^# \{0,1\}//p' "$(readlink -f "${BASH_SOURCE[0]}")")
 
 Options (--name value; default after the name):

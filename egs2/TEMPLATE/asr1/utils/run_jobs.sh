@@ -17,6 +17,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --gpu|--mem|--num_threads) shift 2 ;;
         --max_jobs_run) max_jobs_run=$2; shift 2 ;;
+        --num_nodes) echo "${0##*/}: runs jobs on this machine only; --num_nodes needs a cluster launcher (cmd.sh)" >&2; exit 1 ;;
         --*) echo "${0##*/}: unknown option $1" >&2; exit 1 ;;
         *) break ;;
     esac
