@@ -6,8 +6,8 @@
 #
 # With JOB=1:N the command runs N times, in parallel (at most --max_jobs_run at once), with every JOB in
 # LOG and COMMAND replaced by the job number: one log per job. As with run.pl, the words of COMMAND are
-# joined into a bash command line (a word with blanks is quoted; pass '|' or '>' as words of their own). The log gets the command, its output and
-# the exit code. The status is 0 when every job succeeded, else 1 with a line naming the failed logs.
+# joined into a bash command line (a word with blanks is quoted; pass '|' or '>' as words of their own).
+# The log gets the command, its output and the exit code. The status is 0 when every job succeeded, else 1 with a line naming the failed logs.
 # --gpu, --mem and --num_threads are accepted for compatibility with cluster launchers; locally the
 # command sees the machine as it is.
 set -euo pipefail
@@ -40,12 +40,14 @@ for word in "$@"; do  # as run.pl: a word with blanks (or an empty one) stays on
     if [[ "${word}" =~ ^[^[:space:]]+$ ]]; then command_pattern+="${word} "; else command_pattern+="$(printf '%q' "${word}") "; fi
 done
 
-run_one() {  # job number -> runs the command with its log
-    local log=${log_pattern} command=${command_pattern}
-    if [ -n "${job_var}" ]; then
-        log=${log//${job_var}/$1}
-        command=${command//${job_var}/$1}
-    fi
+for_job() {  # TEXT N: TEXT with the job variable (if any) replaced by N
+    if [ -n "${job_var}" ]; then printf '%s\n' "${1//${job_var}/$2}"; else printf '%s\n' "$1"; fi
+}
+
+run_one() {  # N: runs job N's command with its log
+    local log command
+    log=$(for_job "${log_pattern}" "$1")
+    command=$(for_job "${command_pattern}" "$1")
     mkdir -p "$(dirname "${log}")"
     {
         echo "# ${command}"
@@ -65,7 +67,7 @@ for (( job = first; job <= last; job++ )); do
     fi
     run_one "${job}" &
     pids+=($!)
-    logs+=("${log_pattern//${job_var:-JOB_VARIABLE_UNSET}/${job}}")
+    logs+=("$(for_job "${log_pattern}" "${job}")")
 done
 failed=()
 for i in "${!pids[@]}"; do
