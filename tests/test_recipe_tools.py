@@ -1,8 +1,17 @@
-"""The recipe's python stages: formatting, token lists and scoring."""
+"""The recipes' python stages (formatting, token lists, scoring) and their shell (the TEMPLATE stage runner's
+options, help and errors, the job launcher, the shared configs)."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+import yaml
 
 from espnet_prune.bin import format_data, make_tokens
 from espnet_prune.data.errors import DataPrepError
@@ -138,3 +147,158 @@ def test_entity_mode_markup_is_whole_tokens_for_char_and_bpe(tmp_path, capsys):
     bare = _write(tmp_path / "bare", ["u1 time A", "u2 timeofday B"])
     make_tokens.make_tokens(bare, "char", 0, tmp_path / "bare_char", intent_first=True)
     assert "non-linguistic symbol 'time' is a prefix of 'timeofday'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------- recipe shell
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATE = REPO / "egs2" / "TEMPLATE" / "asr1"
+RECIPES = [REPO / "egs2" / "librispeech" / "asr1", REPO / "egs2" / "slurp" / "asr1"]
+
+
+def _env():
+    """The recipes call `python3 -m ...`: this interpreter's bin dir first on PATH."""
+    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+
+
+def _librispeech_copy(root: Path) -> Path:
+    shutil.copytree(TEMPLATE, root / "egs2" / "TEMPLATE" / "asr1", symlinks=True)
+    recipe = root / "egs2" / "librispeech" / "asr1"
+    shutil.copytree(RECIPES[0], recipe, symlinks=True, ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads"))
+    return recipe
+
+
+def _options_of_the_template():
+    """name -> default of every variable between the option markers of pruned_asr.sh."""
+    block = (TEMPLATE / "pruned_asr.sh").read_text().split("# ---- options begin")[1].split("# ---- options end")[0]
+    return dict(re.findall(r"^([a-z_]+)=(\S*)", block, flags=re.M))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.parent.name)
+def test_run_sh_help_lists_every_option_and_a_typo_is_an_error(recipe):
+    proc = subprocess.run(["./run.sh", "--help"], cwd=recipe, env=_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    options = _options_of_the_template()
+    assert {"stage", "ngpu", "num_nodes", "inference_config", "gpu_inference", "train_module", "demo"} <= set(options)
+    for name, default in options.items():
+        assert re.search(rf"^ +--{name} +{re.escape(default)} ", proc.stdout, flags=re.M), name
+    assert "14 packing" in proc.stdout
+    proc = subprocess.run(["./run.sh", "--stopstage", "3"], cwd=recipe, env=_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "unknown option --stopstage" in proc.stderr
+
+
+def test_run_sh_passes_everything_to_the_template():
+    """run.sh holds variables and one call of pruned_asr.sh with "$@": no option parsing of its own."""
+    for recipe in RECIPES:
+        script = (recipe / "run.sh").read_text()
+        assert script.rstrip().endswith('"$@"') and "parse_options" not in script and script.count("./pruned_asr.sh") == 1
+
+
+@pytest.mark.parametrize("stage, missing", [
+    (2, "data/train_clean_100/wav.scp: missing (run stage 1)"),
+    (5, "dump/raw/train_clean_100/text: missing (run stage 2)"),
+    (10, "dump/raw/train_clean_100/wav.scp: missing (run stage 2)"),
+    (11, "dump/raw/train_clean_100/wav.scp: missing (run stage 2)"),
+    (12, "exp/asr_train_wav2vec2_base_hj_mac_50/config.yaml: missing (run stage 11)"),
+    (13, "exp/asr_train_wav2vec2_base_hj_mac_50/config.yaml: missing (run stage 11)"),
+    (14, "exp/asr_train_wav2vec2_base_hj_mac_50/config.yaml: missing (run stage 11)"),
+])
+def test_a_stage_with_nothing_to_work_on_fails_naming_what_is_missing(stage, missing, tmp_path):
+    recipe = _librispeech_copy(tmp_path)
+    proc = subprocess.run(["./run.sh", "--stage", str(stage), "--stop_stage", str(stage), "--ssl_checkpoint", "x.pt"],
+                          cwd=recipe, env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [f"pruned_asr.sh: error: {missing}"]
+
+
+def test_stage_1_without_a_corpus_fails_naming_it(tmp_path):
+    recipe = _librispeech_copy(tmp_path)
+    proc = subprocess.run(["./run.sh", "--stage", "1", "--stop_stage", "1", "--local_data_opts",
+                           f"--librispeech_dir {tmp_path / 'nowhere'}"], cwd=recipe, env=_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.splitlines() == [
+        f"error: {tmp_path / 'nowhere' / 'train-clean-100'}: subset folder missing (give --librispeech_dir the "
+        "folder holding the subsets, usually .../LibriSpeech)"]
+
+
+def test_decoding_scoring_and_packing_name_their_missing_inputs(tmp_path):
+    """With a trained (dense) run in place: stage 12 needs the test set, 13 the hypotheses, 14 RESULTS.md."""
+    recipe = _librispeech_copy(tmp_path)
+    exp = recipe / "exp" / "asr_dense"
+    exp.mkdir(parents=True)
+    (exp / "config.yaml").write_text("encoder: pruned_wav2vec2\nencoder_conf: {}\n")
+    (exp / "latest.pth").write_bytes(b"")
+    (recipe / "data" / "token_list" / "bpe").mkdir(parents=True)
+    (recipe / "data" / "token_list" / "bpe" / "tokens.txt").write_text("<blank>\n")
+    args = ["--asr_tag", "asr_dense", "--test_sets", "test_clean"]
+    for stage, missing in ((12, "dump/raw/test_clean/wav.scp: missing (run stage 2)"),
+                           (13, "exp/asr_dense/decode_ctc_greedy/test_clean/1best_recog/text: missing (run stage 12)"),
+                           (14, "exp/asr_dense/RESULTS.md: missing (run stage 13)")):
+        proc = subprocess.run(["./run.sh", "--stage", str(stage), "--stop_stage", str(stage), *args],
+                              cwd=recipe, env=_env(), capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1 and proc.stderr.splitlines() == [f"pruned_asr.sh: error: {missing}"], proc.stderr
+
+
+def test_training_without_a_checkpoint_names_the_option(tmp_path):
+    recipe = _librispeech_copy(tmp_path)
+    proc = subprocess.run(["./run.sh", "--stage", "10"], cwd=recipe, env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.splitlines() == [
+        "pruned_asr.sh: error: conf/tuning/train_wav2vec2_base_hj_mac_50.yaml has ssl_checkpoint: null: "
+        "give --ssl_checkpoint (a wav2vec2/HuBERT checkpoint)"]
+
+
+def test_job_launcher_fans_out_with_one_log_per_job(tmp_path):
+    launcher = TEMPLATE / "utils" / "run_jobs.sh"
+    proc = subprocess.run([str(launcher), "JOB=1:3", "log/job.JOB.log", "echo", "job JOB of 3", ";", "[", "JOB", "-ne", "2", "]"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stderr.strip() == "run_jobs.sh: 1 / 3 job(s) failed, see log/job.2.log"
+    for job in (1, 2, 3):
+        log = (tmp_path / "log" / f"job.{job}.log").read_text().splitlines()
+        assert log[0] == f"# echo job\\ {job}\\ of\\ 3 ; [ {job} -ne 2 ] " and log[2] == f"job {job} of 3"
+        assert log[3].startswith(f"# Ended (code {int(job == 2)}) at")
+    # espnet2.bin.launch's form: --gpu N LOG COMMAND (one job)
+    proc = subprocess.run([str(launcher), "--gpu", "0", "one.log", "echo", "a b"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0 and (tmp_path / "one.log").read_text().splitlines()[2] == "a b"
+
+
+def test_tuning_configs_carry_their_pruning_preset():
+    """One source of truth: each tuning config's pruning block is the preset of conf/pruning/ its comment
+    names, with only warmup_updates (which depends on the recipe's number of updates) set for the recipe."""
+    checked = 0
+    for config in sorted(REPO.glob("egs2/*/asr1/conf/tuning/*.yaml")):
+        text = config.read_text()
+        block = yaml.safe_load(text)["encoder_conf"].get("pruning")
+        if block is None:
+            continue
+        preset = REPO / re.search(r"^    pruning: +# (conf/pruning/\S+\.yaml) ", text, flags=re.M).group(1)
+        assert block == {**yaml.safe_load(preset.read_text()), "warmup_updates": block["warmup_updates"]}, config
+        checked += 1
+    assert checked == 11
+
+
+def test_demo_configs_live_once_in_the_template():
+    demo = TEMPLATE / "conf" / "demo"
+    assert sorted(p.name for p in demo.iterdir()) == ["model.yaml", "train_dense.yaml", "train_hj_mac.yaml", "train_standin.yaml"]
+    for recipe in RECIPES:
+        assert (recipe / "conf" / "demo").resolve() == demo.resolve()
+        assert not [p for p in (recipe / "conf").rglob("*") if p.is_file() and not p.is_symlink()
+                    and p.parent.name == "demo"]
+
+
+def test_every_shared_config_is_used():
+    """A config under conf/ or a recipe's conf/ that nothing names is dead: delete it."""
+    texts = [p.read_text(errors="ignore") for pattern in ("**/*.py", "**/*.sh", "**/*.yaml", "**/*.md", "Makefile")
+             for p in REPO.glob(pattern) if ".venv" not in p.parts and ".git" not in p.parts]
+    configs = list((REPO / "conf").rglob("*.yaml")) + [p for r in RECIPES for p in (r / "conf").glob("*.yaml")]
+    for config in configs:
+        users = [t for t in texts if config.name in t and t != config.read_text(errors="ignore")]
+        assert users, f"{config.relative_to(REPO)} is named nowhere"
+
+
+def test_espnet_entry_points_do_not_try_to_download_nltk_data():
+    """ESPnet's ASR task imports g2p_en, which downloads nltk data on import: offline, an error on the
+    console. Our entry points defer that import to the first use of a g2p_en tokenizer."""
+    code = "import espnet_prune.bin.asr_train, g2p_en; print('imported', type(g2p_en).__name__)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "imported _DeferredModule" in proc.stdout, proc.stderr
+    assert "nltk" not in proc.stderr, proc.stderr

@@ -5,7 +5,7 @@
         --out exp/asr_demo_table.md
 
 A run dir holds config.yaml and the model (model.pth after mask removal, else latest.pth) and the
-decoding outputs decode_*/<set>/1best_recog/text of recipe stage 13. Latency is the median wall time of
+decoding outputs decode_*/<set>/1best_recog/text of recipe stage 12. Latency is the median wall time of
 the SSL model on --seconds of random audio with --num_threads CPU threads. With --entity (SLURP entity
 mode) each set also gets SLU-F1 and span F1 (espnet_prune/eval/slu_f1.py).
 """
@@ -35,7 +35,7 @@ def _model_file(run_dir: Path) -> Path:
 def _decode_dir(run_dir: Path) -> Path:
     found = sorted(run_dir.glob("decode_*"))
     if not found:
-        raise FileNotFoundError(f"{run_dir}: no decode_* dir (run stage 13 first)")
+        raise FileNotFoundError(f"{run_dir}: no decode_* dir (run stage 12 first)")
     return found[0]
 
 

@@ -32,10 +32,12 @@ def greedy_ctc_decode(
     key_file: Optional[str] = None,
     batch_size: int = 8,
     num_workers: int = 0,
+    device: str = "cpu",
 ) -> None:
-    """Decode every utterance of the data with the CTC best path of ``model`` (built from ``args``); write
-    ESPnet's 1best_recog files. The audio is checked first (``check_sound_inputs``)."""
+    """Decode every utterance of the data with the CTC best path of ``model`` (built from ``args``) on
+    ``device``; write ESPnet's 1best_recog files. The audio is checked first (``check_sound_inputs``)."""
     check_sound_inputs(data_path_and_name_and_type, key_file)
+    model.to(device)
     model.eval()
     converter = TokenIDConverter(token_list=model.token_list)
     tokenizer = build_tokenizer(token_type=args.token_type, bpemodel=getattr(args, "bpemodel", None))
@@ -53,7 +55,7 @@ def greedy_ctc_decode(
     with DatadirWriter(output_dir) as writer:
         best = writer["1best_recog"]
         for keys, batch in loader:
-            encoded, lengths = model.encode(batch["speech"], batch["speech_lengths"])
+            encoded, lengths = model.encode(batch["speech"].to(device), batch["speech_lengths"].to(device))
             log_probs = model.ctc.log_softmax(encoded)
             scores, paths = log_probs.max(-1)
             for i, key in enumerate(keys):

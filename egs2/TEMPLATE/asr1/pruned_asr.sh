@@ -1,29 +1,38 @@
 #!/usr/bin/env bash
-# Stage runner shared by the espnet_prune recipes (the counterpart of ESPnet's egs2/TEMPLATE/asr1/asr.sh).
-# A recipe's run.sh calls it with corpus options; every stage is a `python -m` entry point.
+# Stage runner shared by the espnet_prune recipes: the counterpart of ESPnet's egs2/TEMPLATE/asr1/asr.sh,
+# with its stage numbers. A recipe's run.sh sets its corpus options and passes its own options on ("$@").
 #
-# Stages (numbers follow ESPnet's asr.sh where they overlap):
+# Stages:
 #   1  data preparation: local/data.sh writes Kaldi-style dirs data/<set>/{wav.scp,text,utt2spk,spk2utt}
-#   2  formatting: dump/raw/<set>/ with utt2num_samples; utterances outside
+#   2  formatting: dump/raw/<set>/ with utt2num_samples; training utterances outside
 #      [min_seconds, max_seconds] are dropped (asr.sh's stages 2-4 in one step)
 #   5  token list: data/token_list/<token_type>/tokens.txt (+ bpe.model)
-#   10 statistics: exp/<stats_dir>/{train,valid}/speech_shape, text_shape.<token_type>
-#   11 training: exp/<asr_tag>/ (config.yaml, latest.pth, train.log, images/)
-#   12 mask removal: exp/<asr_tag>/pruned/{config.yaml,model.pth} (gated runs only)
-#   13 decoding: exp/<asr_tag>/<model>/decode_<inference_tag>/<set>/1best_recog/text
-#   14 scoring: exp/<asr_tag>/<model>/decode_<inference_tag>/RESULTS.md
+#   10 statistics: exp/asr_stats_raw_<token_type>/{train,valid}/speech_shape, text_shape.<token_type>
+#   11 training: exp/<asr_tag>/ (config.yaml, latest.pth, train.log, images/); a rerun resumes from
+#      exp/<asr_tag>/checkpoint.pth. A gated run (a pruning block in the config) ends with mask removal:
+#      exp/<asr_tag>/pruned/{config.yaml,model.pth}, the model stages 12-14 use
+#   12 decoding: <model dir>/decode_<inference_tag>/<set>/1best_recog/text (inference_nj jobs)
+#   13 scoring: exp/<asr_tag>/RESULTS.md (ESPnet's layout: environment, then a table of the test sets)
+#   14 packing: exp/<asr_tag>/<asr_tag>_{pruned,latest}.zip with espnet2.bin.pack (config, model, tokens, RESULTS.md)
+# With --demo true the CPU demo runs instead (pruned_asr_demo.sh): a stand-in SSL model, the dense and the
+# HJ-MAC fine-tunings from conf/demo/ (egs2/TEMPLATE/asr1/conf/demo), each through stages 11-14, then a table.
 set -euo pipefail
 
 log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${0##*/}:${BASH_LINENO[0]}) $*"; }
+die() { echo "${0##*/}: error: $*" >&2; exit 1; }
+require() {  # FILE WHAT-MAKES-IT: stop with one line when FILE is missing
+    [ -e "$1" ] || die "$1: missing ($2)"
+}
 
+# ---- options begin (--help lists them; each is --name value)
+# General
 stage=1                 # first stage to run
 stop_stage=14           # last stage to run
-ngpu=0                  # GPUs for training (0: CPU)
-nj=2                    # parallel decoding jobs
 python=python3          # the Python that has espnet_prune installed
-train_cmd=""            # prefix of the training command (cmd.sh: e.g. a cluster launcher)
-decode_cmd=""           # prefix of each decoding job
-local_data_opts=""      # options passed to local/data.sh
+train_module=espnet_prune.bin.asr_train          # python -m module that trains (ESPnet's asr_train + plugin)
+inference_module=espnet_prune.bin.asr_inference  # python -m module that decodes (ESPnet's asr_inference + plugin)
+# Data (stages 1-5)
+local_data_opts=""      # options of local/data.sh, e.g. "--librispeech_dir /corpora/LibriSpeech"
 train_set=train         # training data dir name
 valid_set=dev           # validation data dir name
 test_sets="test"        # evaluation data dir names
@@ -31,25 +40,63 @@ min_seconds=0.5         # drop shorter training utterances
 max_seconds=20          # drop longer training utterances
 token_type=char         # char or bpe
 nbpe=300                # sentencepiece units for token_type=bpe
-asr_config=""           # training config (conf/tuning/*.yaml)
-asr_tag=""              # exp/<asr_tag>; default: the config's file name
-asr_args=""             # extra training options, e.g. "--encoder_conf ssl_checkpoint=/path/wav2vec_small.pt"
-init_from_exp=""        # initialise training from <dir>/latest.pth (e.g. a dense run: the demo's stand-in SSL model)
-removal_args=""         # extra options of mask removal, e.g. "--allow_budget_miss" for a smoke run that stops early
-inference_tag=ctc       # decode_<inference_tag>
-inference_args="--ctc_greedy true --batch_size 8"  # decoding options: batched best-path CTC by default; ESPnet beam search e.g. "--ctc_weight 1.0 --beam_size 10"
+intent_first=false      # SLU: the first word of a text is the intent (one token; scored as accuracy)
+# Training (stages 10-11)
+asr_config=""           # training config, e.g. conf/tuning/train_wav2vec2_base_hj_mac_50.yaml (required)
+asr_tag=""              # exp/<asr_tag>; default: asr_<config file name>
+asr_args=""             # extra options of the training module, e.g. "--max_epoch 20"
+ssl_checkpoint=""       # SSL checkpoint for configs with ssl_checkpoint: null (fairseq/S3PRL .pt, Hugging Face dir)
+init_from_exp=""        # initialise training from <dir>/latest.pth (the demo: its stand-in SSL model)
+ngpu=1                  # GPUs per node for training (0: CPU); N > 1: DDP through espnet2.bin.launch
+num_nodes=1             # nodes for DDP training (needs a cluster launcher as cuda_cmd, see cmd.sh)
+removal_args=""         # extra options of mask removal, e.g. "--allow_budget_miss" for a smoke run
+# Decoding and scoring (stages 12-13)
+inference_config=conf/decode_ctc_greedy.yaml  # decoding options (ESPnet's --inference_config)
+inference_tag=""        # decode_<inference_tag>; default: the inference config's name without decode_
+inference_nj=4          # parallel decoding jobs per test set
+gpu_inference=false     # decode on GPUs (one per job, cuda_cmd) instead of CPUs (decode_cmd)
 seconds=10              # reference duration for the MACs reported by scoring
-intent_first=false      # SLU: the first token is the intent (scored as accuracy)
-score_opts=""           # extra options of bin/score, e.g. "--entity" (SLURP entity mode: SLU-F1)
-help_message="Usage: $0 --asr_config conf/tuning/x.yaml [--stage N --stop_stage M --test_sets 'a b' ...]"
+score_opts=""           # extra options of espnet_prune.bin.score, e.g. "--entity" (SLURP entity mode)
+# Demo (CPU, no download): char tokens, 0.3-15 s utterances, local/data.sh --demo true
+demo=false              # run the demo flow (pruned_asr_demo.sh) instead of one experiment
+demo_tag=asr_demo       # exp/<demo_tag>_{standin,dense,hj_mac}, exp/<demo_tag>_table.md
+demo_test_set=test      # the demo's test set (decoded, scored and in the table)
+# ---- options end
+help_message="Usage: ./run.sh [options]   (a recipe's run.sh passes every option on to ${0##*/})
+$(sed -n '4,18s/^# \{0,1\}//p' "$(readlink -f "${BASH_SOURCE[0]}")")
 
+Options (--name value; default after the name):
+$(awk '/^# ---- options end/ { on = 0 }
+       on && /^# / { sub(/^# /, ""); print "  " $0 }
+       on && /^[a-z_]+=/ { eq = index($0, "="); rest = substr($0, eq + 1); hash = index(rest, "  #");
+           value = substr(rest, 1, hash - 1); sub(/ +$/, "", value); comment = substr(rest, hash + 2); sub(/^ *# /, "", comment)
+           printf "    --%-18s %-30s %s\n", substr($0, 1, eq - 1), value, comment }
+       /^# ---- options begin/ { on = 1 }' "$(readlink -f "${BASH_SOURCE[0]}")")"
+
+cli_args=("$@")
 . "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/parse_options.sh"
-# The recipe's environment and job launchers, as ESPnet's asr.sh reads them (options above may override).
+[ $# -eq 0 ] || die "unexpected argument '$1' (options are --name value; see --help)"
+# The recipe's environment and job launchers (train_cmd, decode_cmd, cuda_cmd), as asr.sh reads them.
 [ -f ./path.sh ] && . ./path.sh
+[ -f ./cmd.sh ] || die "./cmd.sh: missing (it sets train_cmd, decode_cmd and cuda_cmd)"
+. ./cmd.sh
 
-[ -n "${asr_config}" ] || { log "error: --asr_config is required"; exit 1; }
-[ -f "${asr_config}" ] || { log "error: --asr_config ${asr_config}: no such file"; exit 1; }
+if [ "${demo}" = true ]; then
+    compare_opts=${score_opts}
+    [ "${intent_first}" = true ] && compare_opts="--intent_first ${compare_opts}"
+    # The demo's own settings come after the given options, so that they hold; --inference_nj 1 before
+    # them is a default that an --inference_nj given wins over.
+    exec ./pruned_asr_demo.sh --stage "${stage}" --stop_stage "${stop_stage}" --tag "${demo_tag}" \
+        --compare_set "${demo_test_set}" --compare_opts "${compare_opts}" --python "${python}" -- \
+        --inference_nj 1 "${cli_args[@]}" --demo false --ngpu 0 --gpu_inference false --token_type char \
+        --min_seconds 0.3 --max_seconds 15 --test_sets "${demo_test_set}" --local_data_opts "--demo true ${local_data_opts}"
+fi
+
+[ -n "${asr_config}" ] || die "--asr_config is required (see --help)"
+require "${asr_config}" "the --asr_config file"
 [ -n "${asr_tag}" ] || asr_tag="asr_$(basename "${asr_config}" .yaml)"
+require "${inference_config}" "the --inference_config file"
+[ -n "${inference_tag}" ] || { inference_tag=$(basename "${inference_config}" .yaml); inference_tag=${inference_tag#decode_}; }
 data=data
 dump=dump/raw
 token_list_dir=data/token_list/${token_type}
@@ -60,56 +107,88 @@ token_opts=""
 [ "${token_type}" = bpe ] && token_opts="--bpemodel ${token_list_dir}/bpe.model"
 # SLU with characters: the intent labels are whole tokens (stage 5 writes them to nlsyms.txt).
 [ "${token_type}" = char ] && [ "${intent_first}" = true ] && token_opts="--non_linguistic_symbols ${token_list_dir}/nlsyms.txt"
+[ -n "${ssl_checkpoint}" ] && asr_args="--encoder_conf ssl_checkpoint=${ssl_checkpoint} ${asr_args}"
 
-data_opts() {  # training/validation data options of asr_train
+config_has() {  # CONFIG (pruning|unset_checkpoint): does the encoder/frontend block have a pruning block / ssl_checkpoint: null?
+    ${python} -c 'import sys, yaml
+config = yaml.safe_load(open(sys.argv[1])) or {}
+blocks = [config.get(k) or {} for k in ("encoder_conf", "frontend_conf")]
+if sys.argv[2] == "pruning":
+    sys.exit(0 if any(b.get("pruning") for b in blocks) else 1)
+sys.exit(0 if any("ssl_checkpoint" in b and b["ssl_checkpoint"] is None for b in blocks) else 1)' "$1" "$2"
+}
+data_opts() {  # training/validation data options of the training module
     echo "--train_data_path_and_name_and_type ${dump}/${train_set}/wav.scp,speech,sound" \
          "--train_data_path_and_name_and_type ${dump}/${train_set}/text,text,text" \
          "--valid_data_path_and_name_and_type ${dump}/${valid_set}/wav.scp,speech,sound" \
          "--valid_data_path_and_name_and_type ${dump}/${valid_set}/text,text,text" \
          "--token_type ${token_type} --token_list ${token_list} ${token_opts}"
 }
+require_training_inputs() {  # what stages 10 and 11 read
+    if [ -z "${ssl_checkpoint}" ] && config_has "${asr_config}" unset_checkpoint; then
+        die "${asr_config} has ssl_checkpoint: null: give --ssl_checkpoint (a wav2vec2/HuBERT checkpoint)"
+    fi
+    for dset in "${train_set}" "${valid_set}"; do
+        for f in wav.scp text; do require "${dump}/${dset}/${f}" "run stage 2"; done
+    done
+    require "${token_list}" "run stage 5"
+}
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     log "stage 1: data preparation (local/data.sh ${local_data_opts})"
+    require local/data.sh "the recipe's data preparation script"
     # shellcheck disable=SC2086
     local/data.sh ${local_data_opts}
 fi
 
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 2 ]; then
-    log "stage 2: formatting ${train_set} ${valid_set} ${test_sets} into ${dump}"
+    all_sets=$(printf '%s\n' ${train_set} ${valid_set} ${test_sets} | awk '!seen[$0]++' | xargs)  # a set once
+    log "stage 2: formatting ${all_sets} into ${dump}"
+    for dset in ${all_sets}; do
+        for f in wav.scp text; do require "${data}/${dset}/${f}" "run stage 1"; done
+    done
     # shellcheck disable=SC2086
     ${python} -m espnet_prune.bin.format_data --data_dir ${data} --dump_dir ${dump} \
-        --sets ${train_set} ${valid_set} ${test_sets} --min_seconds ${min_seconds} --max_seconds ${max_seconds}
+        --sets ${all_sets} --min_seconds ${min_seconds} --max_seconds ${max_seconds}
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     log "stage 5: ${token_type} token list in ${token_list_dir}"
-    ${python} -m espnet_prune.bin.make_tokens --text ${dump}/${train_set}/text --token_type ${token_type} --intent_first ${intent_first} \
-        --nbpe ${nbpe} --out_dir ${token_list_dir}
+    require "${dump}/${train_set}/text" "run stage 2"
+    ${python} -m espnet_prune.bin.make_tokens --text ${dump}/${train_set}/text --token_type ${token_type} \
+        --intent_first ${intent_first} --nbpe ${nbpe} --out_dir ${token_list_dir}
 fi
 
 if [ ${stage} -le 10 ] && [ ${stop_stage} -ge 10 ]; then
-    log "stage 10: collecting shapes in ${stats_dir}"
-    mkdir -p exp
+    log "stage 10: collecting shapes in ${stats_dir} (log: ${stats_dir}/logdir/stats.log)"
+    require_training_inputs
     # shellcheck disable=SC2046,SC2086
-    ${python} -m espnet_prune.bin.asr_train --collect_stats true --config ${asr_config} $(data_opts) \
+    ${train_cmd} ${stats_dir}/logdir/stats.log ${python} -m ${train_module} --collect_stats true \
+        --config ${asr_config} $(data_opts) \
         --train_shape_file ${dump}/${train_set}/wav.scp --valid_shape_file ${dump}/${valid_set}/wav.scp \
-        --output_dir ${stats_dir} --ngpu 0 ${asr_args} > ${stats_dir}.log 2>&1 \
-        || { log "error: see ${stats_dir}.log"; tail -n 20 ${stats_dir}.log; exit 1; }
+        --output_dir ${stats_dir} --ngpu 0 ${asr_args} \
+        || { tail -n 20 ${stats_dir}/logdir/stats.log >&2; die "statistics failed, see ${stats_dir}/logdir/stats.log"; }
 fi
 
 if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ]; then
+    require_training_inputs
+    for split in train valid; do require "${stats_dir}/${split}/speech_shape" "run stage 10"; done
     init_opts=""
     if [ -n "${init_from_exp}" ]; then
-        [ -f "${init_from_exp}/latest.pth" ] || { log "error: ${init_from_exp}/latest.pth: no such file"; exit 1; }
+        require "${init_from_exp}/latest.pth" "the --init_from_exp run"
         init_opts="--init_param ${init_from_exp}/latest.pth"
     fi
-    log "stage 11: training ${exp_dir} (log: ${exp_dir}/train.log)"
+    [ -f "${exp_dir}/checkpoint.pth" ] && log "stage 11: resuming ${exp_dir} from its checkpoint.pth"
+    log "stage 11: training ${exp_dir} (log: ${exp_dir}/train.log; ngpu ${ngpu}, nodes ${num_nodes})"
     mkdir -p ${exp_dir}
+    # As asr.sh: espnet2.bin.launch starts one process (CPU, 1 GPU) or DDP over ngpu x num_nodes GPUs
+    # through cuda_cmd; --resume true continues from checkpoint.pth when a previous run left one.
     # shellcheck disable=SC2046,SC2086
-    ${train_cmd} ${python} -m espnet_prune.bin.asr_train --config ${asr_config} $(data_opts) \
+    ${python} -m espnet2.bin.launch --cmd "${cuda_cmd}" --log ${exp_dir}/train.log --ngpu ${ngpu} \
+        --num_nodes ${num_nodes} --init_file_prefix ${exp_dir}/.dist_init_ --multiprocessing_distributed true -- \
+        ${python} -m ${train_module} --config ${asr_config} $(data_opts) \
         --train_shape_file ${stats_dir}/train/speech_shape --valid_shape_file ${stats_dir}/valid/speech_shape \
-        --output_dir ${exp_dir} --ngpu ${ngpu} ${init_opts} ${asr_args} > ${exp_dir}/train.log 2>&1 &
+        --resume true --output_dir ${exp_dir} ${init_opts} ${asr_args} > ${exp_dir}/launch.log 2>&1 &
     train_pid=$!
     # Show progress while ESPnet trains: each new per-epoch summary line, once.
     shown=0
@@ -122,71 +201,80 @@ if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ]; then
             shown=${count}
         fi
     done
-    wait ${train_pid} || { log "error: training failed, see ${exp_dir}/train.log"; tail -n 20 ${exp_dir}/train.log; exit 1; }
-fi
-
-# The model decoded from here on: the mask-removed one for a gated run, the trained one otherwise.
-is_gated() {  # does the run's config have a pruning block in encoder_conf or frontend_conf?
-    ${python} -c 'import sys, yaml; c = yaml.safe_load(open(sys.argv[1]))
-sys.exit(0 if any((c.get(k) or {}).get("pruning") for k in ("encoder_conf", "frontend_conf")) else 1)' "$1"
-}
-if [ ${stop_stage} -ge 12 ] && is_gated ${exp_dir}/config.yaml; then
-    model_dir=${exp_dir}/pruned
-    model_config=${model_dir}/config.yaml
-    model_file=${model_dir}/model.pth
-else
-    model_dir=${exp_dir}
-    model_config=${exp_dir}/config.yaml
-    model_file=${exp_dir}/latest.pth
-fi
-
-if [ ${stage} -le 12 ] && [ ${stop_stage} -ge 12 ]; then
-    if [ "${model_dir}" = "${exp_dir}/pruned" ]; then
-        log "stage 12: removing masks of ${exp_dir}/latest.pth into ${model_dir}"
+    wait ${train_pid} || { tail -n 20 ${exp_dir}/launch.log ${exp_dir}/train.log >&2 || true
+                           die "training failed, see ${exp_dir}/train.log (launcher: ${exp_dir}/launch.log)"; }
+    if config_has ${exp_dir}/config.yaml pruning; then
+        log "stage 11: removing the masks of ${exp_dir}/latest.pth into ${exp_dir}/pruned"
         # shellcheck disable=SC2086
         ${python} -m espnet_prune.bin.remove_masks --asr_train_config ${exp_dir}/config.yaml \
-            --asr_model_file ${exp_dir}/latest.pth --out_dir ${model_dir} ${removal_args}
-    else
-        log "stage 12: ${exp_dir} is not a pruning run: nothing to remove"
+            --asr_model_file ${exp_dir}/latest.pth --out_dir ${exp_dir}/pruned ${removal_args}
     fi
 fi
 
-decode_dir=${model_dir}/decode_${inference_tag}
-if [ ${stage} -le 13 ] && [ ${stop_stage} -ge 13 ]; then
+if [ ${stop_stage} -ge 12 ] && [ ${stage} -le 14 ]; then
+    # The model of stages 12-14: the mask-removed one for a gated run, the trained one otherwise.
+    require ${exp_dir}/config.yaml "run stage 11"
+    if config_has ${exp_dir}/config.yaml pruning; then
+        model_dir=${exp_dir}/pruned
+        model_file=${model_dir}/model.pth
+        require ${model_file} "run stage 11: a gated run ends with mask removal"
+    else
+        model_dir=${exp_dir}
+        model_file=${model_dir}/latest.pth
+        require ${model_file} "run stage 11"
+    fi
+    model_config=${model_dir}/config.yaml
+    decode_dir=${model_dir}/decode_${inference_tag}
+fi
+
+if [ ${stage} -le 12 ] && [ ${stop_stage} -ge 12 ]; then
+    if [ "${gpu_inference}" = true ]; then _cmd=${cuda_cmd}; _ngpu=1; else _cmd=${decode_cmd}; _ngpu=0; fi
     for dset in ${test_sets}; do
+        require "${dump}/${dset}/wav.scp" "run stage 2"
         out=${decode_dir}/${dset}
-        log "stage 13: decoding ${dset} with ${model_file} into ${out} (${nj} jobs)"
+        logdir=${out}/logdir
+        n_utts=$(wc -l < ${dump}/${dset}/wav.scp)
+        _nj=$(( inference_nj < n_utts ? inference_nj : n_utts ))
+        log "stage 12: decoding ${dset} with ${model_file} into ${out} (${_nj} jobs, log: ${logdir}/asr_inference.*.log)"
         rm -rf ${out}
-        mkdir -p ${out}/split
-        split -n l/${nj} -d -a 3 ${dump}/${dset}/wav.scp ${out}/split/keys.
-        pids=()
-        for keys in ${out}/split/keys.*; do
-            job=${keys##*.}
-            # shellcheck disable=SC2086
-            OMP_NUM_THREADS=1 ${decode_cmd} ${python} -m espnet_prune.bin.asr_inference --ngpu 0 --batch_size 1 \
-                --asr_train_config ${model_config} --asr_model_file ${model_file} --key_file ${keys} \
-                --data_path_and_name_and_type ${dump}/${dset}/wav.scp,speech,sound \
-                --output_dir ${out}/split/out.${job} ${inference_args} > ${out}/split/decode.${job}.log 2>&1 &
-            pids+=($!)
-        done
-        for i in "${!pids[@]}"; do
-            wait "${pids[$i]}" || { log "error: decoding job ${i} failed: see ${out}/split/decode.*.log"; exit 1; }
-        done
+        mkdir -p ${logdir}
+        awk -v nj=${_nj} -v n=${n_utts} -v dir=${logdir} '{ print > (dir "/keys." (int((NR - 1) * nj / n) + 1)) }' \
+            ${dump}/${dset}/wav.scp
+        # shellcheck disable=SC2086
+        ${_cmd} --gpu ${_ngpu} JOB=1:${_nj} ${logdir}/asr_inference.JOB.log \
+            OMP_NUM_THREADS=1 ${python} -m ${inference_module} --ngpu ${_ngpu} --config ${inference_config} \
+            --asr_train_config ${model_config} --asr_model_file ${model_file} --key_file ${logdir}/keys.JOB \
+            --data_path_and_name_and_type ${dump}/${dset}/wav.scp,speech,sound --output_dir ${logdir}/output.JOB \
+            || die "decoding ${dset} failed, see ${logdir}/asr_inference.*.log"
         mkdir -p ${out}/1best_recog
-        for f in ${out}/split/out.000/1best_recog/*; do
+        for f in ${logdir}/output.1/1best_recog/*; do
             f=$(basename "${f}")
-            cat ${out}/split/out.*/1best_recog/"${f}" | LC_ALL=C sort > ${out}/1best_recog/"${f}"
+            cat ${logdir}/output.*/1best_recog/"${f}" | LC_ALL=C sort > ${out}/1best_recog/"${f}"
         done
     done
 fi
 
-if [ ${stage} -le 14 ] && [ ${stop_stage} -ge 14 ]; then
-    log "stage 14: scoring ${test_sets} into ${decode_dir}/RESULTS.md"
+if [ ${stage} -le 13 ] && [ ${stop_stage} -ge 13 ]; then
+    log "stage 13: scoring ${test_sets} into ${exp_dir}/RESULTS.md"
+    for dset in ${test_sets}; do require "${decode_dir}/${dset}/1best_recog/text" "run stage 12"; done
     intent_opt=""
     [ "${intent_first}" = true ] && intent_opt="--intent_first"
     # shellcheck disable=SC2086
     ${python} -m espnet_prune.bin.score --dump_dir ${dump} --decode_dir ${decode_dir} --sets ${test_sets} \
         --asr_train_config ${model_config} --asr_model_file ${model_file} --seconds ${seconds} \
-        --out ${decode_dir}/RESULTS.md ${intent_opt} ${score_opts}
+        --out ${exp_dir}/RESULTS.md ${intent_opt} ${score_opts}
+fi
+
+if [ ${stage} -le 14 ] && [ ${stop_stage} -ge 14 ]; then
+    if [ "${model_dir}" = "${exp_dir}" ]; then packed_model=${exp_dir}/${asr_tag}_latest.zip; else packed_model=${exp_dir}/${asr_tag}_pruned.zip; fi
+    log "stage 14: packing ${model_file} into ${packed_model}"
+    require "${token_list}" "run stage 5"
+    require "${exp_dir}/RESULTS.md" "run stage 13"
+    pack_opts="--option ${token_list}"
+    [ "${token_type}" = bpe ] && pack_opts+=" --option ${token_list_dir}/bpe.model"
+    [ "${token_type}" = char ] && [ "${intent_first}" = true ] && pack_opts+=" --option ${token_list_dir}/nlsyms.txt"
+    # shellcheck disable=SC2086
+    ${python} -m espnet2.bin.pack asr --asr_train_config ${model_config} --asr_model_file ${model_file} \
+        ${pack_opts} --option ${exp_dir}/RESULTS.md --outpath ${packed_model}
 fi
 log "done: stages ${stage}-${stop_stage} of ${exp_dir}"

@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
-# The CPU demo flow shared by the espnet_prune recipes (run.sh --demo true):
+# The CPU demo flow shared by the espnet_prune recipes (run.sh --demo true, through pruned_asr.sh):
 #   1. a tiny wav2vec2 trained densely (conf/demo/train_standin.yaml) stands in for the pre-trained SSL
 #      model, which cannot be downloaded here (stages <= 11 of pruned_asr.sh);
 #   2. from it, as in the paper, the dense fine-tuning (conf/demo/train_dense.yaml, the reference) and
 #      the HJ-MAC pruning fine-tuning (conf/demo/train_hj_mac.yaml) with the same updates, side by side
 #      with one thread each (about 30% sooner on a CPU than one after the other); their lines are
-#      prefixed [dense] / [hj_mac]; each is decoded and scored (stages 11-14);
+#      prefixed [dense] / [hj_mac]; each is trained (HJ-MAC: and its masks removed), decoded, scored
+#      and packed (stages 11-14);
 #   3. bin/compare prints the dense vs pruned table and writes exp/<tag>_table.md.
+# The configs live once in egs2/TEMPLATE/asr1/conf/demo/ (each recipe's conf/demo links there).
 # Usage: pruned_asr_demo.sh [--stage N --stop_stage M --tag T --compare_set S --compare_opts O] -- <pruned_asr.sh options>
 set -euo pipefail
 
 stage=1                 # first stage of pruned_asr.sh to run
-stop_stage=14           # last stage (14: scoring, then the table)
+stop_stage=14           # last stage (the table needs 13: scoring)
 tag=asr_demo            # exp/<tag>_standin, exp/<tag>_dense, exp/<tag>_hj_mac, exp/<tag>_table.md
 compare_set=test        # the test set of the table
 compare_opts=""         # extra options of bin/compare (e.g. --intent_first)
 python=python3          # the Python that has espnet_prune installed
-help_message=$(sed -n '2,10p' "$0")
+help_message=$(sed -n '2,12p' "$0")
 
 . "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/parse_options.sh"
 common=("$@")
@@ -37,7 +39,7 @@ if [ "${stop_stage}" -ge 11 ]; then
         wait "${pid}" || { echo "${0##*/}: error: a demo fine-tuning failed (see above)" >&2; exit 1; }
     done
 fi
-if [ "${stop_stage}" -ge 14 ]; then
+if [ "${stop_stage}" -ge 13 ]; then
     # shellcheck disable=SC2086  # compare_opts is a list of options
     "${python}" -m espnet_prune.bin.compare --dump_dir dump/raw --sets "${compare_set}" ${compare_opts} \
         --run "dense=exp/${tag}_dense" --run "HJ-MAC=exp/${tag}_hj_mac/pruned" --out "exp/${tag}_table.md"
