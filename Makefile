@@ -20,9 +20,8 @@ $(STAMP): setup.py constraints.txt
 
 RUFF := $(VENV)/bin/ruff
 
-# The linter first (settings in pyproject.toml), then the tests.
-# TODO(lead): after the one-time `ruff format` commit, make test depend on format-check too.
-test: lint
+# The linter and the formatter's check first (settings in pyproject.toml), then the tests.
+test: lint format-check
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)

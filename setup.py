@@ -35,6 +35,7 @@ class EditableWithHook(editable_wheel):
         super()._install_namespaces(installation_dir, pth_prefix)
         Path(installation_dir, HOOK_PTH).write_text(HOOK_LINE)
 
+
 # ONNX export and its checks (python -m espnet_prune.bin.export --format onnx); TorchScript needs only torch.
 EXPORT = ["onnx>=1.16", "onnxruntime>=1.18"]
 

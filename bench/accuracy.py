@@ -49,7 +49,12 @@ from espnet_prune.models import Wav2Vec2Config, Wav2Vec2Model
 from espnet_prune.pruning import PruningConfig, PruningController, attach_gates, exact_cost, remove_masks
 
 TASKS = {"cathy": "ctc", "fsdd": "classify"}
-HJ_VARIANTS = {"hj_mac": "mac", "hj_size": "size", "hj_sep_size": "sep_size", "transformer_only": "transformer_only"}
+HJ_VARIANTS = {
+    "hj_mac": "mac",
+    "hj_size": "size",
+    "hj_sep_size": "sep_size",
+    "transformer_only": "transformer_only",
+}
 LABELS = {
     "dense": "Dense (start + prune updates)",
     "hj_mac": "HJ-MAC",
@@ -84,7 +89,11 @@ class Settings:
         return Schedule(self.peak_lr, self.warmup)
 
     def pretrain_key(self, dataset: str) -> str:
-        fields = {k: v for k, v in asdict(self).items() if k in ("pretrain_updates", "batch_size", "peak_lr", "warmup", "seed", "max_train")}
+        fields = {
+            k: v
+            for k, v in asdict(self).items()
+            if k in ("pretrain_updates", "batch_size", "peak_lr", "warmup", "seed", "max_train")
+        }
         return _digest({"dataset": dataset, "config": tiny_config().to_dict(), **fields})
 
     def run_key(self, dataset: str, method: str) -> str:
@@ -122,8 +131,12 @@ def pruning_config(method: str, budget: float, settings: Settings) -> PruningCon
 def save_model(path: Path, model: TaskModel, train_seconds: float) -> None:
     """Write atomically, so that an interrupted run never leaves a half-written cache entry."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"config": model.encoder.config.to_dict(), "task": model.task, "state": model.state_dict(),
-             "train_seconds": train_seconds}
+    state = {
+        "config": model.encoder.config.to_dict(),
+        "task": model.task,
+        "state": model.state_dict(),
+        "train_seconds": train_seconds,
+    }
     partial = path.with_suffix(".partial")
     torch.save(state, partial)
     partial.replace(path)
@@ -131,7 +144,9 @@ def save_model(path: Path, model: TaskModel, train_seconds: float) -> None:
 
 def load_model(path: Path) -> Tuple[TaskModel, float]:
     saved = torch.load(path, weights_only=True)
-    model = TaskModel(Wav2Vec2Model(Wav2Vec2Config.from_dict(saved["config"], source=str(path))), saved["task"])
+    model = TaskModel(
+        Wav2Vec2Model(Wav2Vec2Config.from_dict(saved["config"], source=str(path))), saved["task"]
+    )
     model.load_state_dict(saved["state"])
     return model, saved["train_seconds"]
 
@@ -149,20 +164,33 @@ def cached(path: Path, build: Callable[[], Tuple[TaskModel, float]]) -> Tuple[Ta
 # --- methods ----------------------------------------------------------------------------------------
 
 
-def train_from_scratch(task: str, config: Wav2Vec2Config, train_set: List[Example], updates: int, s: Settings) -> Tuple[TaskModel, float]:
+def train_from_scratch(
+    task: str, config: Wav2Vec2Config, train_set: List[Example], updates: int, s: Settings
+) -> Tuple[TaskModel, float]:
     torch.manual_seed(s.seed)
     model = TaskModel(Wav2Vec2Model(config), task)
     return model, train(model, train_set, updates, s.schedule(), batch_size=s.batch_size, seed=s.seed)
 
 
-def continue_training(model: TaskModel, train_set: List[Example], s: Settings,
-                      controller: Optional[PruningController] = None) -> float:
+def continue_training(
+    model: TaskModel, train_set: List[Example], s: Settings, controller: Optional[PruningController] = None
+) -> float:
     """The prune-stage updates: same batches for every method, the schedule continuing after pretraining."""
-    return train(model, train_set, s.prune_updates, s.schedule(), first_update=s.pretrain_updates + 1,
-                 controller=controller, batch_size=s.batch_size, seed=s.seed + 1)
+    return train(
+        model,
+        train_set,
+        s.prune_updates,
+        s.schedule(),
+        first_update=s.pretrain_updates + 1,
+        controller=controller,
+        batch_size=s.batch_size,
+        seed=s.seed + 1,
+    )
 
 
-def run_method(method: str, budget: float, start: TaskModel, train_set: List[Example], s: Settings) -> Tuple[TaskModel, float]:
+def run_method(
+    method: str, budget: float, start: TaskModel, train_set: List[Example], s: Settings
+) -> Tuple[TaskModel, float]:
     """Train ``method`` at ``budget`` from the dense ``start`` model; returns the (removed) model and seconds.
 
     The global generator is seeded first: the gates' initial log_alpha is drawn from it before ``train``
@@ -176,7 +204,9 @@ def run_method(method: str, budget: float, start: TaskModel, train_set: List[Exa
     if method == "dense":
         return model, continue_training(model, train_set, s)
     if method == "torch_pruning":
-        model.encoder = magnitude_prune(model.encoder, config_at_mac_ratio(model.encoder.config, budget, REFERENCE_SECONDS))
+        model.encoder = magnitude_prune(
+            model.encoder, config_at_mac_ratio(model.encoder.config, budget, REFERENCE_SECONDS)
+        )
         return model, continue_training(model, train_set, s)
     cfg = pruning_config(method, budget, s)
     attach_gates(model.encoder, cfg.gates)
@@ -188,19 +218,35 @@ def run_method(method: str, budget: float, start: TaskModel, train_set: List[Exa
 # --- one dataset --------------------------------------------------------------------------------------
 
 
-def score(name: str, model: TaskModel, label: str, budget: float, seconds: float,
-          test: List[Example], extra: Dict[str, List[Example]]) -> Dict:
+def score(
+    name: str,
+    model: TaskModel,
+    label: str,
+    budget: float,
+    seconds: float,
+    test: List[Example],
+    extra: Dict[str, List[Example]],
+) -> Dict:
     """One result row: exact encoder cost at 10 s, test metrics, and the metrics on every extra folder."""
     config = model.encoder.config
     cost, dense = exact_cost(config, REFERENCE_SECONDS), exact_cost(tiny_config(), REFERENCE_SECONDS)
-    row = {"dataset": name, "method": label, "budget": budget, "gmacs": cost.macs / 1e9,
-           "mac_ratio": cost.macs / dense.macs, "params_m": cost.params / 1e6, "train_min": seconds / 60,
-           **evaluate(model, test)}
+    row = {
+        "dataset": name,
+        "method": label,
+        "budget": budget,
+        "gmacs": cost.macs / 1e9,
+        "mac_ratio": cost.macs / dense.macs,
+        "params_m": cost.params / 1e6,
+        "train_min": seconds / 60,
+        **evaluate(model, test),
+    }
     for folder, examples in extra.items():
         for metric, value in evaluate(model, examples).items():
             row[f"{metric} {folder}"] = value
-    print(f"  -> {label} @ {budget:g}: MAC ratio {row['mac_ratio']:.3f}, "
-          + ", ".join(f"{k} {v:.1f}" for k, v in row.items() if k in ("wer", "cer", "accuracy")))
+    print(
+        f"  -> {label} @ {budget:g}: MAC ratio {row['mac_ratio']:.3f}, "
+        + ", ".join(f"{k} {v:.1f}" for k, v in row.items() if k in ("wer", "cer", "accuracy"))
+    )
     return row
 
 
@@ -210,7 +256,11 @@ def run_dataset(name: str, s: Settings, extra_dirs: List[Path], suffix: str) -> 
     splits = load_task(name, DATA_DIR / name, {k: v for k, v in limits.items() if v is not None}, s.seed)
     if splits is None:
         return []
-    print(f"{name}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()) + f" utterances; load {load_average()}")
+    print(
+        f"{name}: "
+        + ", ".join(f"{k} {len(v)}" for k, v in splits.items())
+        + f" utterances; load {load_average()}"
+    )
     extra: Dict[str, List[Example]] = {}
     for folder in extra_dirs:
         examples = read_extra_test(name, folder)
@@ -230,8 +280,10 @@ def run_dataset(name: str, s: Settings, extra_dirs: List[Path], suffix: str) -> 
     jobs = [("dense", 1.0)] + [(method, budget) for budget in s.budgets for method in METHODS]
     for method, budget in jobs:
         print(f"{name}: {LABELS[method]} @ {budget:g} (load {load_average()})")
-        model, seconds = cached(workdir / f"{method}-{budget:g}-{s.run_key(name, method)}.pt",
-                                lambda method=method, budget=budget: run_method(method, budget, start, splits["train"], s))
+        model, seconds = cached(
+            workdir / f"{method}-{budget:g}-{s.run_key(name, method)}.pt",
+            lambda method=method, budget=budget: run_method(method, budget, start, splits["train"], s),
+        )
         rows.append(score(name, model, LABELS[method], budget, seconds, splits["test"], extra))
     write_report(name, rows, s, suffix, stopwatch.elapsed())
     return rows
@@ -243,22 +295,42 @@ def run_dataset(name: str, s: Settings, extra_dirs: List[Path], suffix: str) -> 
 def write_report(name: str, rows: List[Dict], s: Settings, suffix: str, took: str) -> None:
     metrics = ["wer", "cer"] if TASKS[name] == "ctc" else ["accuracy"]
     extra_columns = sorted({k for row in rows for k in row if " " in k})
-    header = ["method", "budget", f"GMACs @ {REFERENCE_SECONDS:g} s", "MAC ratio", "params (M)",
-              *[f"test {m.upper() if m != 'accuracy' else m} %" for m in metrics], *extra_columns, "train min"]
-    table = markdown_table(header, [
-        (row["method"], f"{row['budget']:g}", f"{row['gmacs']:.3f}", f"{row['mac_ratio']:.3f}", f"{row['params_m']:.3f}",
-         *[f"{row[m]:.1f}" for m in metrics], *[f"{row.get(c, float('nan')):.1f}" for c in extra_columns],
-         f"{row['train_min']:.1f}")
-        for row in rows
-    ])
-    text = "\n\n".join([
-        f"# Accuracy versus MACs: {name}",
-        f"Settings: {json.dumps(asdict(s))}",
-        "Encoder MACs exact (`exact_cost`) for 10 s of audio; params of the encoder (the head is excluded). "
-        "Budget = target MAC ratio (HJ-Size/SepSize/Transformer-only: 1 - budget of their own quantity).",
-        table,
-        f"Took {took}; load average at the end {load_average()}.",
-    ])
+    header = [
+        "method",
+        "budget",
+        f"GMACs @ {REFERENCE_SECONDS:g} s",
+        "MAC ratio",
+        "params (M)",
+        *[f"test {m.upper() if m != 'accuracy' else m} %" for m in metrics],
+        *extra_columns,
+        "train min",
+    ]
+    table = markdown_table(
+        header,
+        [
+            (
+                row["method"],
+                f"{row['budget']:g}",
+                f"{row['gmacs']:.3f}",
+                f"{row['mac_ratio']:.3f}",
+                f"{row['params_m']:.3f}",
+                *[f"{row[m]:.1f}" for m in metrics],
+                *[f"{row.get(c, float('nan')):.1f}" for c in extra_columns],
+                f"{row['train_min']:.1f}",
+            )
+            for row in rows
+        ],
+    )
+    text = "\n\n".join(
+        [
+            f"# Accuracy versus MACs: {name}",
+            f"Settings: {json.dumps(asdict(s))}",
+            "Encoder MACs exact (`exact_cost`) for 10 s of audio; params of the encoder (the head is excluded). "
+            "Budget = target MAC ratio (HJ-Size/SepSize/Transformer-only: 1 - budget of their own quantity).",
+            table,
+            f"Took {took}; load average at the end {load_average()}.",
+        ]
+    )
     print(text)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / f"accuracy_{name}{suffix}.md").write_text(text + "\n")
@@ -278,8 +350,13 @@ def plot(name: str, rows: List[Dict], metrics: List[str], path: Path) -> None:
         for label in dict.fromkeys(row["method"] for row in rows):
             points = sorted((row["gmacs"], row[metric]) for row in rows if row["method"] == label)
             dense = label.startswith("Dense (")
-            axis.plot([p[0] for p in points], [p[1] for p in points], "*" if dense else "o-", label=label,
-                      markersize=10 if dense else 5)
+            axis.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                "*" if dense else "o-",
+                label=label,
+                markersize=10 if dense else 5,
+            )
         axis.set_xlabel(f"encoder GMACs for {REFERENCE_SECONDS:g} s of audio")
         axis.set_ylabel(f"test {metric.upper() if metric != 'accuracy' else metric} %")
         axis.set_title(f"{name}: {metric.upper() if metric != 'accuracy' else metric} versus MACs")
@@ -291,7 +368,9 @@ def plot(name: str, rows: List[Dict], metrics: List[str], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--datasets", nargs="+", choices=sorted(TASKS), default=["cathy", "fsdd"])
     parser.add_argument("--budgets", type=float, nargs="+", default=Settings().budgets, help="MAC ratios")
     parser.add_argument("--pretrain_updates", type=int, default=Settings.pretrain_updates)
@@ -302,12 +381,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="smoke run on subsets with few updates")
     args = parser.parse_args()
-    settings = Settings(pretrain_updates=args.pretrain_updates, prune_updates=args.prune_updates,
-                        budgets=args.budgets, batch_size=args.batch_size, seed=args.seed)
+    settings = Settings(
+        pretrain_updates=args.pretrain_updates,
+        prune_updates=args.prune_updates,
+        budgets=args.budgets,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
     suffix = ""
     if args.quick:
-        settings = Settings(pretrain_updates=40, prune_updates=16, budgets=[0.8, 0.5], warmup=16,
-                            batch_size=args.batch_size, seed=args.seed, max_train=96, max_eval=24)
+        settings = Settings(
+            pretrain_updates=40,
+            prune_updates=16,
+            budgets=[0.8, 0.5],
+            warmup=16,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            max_train=96,
+            max_eval=24,
+        )
         suffix = "_quick"
     stopwatch = Stopwatch()
     use_cpu_threads(args.threads)

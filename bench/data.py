@@ -139,7 +139,9 @@ def split_fsdd(items: List[Item]) -> Dict[str, List[Item]]:
     return splits
 
 
-def load_task(name: str, folder: Path, limits: Optional[Dict[str, int]] = None, seed: int = 0) -> Optional[Splits]:
+def load_task(
+    name: str, folder: Path, limits: Optional[Dict[str, int]] = None, seed: int = 0
+) -> Optional[Splits]:
     """The splits of task ``name`` read from ``folder``, or None (with a message) when it is absent.
 
     ``limits`` caps a split's size (a fixed random subset, for quick runs); only kept files are read.
@@ -163,7 +165,9 @@ def read_extra_test(name: str, folder: Path) -> List[Example]:
     return read_examples(list_transcribed(folder) if name == "cathy" else list_digits(folder))
 
 
-def length_batches(examples: List[Example], batch_size: int, rng: Optional[random.Random] = None) -> List[List[Example]]:
+def length_batches(
+    examples: List[Example], batch_size: int, rng: Optional[random.Random] = None
+) -> List[List[Example]]:
     """Batches of similar length (sorted, then chunked); shuffled batch order when ``rng`` is given."""
     ordered = sorted(examples, key=lambda example: example.waveform.numel())
     batches = [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]

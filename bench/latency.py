@@ -50,7 +50,9 @@ GOAL_TOLERANCE = 0.03
 def cached_table(config: Wav2Vec2Config, args: argparse.Namespace) -> Path:
     """The latency table of ``config`` on this machine, measured once per CPU, threads, length and torch."""
     name = f"{cpu_name()}-{args.threads}t-{args.seconds:g}s-{args.grid_points}p-torch{torch.__version__}"
-    path = WORK_DIR / ("latency_table-" + "".join(c if c.isalnum() or c in ".-" else "_" for c in name) + ".json")
+    path = WORK_DIR / (
+        "latency_table-" + "".join(c if c.isalnum() or c in ".-" else "_" for c in name) + ".json"
+    )
     if path.is_file():
         LatencyTable.load(path).check_geometry(config)
         print(f"latency table from {path}")
@@ -62,16 +64,24 @@ def cached_table(config: Wav2Vec2Config, args: argparse.Namespace) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--targets", type=float, nargs="+", default=[0.3, 0.5, 0.7], help="target sparsities")
-    parser.add_argument("--seconds", type=float, default=10.0, help="audio length of the table and the timings")
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="audio length of the table and the timings"
+    )
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds of the shapes (median)")
+    parser.add_argument(
+        "--rounds", type=int, default=15, help="interleaved timing rounds of the shapes (median)"
+    )
     parser.add_argument("--table_rounds", type=int, default=7, help="interleaved rounds of the latency table")
     parser.add_argument("--grid_points", type=int, default=6, help="grid points per size axis of the table")
     parser.add_argument("--prune_updates", type=int, default=500, help="most gate updates per method")
     parser.add_argument("--clip_seconds", type=float, default=0.5, help="clip length of the proxy task")
-    parser.add_argument("--quick", action="store_true", help="smoke run: short audio, coarse table, few updates")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: short audio, coarse table, few updates"
+    )
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.rounds, args.table_rounds, args.grid_points, args.prune_updates = 1.0, 3, 1, 3, 20
@@ -93,10 +103,15 @@ def main() -> None:
         return exact_latency_ms(table, shape) / dense_table_ms
 
     methods: Dict[str, Tuple[Dict[str, Any], Callable[[Wav2Vec2Config], float]]] = {
-        "HJ-Latency": ({"variant": "latency", "latency_table": str(table_path), "reference_seconds": args.seconds},
-                       table_ratio),
+        "HJ-Latency": (
+            {"variant": "latency", "latency_table": str(table_path), "reference_seconds": args.seconds},
+            table_ratio,
+        ),
         "HJ-MAC": ({"variant": "mac", "reference_seconds": args.seconds}, mac_ratio),
-        "HJ-MAC x8": ({"variant": "mac", "reference_seconds": args.seconds, "gates": {"multiple_of": 8}}, mac_ratio),
+        "HJ-MAC x8": (
+            {"variant": "mac", "reference_seconds": args.seconds, "gates": {"multiple_of": 8}},
+            mac_ratio,
+        ),
     }
     kept = [1.0 - target for target in args.targets]
     torch.manual_seed(0)
@@ -104,8 +119,9 @@ def main() -> None:
     shapes: Dict[str, Wav2Vec2Config] = {"dense": config}
     for method, (pruning, ratio_of) in methods.items():
         print(f"{method}: gate run of at most {args.prune_updates} updates")
-        for ratio, shape in gate_run_snapshots(dense, kept, args.prune_updates, args.clip_seconds, 8, seed=1,
-                                               pruning=pruning, ratio_of=ratio_of).items():
+        for ratio, shape in gate_run_snapshots(
+            dense, kept, args.prune_updates, args.clip_seconds, 8, seed=1, pruning=pruning, ratio_of=ratio_of
+        ).items():
             shapes[f"{method} {1.0 - ratio:g}"] = shape
         loads[f"after the {method} run"] = load_average()
 
@@ -116,31 +132,54 @@ def main() -> None:
     rows: List[Dict[str, Any]] = []
     for name, shape in shapes.items():
         method, _, target = name.rpartition(" ") if name != "dense" else ("dense", "", "0")
-        rows.append({"method": method, "target": float(target), "mac_ratio": mac_ratio(shape),
-                     "table_latency_ratio": table_ratio(shape), "latency_ms": measured[name] * 1e3,
-                     "latency_ratio": measured[name] / measured["dense"], "shape": describe_shape(shape)})
+        rows.append(
+            {
+                "method": method,
+                "target": float(target),
+                "mac_ratio": mac_ratio(shape),
+                "table_latency_ratio": table_ratio(shape),
+                "latency_ms": measured[name] * 1e3,
+                "latency_ratio": measured[name] / measured["dense"],
+                "shape": describe_shape(shape),
+            }
+        )
     result_table = markdown_table(
         ["method", "target sparsity", "MAC ratio", "table latency ratio", "measured latency ratio", "ms"],
-        [(r["method"], f"{r['target']:g}", f"{r['mac_ratio']:.3f}", f"{r['table_latency_ratio']:.3f}",
-          f"{r['latency_ratio']:.3f}", f"{r['latency_ms']:.0f}") for r in rows],
+        [
+            (
+                r["method"],
+                f"{r['target']:g}",
+                f"{r['mac_ratio']:.3f}",
+                f"{r['table_latency_ratio']:.3f}",
+                f"{r['latency_ratio']:.3f}",
+                f"{r['latency_ms']:.0f}",
+            )
+            for r in rows
+        ],
     )
     goal = [r for r in rows if r["method"] == "HJ-Latency" and abs(r["target"] - GOAL_TARGET) < 1e-9]
     verdict = "no HJ-Latency shape at the goal's target"
     if goal:
         miss = abs(goal[0]["latency_ratio"] - (1.0 - GOAL_TARGET))
-        verdict = (f"HJ-Latency at target {GOAL_TARGET}: measured latency ratio {goal[0]['latency_ratio']:.3f} "
-                   f"(goal within {GOAL_TOLERANCE} of {1.0 - GOAL_TARGET}): {'met' if miss <= GOAL_TOLERANCE else 'NOT met'}")
-    report = "\n\n".join([
-        "# Latency: HJ-Latency vs HJ-MAC vs HJ-MAC x8, wav2vec2-base on CPU",
-        f"{args.seconds:g} s of audio, batch 1, eager eval forward, {args.threads} thread(s), median of {args.rounds} "
-        f"interleaved rounds; random weights; shapes from gate-only runs (proxy task). Table: {table_path.name} "
-        f"(held-out fit error median {table.held_out['median_rel_error']:.1%}, max {table.held_out['max_rel_error']:.1%}).",
-        result_table,
-        "Kept structures per layer:\n" + "\n".join(f"- {n}: {r['shape']}" for n, r in zip(shapes, rows)),
-        verdict,
-        "Load average (1/5/15 min): " + "; ".join(f"{k}: {v}" for k, v in loads.items()),
-        f"Took {stopwatch.elapsed()}.",
-    ])
+        verdict = (
+            f"HJ-Latency at target {GOAL_TARGET}: measured latency ratio {goal[0]['latency_ratio']:.3f} "
+            f"(goal within {GOAL_TOLERANCE} of {1.0 - GOAL_TARGET}): {'met' if miss <= GOAL_TOLERANCE else 'NOT met'}"
+        )
+    report = "\n\n".join(
+        [
+            "# Latency: HJ-Latency vs HJ-MAC vs HJ-MAC x8, wav2vec2-base on CPU",
+            f"{args.seconds:g} s of audio, batch 1, eager eval forward, "
+            f"{args.threads} thread(s), median of {args.rounds} "
+            f"interleaved rounds; random weights; shapes from gate-only runs (proxy task). Table: {table_path.name} "
+            f"(held-out fit error median {table.held_out['median_rel_error']:.1%}, "
+            f"max {table.held_out['max_rel_error']:.1%}).",
+            result_table,
+            "Kept structures per layer:\n" + "\n".join(f"- {n}: {r['shape']}" for n, r in zip(shapes, rows)),
+            verdict,
+            "Load average (1/5/15 min): " + "; ".join(f"{k}: {v}" for k, v in loads.items()),
+            f"Took {stopwatch.elapsed()}.",
+        ]
+    )
     print(report)
     out_dir = WORK_DIR if args.quick else RESULTS_DIR  # a smoke run's numbers are not results
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,9 @@ def magnitude_prune(encoder: Wav2Vec2Model, target: Wav2Vec2Config) -> Wav2Vec2M
     """
     model = copy.deepcopy(encoder).eval()
     graph = tp.DependencyGraph().build_dependency(
-        model, example_inputs=(torch.randn(1, SAMPLE_RATE),), output_transform=lambda out: out.last_hidden_state
+        model,
+        example_inputs=(torch.randn(1, SAMPLE_RATE),),
+        output_transform=lambda out: out.last_hidden_state,
     )
     importance = tp.importance.GroupMagnitudeImportance(p=1, normalizer=None, group_reduction="mean")
 

@@ -62,8 +62,14 @@ def timing_config(**regularisation: float) -> Wav2Vec2Config:
 
 
 def gate_run_snapshots(
-    dense: Wav2Vec2Model, mac_ratios: List[float], updates: int, clip_seconds: float, clips: int, seed: int,
-    pruning: Optional[Dict[str, Any]] = None, ratio_of: Optional[Callable[[Wav2Vec2Config], float]] = None,
+    dense: Wav2Vec2Model,
+    mac_ratios: List[float],
+    updates: int,
+    clip_seconds: float,
+    clips: int,
+    seed: int,
+    pruning: Optional[Dict[str, Any]] = None,
+    ratio_of: Optional[Callable[[Wav2Vec2Config], float]] = None,
 ) -> Dict[float, Wav2Vec2Config]:
     """One gate-only HJ-MAC run on a copy of ``dense`` whose target falls slowly; the removed shape per ratio.
 
@@ -114,12 +120,16 @@ def gate_run_snapshots(
         mac_ratio = ratio_of(config) if ratio_of else exact_cost(config).macs / dense_macs
         while waiting and (mac_ratio <= waiting[0] or step == updates - 1):
             snapshots[waiting.pop(0)] = config
-            print(f"  update {step + 1}: cut at {quantity} ratio {mac_ratio:.3f} (proxy loss {float(task.detach()):.3f})")
+            print(
+                f"  update {step + 1}: cut at {quantity} ratio {mac_ratio:.3f} (proxy loss {float(task.detach()):.3f})"
+            )
         if not waiting:
             break
         if (step + 1) % 50 == 0:
-            print(f"  update {step + 1}: {quantity} ratio {mac_ratio:.3f}, "
-                  f"expected {1 - float(stats[f'expected_sparsity_{quantity}']):.3f}")
+            print(
+                f"  update {step + 1}: {quantity} ratio {mac_ratio:.3f}, "
+                f"expected {1 - float(stats[f'expected_sparsity_{quantity}']):.3f}"
+            )
     return snapshots
 
 
@@ -137,7 +147,9 @@ def cached_shapes(args: argparse.Namespace, config: Wav2Vec2Config) -> Dict[floa
     Latency depends only on the shapes, so re-timing (e.g. on a quieter machine) skips the gate run.
     """
     settings = {k: getattr(args, k) for k in ("mac_ratios", "prune_updates", "clip_seconds")}
-    key = hashlib.sha1(json.dumps({**settings, "config": config.to_dict()}, sort_keys=True).encode()).hexdigest()[:10]
+    key = hashlib.sha1(
+        json.dumps({**settings, "config": config.to_dict()}, sort_keys=True).encode()
+    ).hexdigest()[:10]
     path = WORK_DIR / f"speed_shapes-{key}.json"
     if path.is_file():
         print(f"HJ-MAC shapes from {path.relative_to(WORK_DIR.parent.parent)}")
@@ -192,7 +204,9 @@ def _components(model: Wav2Vec2Model) -> Dict[str, List[nn.Module]]:
     }
 
 
-def component_medians(models: Dict[str, Wav2Vec2Model], seconds: float, rounds: int) -> Dict[str, Dict[str, float]]:
+def component_medians(
+    models: Dict[str, Wav2Vec2Model], seconds: float, rounds: int
+) -> Dict[str, Dict[str, float]]:
     """Median milliseconds per component of an eval forward (interleaved rounds after one warm-up, module hooks)."""
     waveform = torch.randn(1, int(seconds * SAMPLE_RATE))
     started: Dict[int, float] = {}
@@ -269,7 +283,9 @@ def profile_difference(runs: Dict[str, Callable[[], None]], top: int = 15) -> st
     )[:top]
     table_rows = [(op, f"{d:.0f}", f"{g:.0f}", f"{g - d:+.0f}") for op, d, g in rows]
     dense_total, gated_total = sum(totals["dense"].values()), sum(totals["gated"].values())
-    table_rows.append(("(all ops)", f"{dense_total:.0f}", f"{gated_total:.0f}", f"{gated_total - dense_total:+.0f}"))
+    table_rows.append(
+        ("(all ops)", f"{dense_total:.0f}", f"{gated_total:.0f}", f"{gated_total - dense_total:+.0f}")
+    )
     return markdown_table(["op (self CPU)", "dense ms", "gated ms", "difference ms"], table_rows)
 
 
@@ -284,12 +300,22 @@ def plot_latency(rows: List[Dict], threads: List[int], path: Path) -> None:
     axis.plot([0, 1], [0, 1], "k--", linewidth=1, label="latency = MACs")
     hj_rows = [r for r in rows if not r["what_if"]]
     for count_ in threads:
-        line = axis.plot([r["mac_ratio"] for r in hj_rows], [r["latency_ratio"][count_] for r in hj_rows], "o-",
-                         label=f"HJ-MAC removed, {count_} thread(s)")
+        line = axis.plot(
+            [r["mac_ratio"] for r in hj_rows],
+            [r["latency_ratio"][count_] for r in hj_rows],
+            "o-",
+            label=f"HJ-MAC removed, {count_} thread(s)",
+        )
         for r in rows:
             if r["what_if"]:
-                axis.plot(r["mac_ratio"], r["latency_ratio"][count_], "x", color=line[0].get_color(), markersize=9,
-                          label=f"{r['name']}, {count_} thread(s)")
+                axis.plot(
+                    r["mac_ratio"],
+                    r["latency_ratio"][count_],
+                    "x",
+                    color=line[0].get_color(),
+                    markersize=9,
+                    label=f"{r['name']}, {count_} thread(s)",
+                )
     axis.set_xlabel("MAC ratio (pruned / dense, 10 s)")
     axis.set_ylabel("latency ratio (pruned / dense)")
     axis.set_title("wav2vec2-base on CPU, 10 s of audio")
@@ -303,7 +329,9 @@ def plot_latency(rows: List[Dict], threads: List[int], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--mac_ratios", type=float, nargs="+", default=[0.9, 0.7, 0.5, 0.3])
     parser.add_argument("--seconds", type=float, default=10.0, help="audio length of the latency runs")
     parser.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (median)")
@@ -312,10 +340,19 @@ def main() -> None:
     parser.add_argument("--train_batch", type=int, default=2)
     parser.add_argument("--train_seconds", type=float, default=4.0)
     parser.add_argument("--train_rounds", type=int, default=7)
-    parser.add_argument("--threads", type=int, nargs="+", default=[2],
-                        help="thread counts to time latency with; the first also times the breakdown and training")
-    parser.add_argument("--align", type=int, default=8,
-                        help="add a what-if row: the ~0.5 shape with channels and FFN units rounded down to this (0: off)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[2],
+        help="thread counts to time latency with; the first also times the breakdown and training",
+    )
+    parser.add_argument(
+        "--align",
+        type=int,
+        default=8,
+        help="add a what-if row: the ~0.5 shape with channels and FFN units rounded down to this (0: off)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: few updates and rounds")
     args = parser.parse_args()
     if args.quick:
@@ -331,7 +368,10 @@ def main() -> None:
     shapes = cached_shapes(args, config)
     loads["after the gate run"] = load_average()
     configs = {"dense": config, **{f"HJ-MAC {ratio:g}": cfg for ratio, cfg in shapes.items()}}
-    half = min((n for n in configs if n != "dense"), key=lambda n: abs(exact_cost(configs[n]).macs / dense_cost.macs - 0.5))
+    half = min(
+        (n for n in configs if n != "dense"),
+        key=lambda n: abs(exact_cost(configs[n]).macs / dense_cost.macs - 0.5),
+    )
     what_if = f"{half} aligned x{args.align}"
     if args.align:
         configs[what_if] = aligned(configs[half], args.align)
@@ -347,18 +387,39 @@ def main() -> None:
     rows: List[Dict] = []
     for name, cfg in configs.items():
         cost = exact_cost(cfg, args.seconds)
-        rows.append({
-            "name": name, "what_if": name == what_if, "mac_ratio": cost.macs / dense_cost.macs,
-            "cnn_mac_ratio": cost.cnn_macs / dense_cost.cnn_macs, "param_ratio": cost.params / dense_cost.params,
-            "gmacs": cost.macs / 1e9, "latency_ms": {t: latency[t][name] * 1e3 for t in args.threads},
-            "latency_ratio": {t: latency[t][name] / latency[t]["dense"] for t in args.threads},
-            "shape": describe_shape(cfg),
-        })
+        rows.append(
+            {
+                "name": name,
+                "what_if": name == what_if,
+                "mac_ratio": cost.macs / dense_cost.macs,
+                "cnn_mac_ratio": cost.cnn_macs / dense_cost.cnn_macs,
+                "param_ratio": cost.params / dense_cost.params,
+                "gmacs": cost.macs / 1e9,
+                "latency_ms": {t: latency[t][name] * 1e3 for t in args.threads},
+                "latency_ratio": {t: latency[t][name] / latency[t]["dense"] for t in args.threads},
+                "shape": describe_shape(cfg),
+            }
+        )
     latency_table = markdown_table(
-        ["model", "MAC ratio", "CNN MAC ratio", "param ratio", f"GMACs @ {args.seconds:g} s",
-         *[f"{t} thr: ms / ratio" for t in args.threads]],
-        [(r["name"], f"{r['mac_ratio']:.3f}", f"{r['cnn_mac_ratio']:.3f}", f"{r['param_ratio']:.3f}", f"{r['gmacs']:.1f}",
-          *[f"{r['latency_ms'][t]:.0f} / {r['latency_ratio'][t]:.3f}" for t in args.threads]) for r in rows],
+        [
+            "model",
+            "MAC ratio",
+            "CNN MAC ratio",
+            "param ratio",
+            f"GMACs @ {args.seconds:g} s",
+            *[f"{t} thr: ms / ratio" for t in args.threads],
+        ],
+        [
+            (
+                r["name"],
+                f"{r['mac_ratio']:.3f}",
+                f"{r['cnn_mac_ratio']:.3f}",
+                f"{r['param_ratio']:.3f}",
+                f"{r['gmacs']:.1f}",
+                *[f"{r['latency_ms'][t]:.0f} / {r['latency_ratio'][t]:.3f}" for t in args.threads],
+            )
+            for r in rows
+        ],
     )
     shape_lines = "\n".join(f"- {r['name']}: {r['shape']}" for r in rows[1:])
 
@@ -367,8 +428,14 @@ def main() -> None:
     loads["after the breakdown"] = load_average()
     breakdown_table = markdown_table(
         ["component", *[f"{n} ms" for n in compared], *[f"{n} / dense" for n in compared[1:]]],
-        [(c, *[f"{breakdown[n][c]:.0f}" for n in compared],
-          *[f"{breakdown[n][c] / breakdown['dense'][c]:.2f}" for n in compared[1:]]) for c in breakdown["dense"]],
+        [
+            (
+                c,
+                *[f"{breakdown[n][c]:.0f}" for n in compared],
+                *[f"{breakdown[n][c] / breakdown['dense'][c]:.2f}" for n in compared[1:]],
+            )
+            for c in breakdown["dense"]
+        ],
     )
 
     train_runs = train_step_runs(args.train_batch, args.train_seconds)
@@ -377,37 +444,58 @@ def main() -> None:
     overhead = train_times["gated"] / train_times["dense"]
     train_table = markdown_table(
         ["model", f"train step ms ({args.train_batch} x {args.train_seconds:g} s, fwd+bwd, median)", "ratio"],
-        [("dense", f"{train_times['dense'] * 1e3:.0f}", "1.000"),
-         ("gated (HJ-MAC gates + controller)", f"{train_times['gated'] * 1e3:.0f}", f"{overhead:.3f}")],
+        [
+            ("dense", f"{train_times['dense'] * 1e3:.0f}", "1.000"),
+            ("gated (HJ-MAC gates + controller)", f"{train_times['gated'] * 1e3:.0f}", f"{overhead:.3f}"),
+        ],
     )
     half_row = next(r for r in rows if r["name"] == half)
     half_ratio = half_row["latency_ratio"][args.threads[0]]
     verdict = [
         f"- latency ratio at MAC ratio {half_row['mac_ratio']:.3f} ({args.threads[0]} threads): {half_ratio:.3f} "
-        f"(goal <= {LATENCY_GOAL_AT_HALF_MACS}, ideal 0.50): {'met' if half_ratio <= LATENCY_GOAL_AT_HALF_MACS else 'NOT met'}",
+        f"(goal <= {LATENCY_GOAL_AT_HALF_MACS}, ideal 0.50): "
+        f"{'met' if half_ratio <= LATENCY_GOAL_AT_HALF_MACS else 'NOT met'}",
         f"- training overhead of the gated model: {overhead:.3f} (goal <= {TRAIN_OVERHEAD_GOAL}): "
         f"{'met' if overhead <= TRAIN_OVERHEAD_GOAL else 'NOT met'}",
     ]
     profile = profile_difference(train_runs) if overhead > TRAIN_OVERHEAD_GOAL else ""
-    report = "\n\n".join(filter(None, [
-        "# Speed: HJ-MAC-pruned wav2vec2-base on CPU",
-        f"{args.seconds:g} s of audio, batch 1, eval forward, median of {args.rounds} interleaved rounds; random "
-        "weights; shapes cut from one HJ-MAC gate run (proxy task) as it passed each ratio.",
-        latency_table,
-        "Kept structures per layer:\n" + shape_lines,
-        f"Where the time goes ({args.threads[0]} threads, median of {max(3, args.rounds // 3)} rounds, module hooks):",
-        breakdown_table,
-        train_table,
-        "\n".join(verdict),
-        ("Where the gated step spends its extra time (one profiled step each):\n\n" + profile) if profile else "",
-        "Load average (1/5/15 min): " + "; ".join(f"{k}: {v}" for k, v in loads.items()),
-        f"Took {stopwatch.elapsed()}.",
-    ]))
+    report = "\n\n".join(
+        filter(
+            None,
+            [
+                "# Speed: HJ-MAC-pruned wav2vec2-base on CPU",
+                f"{args.seconds:g} s of audio, batch 1, eval forward, "
+                f"median of {args.rounds} interleaved rounds; random "
+                "weights; shapes cut from one HJ-MAC gate run (proxy task) as it passed each ratio.",
+                latency_table,
+                "Kept structures per layer:\n" + shape_lines,
+                f"Where the time goes ({args.threads[0]} threads, median "
+                f"of {max(3, args.rounds // 3)} rounds, module hooks):",
+                breakdown_table,
+                train_table,
+                "\n".join(verdict),
+                ("Where the gated step spends its extra time (one profiled step each):\n\n" + profile)
+                if profile
+                else "",
+                "Load average (1/5/15 min): " + "; ".join(f"{k}: {v}" for k, v in loads.items()),
+                f"Took {stopwatch.elapsed()}.",
+            ],
+        )
+    )
     print(report)
     (RESULTS_DIR / "speed.md").write_text(report + "\n")
-    (RESULTS_DIR / "speed.json").write_text(json.dumps(
-        {"latency": rows, "breakdown_ms": breakdown, "train_step_s": train_times, "overhead": overhead, "load": loads},
-        indent=1))
+    (RESULTS_DIR / "speed.json").write_text(
+        json.dumps(
+            {
+                "latency": rows,
+                "breakdown_ms": breakdown,
+                "train_step_s": train_times,
+                "overhead": overhead,
+                "load": loads,
+            },
+            indent=1,
+        )
+    )
     plot_latency(rows, args.threads, RESULTS_DIR / "speed.png")
     print(f"wrote {RESULTS_DIR / 'speed.md'}, speed.json, speed.png")
 

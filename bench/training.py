@@ -107,8 +107,9 @@ def train(
     rng = random.Random(seed)
     gate_groups = [] if controller is None else controller.param_groups(model.encoder)
     weights = [p for _, p in weight_parameters(model)]
-    optimizer = torch.optim.AdamW([{"params": weights, "weight_decay": WEIGHT_DECAY}, *gate_groups],
-                                  lr=schedule.lr(first_update))
+    optimizer = torch.optim.AdamW(
+        [{"params": weights, "weight_decay": WEIGHT_DECAY}, *gate_groups], lr=schedule.lr(first_update)
+    )
     if controller is not None:
         controller.attach(optimizer)
         controller.train()
@@ -137,13 +138,15 @@ def train(
 
 def _log(done: int, updates: int, loss: Tensor, stats: Dict[str, Tensor], seconds: float) -> None:
     prefix = "exact_sparsity_"
+    quantities = [name[len(prefix) :] for name in stats if name.startswith(prefix)]
     controlled = " ".join(
-        f"{name[len(prefix):]} sparsity exact {float(value):.3f} expected "
-        f"{float(stats['expected_sparsity_' + name[len(prefix):]]):.3f} target {float(stats['target_' + name[len(prefix):]]):.3f}"
-        for name, value in stats.items()
-        if name.startswith(prefix)
+        f"{q} sparsity exact {float(stats[prefix + q]):.3f} expected "
+        f"{float(stats['expected_sparsity_' + q]):.3f} target {float(stats['target_' + q]):.3f}"
+        for q in quantities
     )
-    print(f"    update {done}/{updates}: loss {float(loss.detach()):.3f} {controlled} ({seconds / done:.2f} s/update)")
+    print(
+        f"    update {done}/{updates}: loss {float(loss.detach()):.3f} {controlled} ({seconds / done:.2f} s/update)"
+    )
 
 
 @torch.no_grad()

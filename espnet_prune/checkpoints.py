@@ -22,7 +22,9 @@ import torch
 PathLike = Union[str, Path]
 
 # How users opt in, for the messages.
-TRUST_OPTION = "trust_checkpoint (encoder_conf / frontend_conf `trust_checkpoint: true`, or --trust_checkpoint)"
+TRUST_OPTION = (
+    "trust_checkpoint (encoder_conf / frontend_conf `trust_checkpoint: true`, or --trust_checkpoint)"
+)
 
 
 class CheckpointError(ValueError):
@@ -75,21 +77,29 @@ def load_checkpoint(path: PathLike, safe_globals: Sequence[Any] = (), trust: boo
                 ) from None
         except (RuntimeError, EOFError, OSError, KeyError, ValueError, IndexError, AttributeError) as exc:
             kind = "truncated or damaged" if _starts_like_torch(path) else "not a PyTorch file"
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({kind}: {type(exc).__name__})") from None
+            raise CheckpointError(
+                f"{path}: not a readable PyTorch checkpoint ({kind}: {type(exc).__name__})"
+            ) from None
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # any unpickling failure of a trusted file is still one message
-        raise CheckpointError(f"{path}: cannot unpickle the trusted checkpoint ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(
+            f"{path}: cannot unpickle the trusted checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
 
 
-def load_state_dict(path: PathLike, safe_globals: Sequence[Any] = (), trust: bool = False) -> Dict[str, torch.Tensor]:
+def load_state_dict(
+    path: PathLike, safe_globals: Sequence[Any] = (), trust: bool = False
+) -> Dict[str, torch.Tensor]:
     """A state dict file (name -> tensor), checked as ``load_checkpoint`` does; ESPnet's DeepSpeed layout
     (``{"module": state}``) is unwrapped."""
     state = load_checkpoint(path, safe_globals, trust)
     if isinstance(state, dict) and isinstance(state.get("module"), dict):
         state = state["module"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: not a model state dict (parameter name -> tensor), got {type(state).__name__}")
+        raise CheckpointError(
+            f"{path}: not a model state dict (parameter name -> tensor), got {type(state).__name__}"
+        )
     return state
 
 

@@ -45,6 +45,9 @@ def add_switch(parser: argparse.ArgumentParser, name: str, help: str) -> None:
 
 def add_trust_checkpoint(parser: argparse.ArgumentParser) -> None:
     """The ``--trust_checkpoint`` opt-in of every command that reads a checkpoint."""
-    add_switch(parser, "--trust_checkpoint",
-               "unpickle checkpoints that hold more than tensors and plain data; unpickling can run code "
-               "from the file: only for files you trust (default: refused, naming the classes)")
+    add_switch(
+        parser,
+        "--trust_checkpoint",
+        "unpickle checkpoints that hold more than tensors and plain data; unpickling can run code "
+        "from the file: only for files you trust (default: refused, naming the classes)",
+    )

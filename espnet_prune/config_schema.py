@@ -75,7 +75,10 @@ def coerce(kind: Any, value: Any, key: str) -> Any:
     elif origin is dict:
         if isinstance(value, Mapping):
             key_type, value_type = typing.get_args(kind)
-            return {coerce(key_type, k, key): coerce(value_type, v, join_key(key, str(k))) for k, v in value.items()}
+            return {
+                coerce(key_type, k, key): coerce(value_type, v, join_key(key, str(k)))
+                for k, v in value.items()
+            }
     elif origin is tuple:
         args = typing.get_args(kind)
         if isinstance(value, (list, tuple)):
@@ -118,7 +121,9 @@ def from_mapping(cls: Type[T], data: Optional[Mapping[str, Any]], source: str) -
         raise ValueError(f"{source}: expected a mapping of config keys, got {type(data).__name__} {data!r}")
     check_known_keys(cls, data, source)
     hints = typing.get_type_hints(cls)
-    values: Dict[str, Any] = {name: coerce(hints[name], value, join_key(source, name)) for name, value in data.items()}
+    values: Dict[str, Any] = {
+        name: coerce(hints[name], value, join_key(source, name)) for name, value in data.items()
+    }
     try:
         return cls(**values)
     except ValueError as exc:

@@ -99,8 +99,14 @@ def export_onnx(module: nn.Module, path: Path, metadata: Dict[str, str], opset: 
             warnings.filterwarnings("ignore", "no signature found", UserWarning)
             traced = torch.jit.trace(module.eval(), (speech, lengths))
             torch.onnx.export(
-                traced, (speech, lengths), str(path), input_names=list(INPUT_NAMES),
-                output_names=list(OUTPUT_NAMES), dynamic_axes=DYNAMIC_AXES, opset_version=opset, **legacy,
+                traced,
+                (speech, lengths),
+                str(path),
+                input_names=list(INPUT_NAMES),
+                output_names=list(OUTPUT_NAMES),
+                dynamic_axes=DYNAMIC_AXES,
+                opset_version=opset,
+                **legacy,
             )
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
@@ -143,7 +149,8 @@ def load_exported(path: Path, format: str, num_threads: int = 1) -> CTCFunction:
 
         def run_onnx(speech: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
             log_probs, out_lengths = session.run(
-                list(OUTPUT_NAMES), {"speech": speech.float().numpy(), "speech_lengths": lengths.long().numpy()}
+                list(OUTPUT_NAMES),
+                {"speech": speech.float().numpy(), "speech_lengths": lengths.long().numpy()},
             )
             return torch.from_numpy(log_probs), torch.from_numpy(out_lengths)
 
@@ -157,7 +164,9 @@ def random_batches(
     """Random waveform batches for the parity check: one single utterance, one unpadded batch of equal
     lengths, and padded batches of random sizes, widths and lengths (the longest fills the width)."""
     if not 1 <= min_samples <= max_samples:
-        raise ValueError(f"random_batches: need 1 <= min_samples <= max_samples, got {min_samples}, {max_samples}")
+        raise ValueError(
+            f"random_batches: need 1 <= min_samples <= max_samples, got {min_samples}, {max_samples}"
+        )
     generator = torch.Generator().manual_seed(seed)
 
     def randint(low: int, high: int) -> int:
@@ -188,7 +197,10 @@ class ParityReport:
     max_abs_diff: float  # of the CTC log-probs over the valid frames
 
     def describe(self) -> str:
-        return f"{self.batches} batches, {self.utterances} utterances, max |log-prob difference| {self.max_abs_diff:.2e}"
+        return (
+            f"{self.batches} batches, {self.utterances} utterances, "
+            f"max |log-prob difference| {self.max_abs_diff:.2e}"
+        )
 
 
 def compare_outputs(reference: Tuple[Tensor, Tensor], exported: Tuple[Tensor, Tensor], what: str) -> float:
@@ -196,9 +208,13 @@ def compare_outputs(reference: Tuple[Tensor, Tensor], exported: Tuple[Tensor, Te
     ref_probs, ref_lengths = reference
     out_probs, out_lengths = exported
     if not torch.equal(ref_lengths.long(), out_lengths.long()):
-        raise ExportError(f"{what}: output lengths {out_lengths.tolist()} differ from PyTorch's {ref_lengths.tolist()}")
+        raise ExportError(
+            f"{what}: output lengths {out_lengths.tolist()} differ from PyTorch's {ref_lengths.tolist()}"
+        )
     if ref_probs.shape != out_probs.shape:
-        raise ExportError(f"{what}: log-probs of shape {tuple(out_probs.shape)}, PyTorch gives {tuple(ref_probs.shape)}")
+        raise ExportError(
+            f"{what}: log-probs of shape {tuple(out_probs.shape)}, PyTorch gives {tuple(ref_probs.shape)}"
+        )
     valid = torch.arange(ref_probs.shape[1])[None, :] < ref_lengths[:, None]
     difference = (ref_probs - out_probs)[valid].abs()
     return float(difference.max()) if difference.numel() else 0.0
@@ -206,7 +222,10 @@ def compare_outputs(reference: Tuple[Tensor, Tensor], exported: Tuple[Tensor, Te
 
 @torch.no_grad()
 def check_parity(
-    reference: CTCFunction, exported: CTCFunction, batches: Iterable[Tuple[Tensor, Tensor]], source: str,
+    reference: CTCFunction,
+    exported: CTCFunction,
+    batches: Iterable[Tuple[Tensor, Tensor]],
+    source: str,
     tolerance: float = TOLERANCE,
 ) -> ParityReport:
     """Run both on every batch; ExportError naming ``source`` when an output length differs or a valid
@@ -216,9 +235,12 @@ def check_parity(
         what = f"{source}: batch of {len(lengths)} x {speech.shape[1]} samples (lengths {lengths.tolist()})"
         difference = compare_outputs(reference(speech, lengths), exported(speech, lengths), what)
         if not difference <= tolerance:  # also catches NaN
-            raise ExportError(f"{what}: CTC log-probs differ from PyTorch's by {difference:.2e} "
-                              f"(tolerance {tolerance:g})")
-        report = ParityReport(report.batches + 1, report.utterances + len(lengths), max(report.max_abs_diff, difference))
+            raise ExportError(
+                f"{what}: CTC log-probs differ from PyTorch's by {difference:.2e} (tolerance {tolerance:g})"
+            )
+        report = ParityReport(
+            report.batches + 1, report.utterances + len(lengths), max(report.max_abs_diff, difference)
+        )
     return report
 
 
@@ -230,14 +252,19 @@ class HypothesisReport:
     max_abs_diff: float  # of the CTC log-probs over the valid frames (reported, not bounded)
 
     def describe(self) -> str:
-        return (f"{self.utterances} utterances, greedy CTC hypotheses identical, "
-                f"max |log-prob difference| {self.max_abs_diff:.2e}")
+        return (
+            f"{self.utterances} utterances, greedy CTC hypotheses identical, "
+            f"max |log-prob difference| {self.max_abs_diff:.2e}"
+        )
 
 
 @torch.no_grad()
 def check_hypotheses(
-    reference: CTCFunction, exported: CTCFunction, batches: Iterable[Tuple[List[str], Tensor, Tensor]],
-    skip: Collection[int], source: str,
+    reference: CTCFunction,
+    exported: CTCFunction,
+    batches: Iterable[Tuple[List[str], Tensor, Tensor]],
+    skip: Collection[int],
+    source: str,
 ) -> HypothesisReport:
     """Decode every (keys, speech, lengths) batch with the greedy CTC best path through both; ExportError
     naming ``source`` and the first utterances when any hypothesis differs (or no utterance was read)."""
@@ -251,8 +278,10 @@ def check_hypotheses(
     if utterances == 0:
         raise ExportError(f"{source}: no utterance to compare")
     if differing:
-        raise ExportError(f"{source}: greedy CTC hypotheses differ from PyTorch's on {len(differing)} of "
-                          f"{utterances} utterances, e.g. {differing[:5]}")
+        raise ExportError(
+            f"{source}: greedy CTC hypotheses differ from PyTorch's on {len(differing)} of "
+            f"{utterances} utterances, e.g. {differing[:5]}"
+        )
     return HypothesisReport(utterances, max_abs_diff)
 
 

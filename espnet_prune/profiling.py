@@ -55,7 +55,9 @@ MISALIGNED_MIN_FACTOR = 1.05
 SAMPLE_RATE = 16000
 
 
-def interleaved_medians(runs: Dict[str, Callable[[], None]], rounds: int, warmup: int = 1) -> Dict[str, float]:
+def interleaved_medians(
+    runs: Dict[str, Callable[[], None]], rounds: int, warmup: int = 1
+) -> Dict[str, float]:
     """Median wall time in seconds of each callable, calling them in turn every round.
 
     Interleaving spreads changes in machine load over all the candidates instead of one of them.
@@ -136,11 +138,19 @@ def _structures(config: Wav2Vec2Config, seconds: float, points: int, device: tor
         in_full = 1 if previous is None else previous
         waveform = torch.randn(1, in_full, frames[i], device=device)
 
-        def make_conv(c_in: int, c_out: int, i: int = i, kernel: int = kernel, stride: int = stride,
-                      waveform: Tensor = waveform) -> Callable[[], None]:
+        def make_conv(
+            c_in: int,
+            c_out: int,
+            i: int = i,
+            kernel: int = kernel,
+            stride: int = stride,
+            waveform: Tensor = waveform,
+        ) -> Callable[[], None]:
             # The block as the model builds it (norm by extractor mode and position); earlier layers minimal.
             layers = [(1, 1, 1)] * max(i - 1, 0) + ([(c_in, 1, 1)] if i else []) + [(c_out, kernel, stride)]
-            block = FeatureExtractor(layers, config.extractor_mode, config.conv_bias, config.layer_norm_eps).conv_layers[i]
+            block = FeatureExtractor(
+                layers, config.extractor_mode, config.conv_bias, config.layer_norm_eps
+            ).conv_layers[i]
             return _runner(block, (waveform[:, :c_in], None), device)
 
         in_nodes = [1] if previous is None else size_grid(previous, points, smallest=1)
@@ -172,8 +182,16 @@ def _structures(config: Wav2Vec2Config, seconds: float, points: int, device: tor
         ("ffn", make_ffn, max(config.ffn_dims), 0),
     ):
         nodes = size_grid(full, points, smallest)
-        structures.append(SizeGrid(name, make, [1], nodes, [(1, s) for s in held_out_sizes(nodes)],
-                                     [(1, s) for s in misaligned_sizes(nodes)]))
+        structures.append(
+            SizeGrid(
+                name,
+                make,
+                [1],
+                nodes,
+                [(1, s) for s in held_out_sizes(nodes)],
+                [(1, s) for s in misaligned_sizes(nodes)],
+            )
+        )
     heads = list(range(max(config.num_heads) + 1))  # every head count is a grid point
     structures.append(SizeGrid("attention", make_attention, [1], heads, [], []))
     return structures
@@ -184,7 +202,9 @@ def _at(fit: Union[Curve, Surface], point: Tuple[int, int]) -> float:
     return float(fit(point[0], point[1], ALIGNMENT) if isinstance(fit, Surface) else fit(point[1], ALIGNMENT))
 
 
-def fit_grid(structure: SizeGrid, ms: Dict[Tuple[int, int], float]) -> Tuple[Union[Curve, Surface], List[float]]:
+def fit_grid(
+    structure: SizeGrid, ms: Dict[Tuple[int, int], float]
+) -> Tuple[Union[Curve, Surface], List[float]]:
     """The fitted Curve / Surface of a structure (with its alignment step) and the relative errors of its
     held-out points."""
     measured = [[ms.get((i, o), 0.0) for o in structure.out_nodes] for i in structure.in_nodes]  # 0: removed
@@ -195,13 +215,21 @@ def fit_grid(structure: SizeGrid, ms: Dict[Tuple[int, int], float]) -> Tuple[Uni
         smooth = Curve(structure.out_nodes, monotone_fit(measured[0]), measured[0])
     # The smallest ratio: load only adds time, so one delayed probe cannot fake a step.
     step = min((ms[p] / _at(smooth, p) for p in structure.misaligned), default=1.0)
-    fit = dataclasses.replace(smooth, misaligned_factor=round(step, 4) if step > MISALIGNED_MIN_FACTOR else 1.0)
+    fit = dataclasses.replace(
+        smooth, misaligned_factor=round(step, 4) if step > MISALIGNED_MIN_FACTOR else 1.0
+    )
     errors = [abs(_at(fit, p) - ms[p]) / ms[p] for p in structure.held_out]
     return fit, errors
 
 
-def measure_latency_table(config: Wav2Vec2Config, seconds: float = 10.0, device: str = "cpu",
-                          rounds: int = 9, points: int = 6, log: Callable[[str], None] = print) -> LatencyTable:
+def measure_latency_table(
+    config: Wav2Vec2Config,
+    seconds: float = 10.0,
+    device: str = "cpu",
+    rounds: int = 9,
+    points: int = 6,
+    log: Callable[[str], None] = print,
+) -> LatencyTable:
     """Measure the latency table of ``config`` on this machine (torch's current thread count)."""
     if config.model_type == "wavlm":
         raise ValueError("model_type: WavLM's relative position bias is not in the latency model yet")
@@ -213,12 +241,23 @@ def measure_latency_table(config: Wav2Vec2Config, seconds: float = 10.0, device:
         for structure in structures:
             for point in structure.points():
                 runs[f"{structure.name}{point}"] = structure.make(*point)
-        hidden = torch.randn(1, frame_counts(config, seconds, SAMPLE_RATE)[-1], config.embed_dim, device=target)
+        hidden = torch.randn(
+            1, frame_counts(config, seconds, SAMPLE_RATE)[-1], config.embed_dim, device=target
+        )
         positional = ConvPositionalEmbedding(config.embed_dim, config.pos_conv_kernel, config.pos_conv_groups)
         runs["pos_conv"] = _runner(positional, (hidden,), target)
-        dense = Wav2Vec2Model(config.replace(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
-                                             projection_dropout=0.0, layer_drop=0.0))
-        runs["dense"] = _runner(dense, (torch.randn(1, int(round(seconds * SAMPLE_RATE)), device=target),), target)
+        dense = Wav2Vec2Model(
+            config.replace(
+                dropout=0.0,
+                attention_dropout=0.0,
+                activation_dropout=0.0,
+                projection_dropout=0.0,
+                layer_drop=0.0,
+            )
+        )
+        runs["dense"] = _runner(
+            dense, (torch.randn(1, int(round(seconds * SAMPLE_RATE)), device=target),), target
+        )
         log(f"latency table: {len(runs)} forward passes per round, {rounds} rounds on {device}")
         medians = {name: 1e3 * value for name, value in interleaved_medians(runs, rounds).items()}
 
@@ -229,9 +268,11 @@ def measure_latency_table(config: Wav2Vec2Config, seconds: float = 10.0, device:
         fitted[structure.name], structure_errors = fit_grid(structure, ms)
         errors += structure_errors
         if structure_errors:
-            log(f"  {structure.name}: held-out fit error median {statistics.median(structure_errors):.1%}, "
+            log(
+                f"  {structure.name}: held-out fit error median {statistics.median(structure_errors):.1%}, "
                 f"max {max(structure_errors):.1%} ({len(structure_errors)} points); "
-                f"misaligned factor {fitted[structure.name].misaligned_factor:g}")
+                f"misaligned factor {fitted[structure.name].misaligned_factor:g}"
+            )
     is_cuda = target.type == "cuda"
     table = LatencyTable(
         format=TABLE_FORMAT,
@@ -252,14 +293,22 @@ def measure_latency_table(config: Wav2Vec2Config, seconds: float = 10.0, device:
         ffn=fitted["ffn"],
         fixed_ms={"pos_conv": medians["pos_conv"]},
         dense_measured_ms=medians["dense"],
-        held_out={"median_rel_error": statistics.median(errors) if errors else 0.0,
-                  "max_rel_error": max(errors, default=0.0), "points": len(errors)},
+        held_out={
+            "median_rel_error": statistics.median(errors) if errors else 0.0,
+            "max_rel_error": max(errors, default=0.0),
+            "points": len(errors),
+        },
     )
     parts = exact_latency_ms(table, config)
     other = max(0.0, medians["dense"] - parts)
-    log(f"  dense model measured {medians['dense']:.1f} ms; its parts {parts:.1f} ms; the rest ({other:.1f} ms: "
-        "residuals, norms, masks) is a fixed part")
+    log(
+        f"  dense model measured {medians['dense']:.1f} ms; its parts {parts:.1f} ms; the rest ({other:.1f} ms: "
+        "residuals, norms, masks) is a fixed part"
+    )
     table = dataclasses.replace(table, fixed_ms={**table.fixed_ms, "other": other})
-    log(f"held-out fit error: median {table.held_out['median_rel_error']:.1%}, max {table.held_out['max_rel_error']:.1%} "
-        f"over {len(errors)} points")
+    log(
+        f"held-out fit error: median {table.held_out['median_rel_error']:.1%}, "
+        f"max {table.held_out['max_rel_error']:.1%} "
+        f"over {len(errors)} points"
+    )
     return table

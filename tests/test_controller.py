@@ -35,13 +35,18 @@ def prune_by_distillation(
 
     Returns the dense model, the gated model (eval mode), its controller and the logged stats per update.
     """
-    cfg = PruningConfig.from_dict({"reference_seconds": REFERENCE_SECONDS, "warmup_updates": warmup,
-                                   "gate_lr": 0.1, **pruning})
+    cfg = PruningConfig.from_dict(
+        {"reference_seconds": REFERENCE_SECONDS, "warmup_updates": warmup, "gate_lr": 0.1, **pruning}
+    )
     dense, model = _gated(cfg, seed)
     controller = PruningController(model, cfg)
     gates = {id(p) for p in gate_parameters(model)}
-    optimizer = torch.optim.Adam([{"params": [p for p in model.parameters() if id(p) not in gates], "lr": 1e-3},
-                                  *controller.param_groups(model)])
+    optimizer = torch.optim.Adam(
+        [
+            {"params": [p for p in model.parameters() if id(p) not in gates], "lr": 1e-3},
+            *controller.param_groups(model),
+        ]
+    )
     controller.attach(optimizer)
     model.train()
     controller.train()
@@ -52,7 +57,9 @@ def prune_by_distillation(
         with torch.no_grad():
             reference = dense(waves).hidden_states[1:]
         hidden = model(waves).hidden_states[1:]
-        task = loss_scale * sum(((h - r) ** 2).mean() / r.var() for h, r in zip(hidden, reference)) / len(hidden)
+        task = (
+            loss_scale * sum(((h - r) ** 2).mean() / r.var() for h, r in zip(hidden, reference)) / len(hidden)
+        )
         pruning_loss, stats = controller(model, task)
         optimizer.zero_grad()
         (task + pruning_loss).backward()
@@ -71,8 +78,11 @@ def _sparsity(dense: Wav2Vec2Model, config, quantity: str) -> float:
 # summed over tokens: the same settings must reach the same budget.
 RUNS = [
     ({"variant": "size", "target_sparsity": 0.4}, {"params": 0.4}, 1.0),
-    ({"variant": "sep_size", "cnn_target_sparsity": 0.3, "transformer_target_sparsity": 0.5},
-     {"cnn_params": 0.3, "transformer_params": 0.5}, 1.0),
+    (
+        {"variant": "sep_size", "cnn_target_sparsity": 0.3, "transformer_target_sparsity": 0.5},
+        {"cnn_params": 0.3, "transformer_params": 0.5},
+        1.0,
+    ),
     ({"variant": "mac", "target_sparsity": 0.5}, {"macs": 0.5}, 1.0),
     ({"variant": "mac", "target_sparsity": 0.5}, {"macs": 0.5}, 1000.0),
     ({"variant": "mac", "target_sparsity": 0.7}, {"macs": 0.7}, 1.0),
@@ -81,7 +91,9 @@ RUNS = [
 
 
 @pytest.mark.parametrize(
-    "pruning, targets, loss_scale", RUNS, ids=["size", "sep_size", "mac", "mac_summed_loss", "mac_0.7", "transformer_only"]
+    "pruning, targets, loss_scale",
+    RUNS,
+    ids=["size", "sep_size", "mac", "mac_summed_loss", "mac_0.7", "transformer_only"],
 )
 def test_removed_model_has_the_budget_of_each_variant(pruning, targets, loss_scale):
     dense, model, controller, history = prune_by_distillation(pruning, loss_scale=loss_scale)
@@ -124,7 +136,9 @@ def test_eval_masks_cost_what_the_cost_model_expects_with_layer_gates_half_open(
 
 
 def test_lambdas_ascend_once_per_optimizer_update_with_the_mean_gap_of_its_forward_passes():
-    cfg = PruningConfig.from_dict({"variant": "mac", "target_sparsity": 0.5, "warmup_updates": 0, "lambda_lr": 0.5})
+    cfg = PruningConfig.from_dict(
+        {"variant": "mac", "target_sparsity": 0.5, "warmup_updates": 0, "lambda_lr": 0.5}
+    )
     _, model = _gated(cfg)
     controller = PruningController(model, cfg).train()
     optimizer = torch.optim.SGD(controller.param_groups(model), lr=0.0)
@@ -170,7 +184,11 @@ def test_the_warm_up_counts_optimizer_steps_not_forward_passes():
         if step % 3 == 2:  # accum_grad 3
             optimizer.step()
     assert controller.num_updates == 8
-    assert targets[:3] == [0.0, 0.0, 0.0] and targets[3] == pytest.approx(0.04) and targets[-1] == pytest.approx(0.28)
+    assert (
+        targets[:3] == [0.0, 0.0, 0.0]
+        and targets[3] == pytest.approx(0.04)
+        and targets[-1] == pytest.approx(0.28)
+    )
     controller.eval()
     controller(model)
     assert controller.num_updates == 8 and int(controller.pending_passes) == 0  # eval calls do not count
@@ -234,19 +252,35 @@ def test_state_dict_round_trip_gives_identical_next_step():
         ({"target_sparsity": 0}, "pruning.target_sparsity"),
         ({"variant": "mac"}, r"pruning.target_sparsity: must be a number in \(0, 1\) .* got None"),
         ({"variant": "sep_size", "cnn_target_sparsity": 0.5}, "pruning.transformer_target_sparsity"),
-        ({"variant": "sep_size", "cnn_target_sparsity": 0.5, "transformer_target_sparsity": 0.5,
-          "target_sparsity": 0.5}, "pruning.target_sparsity: variant 'sep_size' does not use it"),
-        ({"target_sparsity": 0.5, "cnn_target_sparsity": 0.3},
-         "pruning.cnn_target_sparsity: variant 'mac' does not use it; its target key"),
+        (
+            {
+                "variant": "sep_size",
+                "cnn_target_sparsity": 0.5,
+                "transformer_target_sparsity": 0.5,
+                "target_sparsity": 0.5,
+            },
+            "pruning.target_sparsity: variant 'sep_size' does not use it",
+        ),
+        (
+            {"target_sparsity": 0.5, "cnn_target_sparsity": 0.3},
+            "pruning.cnn_target_sparsity: variant 'mac' does not use it; its target key",
+        ),
         ({"target_sparsity": 0.5, "warmup_updates": -1}, "pruning.warmup_updates"),
-        ({"target_sparsity": 0.5, "warmup_updates": "10k"},
-         r"pruning.warmup_updates: expected an integer, got '10k'"),
+        (
+            {"target_sparsity": 0.5, "warmup_updates": "10k"},
+            r"pruning.warmup_updates: expected an integer, got '10k'",
+        ),
         ({"target_sparsity": 0.5, "gate_lr": "fast"}, r"pruning.gate_lr: expected a number, got 'fast'"),
         ({"targett": 0.5}, r"unknown key\(s\) \['targett'\]"),
         ({"target_sparsity": 0.5, "gates": {"heads": True}}, r"pruning.gates: unknown key\(s\) \['heads'\]"),
-        ({"target_sparsity": 0.5, "gates": {"conv_channels": False}}, "pruning.gates.conv_channels: variant 'mac'"),
-        ({"variant": "transformer_only", "target_sparsity": 0.5, "gates": {"conv_channels": True}},
-         "pruning.gates.conv_channels: variant 'transformer_only' keeps the CNN whole"),
+        (
+            {"target_sparsity": 0.5, "gates": {"conv_channels": False}},
+            "pruning.gates.conv_channels: variant 'mac'",
+        ),
+        (
+            {"variant": "transformer_only", "target_sparsity": 0.5, "gates": {"conv_channels": True}},
+            "pruning.gates.conv_channels: variant 'transformer_only' keeps the CNN whole",
+        ),
     ],
 )
 def test_bad_pruning_config_names_the_key(bad, message):
@@ -260,7 +294,9 @@ def test_yaml_numbers_without_a_dot_are_the_numbers_the_user_meant():
 
 
 def test_config_round_trip_writes_only_the_targets_the_variant_uses():
-    cfg = PruningConfig.from_dict({"variant": "sep_size", "cnn_target_sparsity": 0.3, "transformer_target_sparsity": 0.5})
+    cfg = PruningConfig.from_dict(
+        {"variant": "sep_size", "cnn_target_sparsity": 0.3, "transformer_target_sparsity": 0.5}
+    )
     data = cfg.to_dict()
     assert "target_sparsity" not in data and data["gates"]["conv_channels"] is True
     assert PruningConfig.from_dict(data) == cfg

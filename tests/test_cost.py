@@ -31,7 +31,9 @@ def random_pruned_config(seed: int) -> Wav2Vec2Config:
     """A small pruned geometry: ragged conv channels (down to 1), heads and FFN units (down to 0)."""
     rng = random.Random(seed)
     kernels_and_strides = [(10, 5), (3, 2), (3, 2), (3, 2), (2, 2)]
-    conv_layers = [(rng.choice([1, 2, rng.randint(3, 24)]), kernel, stride) for kernel, stride in kernels_and_strides]
+    conv_layers = [
+        (rng.choice([1, 2, rng.randint(3, 24)]), kernel, stride) for kernel, stride in kernels_and_strides
+    ]
     num_layers = 4
     return tiny_config(
         conv_layers=conv_layers,

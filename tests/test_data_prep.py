@@ -82,18 +82,25 @@ def test_write_data_dir_sorted_like_c_sort_and_consistent(tmp_path: Path) -> Non
 
 
 def test_duplicate_utterance_id_names_both_sources(tmp_path: Path) -> None:
-    utts = [Utterance("s-1", "s", "/a.flac", "A", "first.txt:3"), Utterance("s-1", "s", "/b.flac", "B", "second.txt:7")]
+    utts = [
+        Utterance("s-1", "s", "/a.flac", "A", "first.txt:3"),
+        Utterance("s-1", "s", "/b.flac", "B", "second.txt:7"),
+    ]
     with pytest.raises(ValueError, match=r"duplicate utterance id 's-1': in first.txt:3 and in second.txt:7"):
         write_data_dir(tmp_path / "d", utts)
     assert _no_leftovers(tmp_path)
 
 
 def test_speaker_must_prefix_utterance_id(tmp_path: Path) -> None:
-    with pytest.raises(DataPrepError, match=r"x.txt:1: utterance id 'u-1' does not start with its speaker id 'spk'"):
+    with pytest.raises(
+        DataPrepError, match=r"x.txt:1: utterance id 'u-1' does not start with its speaker id 'spk'"
+    ):
         write_data_dir(tmp_path / "d", [Utterance("u-1", "spk", "/a.flac", "A", "x.txt:1")])
 
 
-def test_failed_write_leaves_nothing_and_keeps_old_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_write_leaves_nothing_and_keeps_old_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     good = [Utterance("s-1", "s", "/a.flac", "A")]
     write_data_dir(tmp_path / "old", good)
     (tmp_path / "old" / "stale").write_text("x")
@@ -137,7 +144,11 @@ def test_librispeech_sample_real_layout(tmp_path: Path) -> None:
     subsets = ["train-clean-100", "dev-clean", "dev-other", "test-clean", "test-other"]
     prepared = prepare_librispeech(LIBRISPEECH_SAMPLE, subsets, tmp_path / "data")
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [
-        "dev_clean", "dev_other", "test_clean", "test_other", "train_clean_100"
+        "dev_clean",
+        "dev_other",
+        "test_clean",
+        "test_other",
+        "train_clean_100",
     ]
     dev = tmp_path / "data" / "dev_clean"
     assert prepared["dev-clean"].num_utterances == validate_data_dir(dev) == 7
@@ -148,11 +159,16 @@ def test_librispeech_sample_real_layout(tmp_path: Path) -> None:
     trans = LIBRISPEECH_SAMPLE / "dev-clean" / "2412" / "153948" / "2412-153948.trans.txt"
     assert [f"{k} {v}" for k, v in text.items() if k.startswith("2412")] == _lines(trans)
     assert _lines(dev / "spk2utt") == [
-        "1272 " + " ".join(expected_ids[:5]), "2412 2412-153948-0000 2412-153948-0001"
+        "1272 " + " ".join(expected_ids[:5]),
+        "2412 2412-153948-0000 2412-153948-0001",
     ]
     for utt in read_data_dir(dev):
         assert utt.speaker == utt.utt_id.split("-")[0]
-        assert Path(utt.wav).is_absolute() and Path(utt.wav).name == f"{utt.utt_id}.flac" and Path(utt.wav).exists()
+        assert (
+            Path(utt.wav).is_absolute()
+            and Path(utt.wav).name == f"{utt.utt_id}.flac"
+            and Path(utt.wav).exists()
+        )
     assert [line.split()[0] for line in _lines(tmp_path / "data" / "train_clean_100" / "utt2spk")] == [
         f"103-1240-{i:04d}" for i in range(5)
     ]
@@ -163,11 +179,19 @@ def test_librispeech_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
         librispeech_cli.main(["--help"])
     assert exc.value.code == 0
     root = _fake_librispeech(tmp_path)
-    assert librispeech_cli.main(["--librispeech_dir", str(root), "--subsets", "dev-clean",
-                                 "--out_dir", str(tmp_path / "data")]) == 0
+    assert (
+        librispeech_cli.main(
+            ["--librispeech_dir", str(root), "--subsets", "dev-clean", "--out_dir", str(tmp_path / "data")]
+        )
+        == 0
+    )
     assert "dev-clean: 5 utterances" in capsys.readouterr().out
-    assert librispeech_cli.main(["--librispeech_dir", str(root), "--subsets", "test-clean",
-                                 "--out_dir", str(tmp_path / "data")]) == 1
+    assert (
+        librispeech_cli.main(
+            ["--librispeech_dir", str(root), "--subsets", "test-clean", "--out_dir", str(tmp_path / "data")]
+        )
+        == 1
+    )
     assert "test-clean: subset folder missing" in capsys.readouterr().err
 
 
@@ -195,35 +219,43 @@ def _edit_trans(root: Path, edit: Callable[[list[str]], list[str]]) -> None:
 LIBRISPEECH_BAD = {
     "missing transcript file": (
         lambda r: (_chapter(r) / "11-22.trans.txt").unlink(),
-        r"11-22\.trans\.txt: transcript file missing \(3 audio files", 2,
+        r"11-22\.trans\.txt: transcript file missing \(3 audio files",
+        2,
     ),
     "audio without transcript line": (
         lambda r: _edit_trans(r, lambda lines: [lines[0], lines[2]]),
-        r"11-22-0001\.flac: audio file without a line in .*11-22\.trans\.txt", 4,
+        r"11-22-0001\.flac: audio file without a line in .*11-22\.trans\.txt",
+        4,
     ),
     "transcript line without audio": (
         lambda r: (_chapter(r) / "11-22-0001.flac").unlink(),
-        r"11-22\.trans\.txt:2: no audio file .*11-22-0001\.flac", 4,
+        r"11-22\.trans\.txt:2: no audio file .*11-22-0001\.flac",
+        4,
     ),
     "malformed transcript line": (
         lambda r: _edit_trans(r, lambda lines: lines + ["11-22-x1 NOT AN ID"]),
-        r"11-22\.trans\.txt:4: malformed transcript line", 5,
+        r"11-22\.trans\.txt:4: malformed transcript line",
+        5,
     ),
     "duplicate utterance id": (
         lambda r: _edit_trans(r, lambda lines: lines + ["11-22-0000 AGAIN"]),
-        r"11-22\.trans\.txt:4: duplicate utterance id 11-22-0000 \(first at line 1\)", 5,
+        r"11-22\.trans\.txt:4: duplicate utterance id 11-22-0000 \(first at line 1\)",
+        5,
     ),
     "unreadable audio": (
         lambda r: (_chapter(r) / "11-22-0001.flac").write_bytes(b"this is not a flac file"),
-        r"11-22-0001\.flac: unreadable audio file .*\(utterance 11-22-0001 from .*11-22\.trans\.txt:2\)", 4,
+        r"11-22-0001\.flac: unreadable audio file .*\(utterance 11-22-0001 from .*11-22\.trans\.txt:2\)",
+        4,
     ),
     "empty audio": (
         lambda r: (_chapter(r) / "11-22-0001.flac").write_bytes(b""),
-        r"11-22-0001\.flac: empty audio file", 4,
+        r"11-22-0001\.flac: empty audio file",
+        4,
     ),
     "wrong sample rate": (
         lambda r: _write_audio(_chapter(r) / "11-22-0001.flac", rate=8000),
-        r"11-22-0001\.flac: sample rate 8000 Hz, expected 16000 Hz", 4,
+        r"11-22-0001\.flac: sample rate 8000 Hz, expected 16000 Hz",
+        4,
     ),
 }
 
@@ -313,13 +345,23 @@ def _fake_slurp(tmp_path: Path, records: list[dict], name: str = "devel") -> tup
 
 
 def _record(slurp_id: int, *files: str, scenario: str = "alarm", action: str = "set") -> dict:
-    return {"slurp_id": slurp_id, "sentence": f"wake me up at {slurp_id} am", "scenario": scenario,
-            "action": action, "intent": "broken", "entities": [], "recordings": [{"file": f} for f in files]}
+    return {
+        "slurp_id": slurp_id,
+        "sentence": f"wake me up at {slurp_id} am",
+        "scenario": scenario,
+        "action": action,
+        "intent": "broken",
+        "entities": [],
+        "recordings": [{"file": f} for f in files],
+    }
 
 
 def _records() -> list[dict]:
-    return [_record(1, "audio-1.flac", "audio-1-headset.flac"), _record(2, "audio-2.flac"),
-            _record(3, "audio-3.flac", scenario="weather", action="query")]
+    return [
+        _record(1, "audio-1.flac", "audio-1-headset.flac"),
+        _record(2, "audio-2.flac"),
+        _record(3, "audio-3.flac", scenario="weather", action="query"),
+    ]
 
 
 def _edit_jsonl(annotations: Path, lineno: int, replacement: str) -> None:
@@ -332,32 +374,40 @@ def _edit_jsonl(annotations: Path, lineno: int, replacement: str) -> None:
 SLURP_BAD = {
     "malformed jsonl line": (
         lambda ann, audio: _edit_jsonl(ann, 2, '{"slurp_id": 2, "sentence": '),
-        r"devel\.jsonl:2: malformed JSON", 3,
+        r"devel\.jsonl:2: malformed JSON",
+        3,
     ),
     "missing key": (
-        lambda ann, audio: _edit_jsonl(ann, 3, json.dumps({k: v for k, v in _record(3, "a.flac").items()
-                                                           if k != "scenario"})),
-        r"devel\.jsonl:3: missing key 'scenario'", 3,
+        lambda ann, audio: _edit_jsonl(
+            ann, 3, json.dumps({k: v for k, v in _record(3, "a.flac").items() if k != "scenario"})
+        ),
+        r"devel\.jsonl:3: missing key 'scenario'",
+        3,
     ),
     "missing audio file": (
         lambda ann, audio: (audio / "slurp_real" / "audio-2.flac").unlink(),
-        r"audio-2\.flac: audio file missing \(utterance audio-2 from .*devel\.jsonl:2\)", 3,
+        r"audio-2\.flac: audio file missing \(utterance audio-2 from .*devel\.jsonl:2\)",
+        3,
     ),
     "duplicate utterance id": (
         lambda ann, audio: _edit_jsonl(ann, 3, json.dumps(_record(3, "audio-3.flac", "audio-1.flac"))),
-        r"devel\.jsonl:3: duplicate utterance id audio-1 \(also in .*devel\.jsonl:1\)", 4,
+        r"devel\.jsonl:3: duplicate utterance id audio-1 \(also in .*devel\.jsonl:1\)",
+        4,
     ),
     "unreadable audio": (
         lambda ann, audio: (audio / "slurp_real" / "audio-3.flac").write_bytes(b"RIFF garbage"),
-        r"audio-3\.flac: unreadable audio file .*devel\.jsonl:3", 3,
+        r"audio-3\.flac: unreadable audio file .*devel\.jsonl:3",
+        3,
     ),
     "empty audio": (
         lambda ann, audio: (audio / "slurp_real" / "audio-3.flac").write_bytes(b""),
-        r"audio-3\.flac: empty audio file", 3,
+        r"audio-3\.flac: empty audio file",
+        3,
     ),
     "wrong sample rate": (
         lambda ann, audio: _write_audio(audio / "slurp_real" / "audio-3.flac", rate=22050),
-        r"audio-3\.flac: sample rate 22050 Hz, expected 16000 Hz", 3,
+        r"audio-3\.flac: sample rate 22050 Hz, expected 16000 Hz",
+        3,
     ),
 }
 
@@ -376,25 +426,38 @@ def test_slurp_bad_input(case: str, tmp_path: Path) -> None:
     assert validate_data_dir(out / "devel") == kept == prepared["devel"].num_utterances
 
 
-def test_slurp_speakers_from_metadata_and_synthetic_train(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_slurp_speakers_from_metadata_and_synthetic_train(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     annotations, audio = _fake_slurp(tmp_path, _records(), name="train")
     _fake_slurp(tmp_path, [_record(9, "audio-9.flac")], name="train_synthetic")
-    metadata = {"1": {"recordings": {"audio-1.flac": {"usrid": "MO-1"}, "audio-1-headset.flac": {"usrid": "MO-1"}}},
-                "2": {"recordings": {"audio-2.flac": {"usrid": "FO-2"}}},
-                "3": {"recordings": {"audio-3.flac": {"usrid": "FO-2"}}}}
+    metadata = {
+        "1": {"recordings": {"audio-1.flac": {"usrid": "MO-1"}, "audio-1-headset.flac": {"usrid": "MO-1"}}},
+        "2": {"recordings": {"audio-2.flac": {"usrid": "FO-2"}}},
+        "3": {"recordings": {"audio-3.flac": {"usrid": "FO-2"}}},
+    }
     (annotations / "metadata.json").write_text(json.dumps(metadata))
-    assert slurp_cli.main(["--slurp_dir", str(tmp_path), "--sets", "train", "--out_dir", str(tmp_path / "data")]) == 0
+    assert (
+        slurp_cli.main(["--slurp_dir", str(tmp_path), "--sets", "train", "--out_dir", str(tmp_path / "data")])
+        == 0
+    )
     assert "train: 5 utterances" in capsys.readouterr().out
     train = tmp_path / "data" / "train"
     assert _lines(train / "utt2spk") == [
-        "FO-2_audio-2 FO-2", "FO-2_audio-3 FO-2", "MO-1_audio-1 MO-1", "MO-1_audio-1-headset MO-1",
+        "FO-2_audio-2 FO-2",
+        "FO-2_audio-3 FO-2",
+        "MO-1_audio-1 MO-1",
+        "MO-1_audio-1-headset MO-1",
         "synth_audio-9 synth",
     ]
     assert _lines(train / "text")[1] == "FO-2_audio-3 weather_query WAKE ME UP AT 3 AM"
     assert _lines(train / "wav.scp")[-1].endswith("audio/slurp_synth/audio-9.flac")
     del metadata["3"]
     (annotations / "metadata.json").write_text(json.dumps(metadata))
-    assert slurp_cli.main(["--slurp_dir", str(tmp_path), "--sets", "train", "--out_dir", str(tmp_path / "data")]) == 1
+    assert (
+        slurp_cli.main(["--slurp_dir", str(tmp_path), "--sets", "train", "--out_dir", str(tmp_path / "data")])
+        == 1
+    )
     assert "train.jsonl:3: recording audio-3.flac has no speaker in metadata.json" in capsys.readouterr().err
 
 

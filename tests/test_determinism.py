@@ -45,8 +45,15 @@ def train_tiny_gated_model(out: Path, threads: int) -> None:
     torch.manual_seed(0)
     encoder = Wav2Vec2Model(tiny_config(dropout=0.1, attention_dropout=0.1, layer_drop=0.1))
     head = torch.nn.Linear(encoder.config.embed_dim, CLASSES)
-    cfg = PruningConfig.from_dict({"variant": "mac", "target_sparsity": 0.5, "warmup_updates": 10,
-                                   "reference_seconds": 2.0, "gate_lr": 0.2})
+    cfg = PruningConfig.from_dict(
+        {
+            "variant": "mac",
+            "target_sparsity": 0.5,
+            "warmup_updates": 10,
+            "reference_seconds": 2.0,
+            "gate_lr": 0.2,
+        }
+    )
     attach_gates(encoder, cfg.gates)
     controller = PruningController(encoder, cfg)
     gates = {id(p) for p in gate_parameters(encoder)}
@@ -68,9 +75,18 @@ def train_tiny_gated_model(out: Path, threads: int) -> None:
     encoder.eval()
     with torch.no_grad():
         eval_output = encoder(waves, lengths).last_hidden_state
-    torch.save({"encoder": encoder.state_dict(), "head": head.state_dict(), "controller": controller.state_dict(),
-                "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(), "eval_output": eval_output,
-                "pruned_config": pruned_config(encoder).to_dict()}, out)
+    torch.save(
+        {
+            "encoder": encoder.state_dict(),
+            "head": head.state_dict(),
+            "controller": controller.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
+            "eval_output": eval_output,
+            "pruned_config": pruned_config(encoder).to_dict(),
+        },
+        out,
+    )
 
 
 def _flatten(value: Any, prefix: str = "") -> Dict[str, Any]:
@@ -91,17 +107,26 @@ def _differences(first: Dict[str, Any], second: Dict[str, Any]) -> List[str]:
     """Paths whose leaves differ (tensors bit for bit, with dtype and shape)."""
     if first.keys() != second.keys():
         return sorted(first.keys() ^ second.keys())
-    return [path for path, leaf in first.items()
-            if not (torch.equal(leaf, second[path]) and leaf.dtype == second[path].dtype
-                    if isinstance(leaf, torch.Tensor) else leaf == second[path])]
+    return [
+        path
+        for path, leaf in first.items()
+        if not (
+            torch.equal(leaf, second[path]) and leaf.dtype == second[path].dtype
+            if isinstance(leaf, torch.Tensor)
+            else leaf == second[path]
+        )
+    ]
 
 
 def test_two_processes_train_the_same_gated_model_bit_for_bit(tmp_path) -> None:
     saved = []
     for hash_seed in ("1", "2"):
         out = tmp_path / f"run_hash_seed_{hash_seed}.pt"
-        env = dict(os.environ, PYTHONHASHSEED=hash_seed,
-                   PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+        env = dict(
+            os.environ,
+            PYTHONHASHSEED=hash_seed,
+            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        )
         subprocess.run([sys.executable, __file__, str(out), str(THREADS)], check=True, env=env, cwd=REPO)
         saved.append(_flatten(torch.load(out, weights_only=True)))
     first, second = saved
@@ -117,8 +142,9 @@ def test_a_gated_benchmark_run_does_not_depend_on_what_ran_before_it() -> None:
     from bench.training import TaskModel
 
     data = torch.Generator().manual_seed(1)
-    examples = [Example(f"utt{i}", torch.randn(2400 + 400 * (i % 3), generator=data), i % CLASSES)
-                for i in range(8)]
+    examples = [
+        Example(f"utt{i}", torch.randn(2400 + 400 * (i % 3), generator=data), i % CLASSES) for i in range(8)
+    ]
     settings = Settings(pretrain_updates=0, prune_updates=4, warmup=2, batch_size=4, budgets=[0.5])
     torch.manual_seed(0)
     start = TaskModel(Wav2Vec2Model(tiny_config()), "classify")

@@ -22,14 +22,23 @@ def test_frame_loss_matches_a_loop_over_valid_frames() -> None:
     valid = torch.tensor([[True] * 5, [True, True, True, False, False]])
     frames = [(b, t) for b in range(2) for t in range(5) if valid[b, t]]
     l1 = [sum(abs(float(student[b, t, c] - teacher[b, t, c])) for c in range(6)) / 6 for b, t in frames]
-    cos = [float(student[b, t] @ teacher[b, t] / (student[b, t].norm() * teacher[b, t].norm())) for b, t in frames]
+    cos = [
+        float(student[b, t] @ teacher[b, t] / (student[b, t].norm() * teacher[b, t].norm()))
+        for b, t in frames
+    ]
     expected_l1 = sum(l1) / len(frames)
     expected_l1_cos = sum(a + math.log1p(math.exp(-c)) for a, c in zip(l1, cos)) / len(frames)
-    assert float(frame_distillation_loss(student, teacher, valid, "l1")) == pytest.approx(expected_l1, rel=1e-5)
-    assert float(frame_distillation_loss(student, teacher, valid, "l1_cos")) == pytest.approx(expected_l1_cos, rel=1e-5)
+    assert float(frame_distillation_loss(student, teacher, valid, "l1")) == pytest.approx(
+        expected_l1, rel=1e-5
+    )
+    assert float(frame_distillation_loss(student, teacher, valid, "l1_cos")) == pytest.approx(
+        expected_l1_cos, rel=1e-5
+    )
     # Padded frames do not count: changing them changes nothing.
     student[1, 3:] = 100.0
-    assert float(frame_distillation_loss(student, teacher, valid, "l1")) == pytest.approx(expected_l1, rel=1e-5)
+    assert float(frame_distillation_loss(student, teacher, valid, "l1")) == pytest.approx(
+        expected_l1, rel=1e-5
+    )
 
 
 def test_a_student_equal_to_its_teacher_has_only_the_cosine_floor() -> None:
@@ -40,7 +49,9 @@ def test_a_student_equal_to_its_teacher_has_only_the_cosine_floor() -> None:
     waveform, lengths = torch.randn(2, 8000) * 0.1, torch.tensor([8000, 5000])
     with torch.no_grad():
         output = model(waveform, lengths)
-        assert float(distiller(waveform, lengths, output)) == pytest.approx(math.log1p(math.exp(-1.0)), abs=1e-5)
+        assert float(distiller(waveform, lengths, output)) == pytest.approx(
+            math.log1p(math.exp(-1.0)), abs=1e-5
+        )
         distiller.cfg.loss = "l1"
         assert float(distiller(waveform, lengths, output)) == pytest.approx(0.0, abs=1e-6)
 
@@ -70,17 +81,30 @@ def _espnet_model(tmp_path: Path, *overrides: str):
 
     tokens = tmp_path / "tokens.txt"
     tokens.write_text("\n".join(["<blank>", "<unk>", "<space>", "A", "B", "C", "<sos/eos>"]) + "\n")
-    args = PrunedASRTask.get_parser().parse_args([
-        "--config", str(TINY_TRAIN_CONFIG), "--encoder_conf", f"model_config={TINY_MODEL}", "--token_list", str(tokens),
-        "--output_dir", str(tmp_path / "exp"), *overrides,
-    ])
+    args = PrunedASRTask.get_parser().parse_args(
+        [
+            "--config",
+            str(TINY_TRAIN_CONFIG),
+            "--encoder_conf",
+            f"model_config={TINY_MODEL}",
+            "--token_list",
+            str(tokens),
+            "--output_dir",
+            str(tmp_path / "exp"),
+            *overrides,
+        ]
+    )
     return PrunedASRTask.build_model(args), args
 
 
 def _batch():
     torch.manual_seed(0)
-    return dict(speech=torch.randn(2, 16000) * 0.1, speech_lengths=torch.tensor([16000, 12000]),
-                text=torch.tensor([[3, 4, 5], [5, 3, -1]]), text_lengths=torch.tensor([3, 2]))
+    return dict(
+        speech=torch.randn(2, 16000) * 0.1,
+        speech_lengths=torch.tensor([16000, 12000]),
+        text=torch.tensor([[3, 4, 5], [5, 3, -1]]),
+        text_lengths=torch.tensor([3, 2]),
+    )
 
 
 def test_espnet_training_adds_the_weighted_loss_and_keeps_the_teacher_out_of_checkpoints(tmp_path) -> None:
@@ -104,7 +128,9 @@ def test_espnet_training_adds_the_weighted_loss_and_keeps_the_teacher_out_of_che
         optimizer.step()
     distill_part = float(stats["loss"] - stats["loss_task"] - stats["loss_pruning"])
     assert float(stats["loss_distill"]) > 0
-    assert distill_part == pytest.approx(2.0 * float(stats["task_loss_scale"] * stats["loss_distill"]), rel=1e-4)
+    assert distill_part == pytest.approx(
+        2.0 * float(stats["task_loss_scale"] * stats["loss_distill"]), rel=1e-4
+    )
     assert all(torch.equal(v, ssl.distiller.teacher.state_dict()[k]) for k, v in teacher.items())
     assert not any(p.requires_grad for p in ssl.distiller.teacher.parameters())
 
@@ -116,8 +142,13 @@ def test_espnet_training_adds_the_weighted_loss_and_keeps_the_teacher_out_of_che
 def test_distillation_pulls_a_perturbed_student_back_to_its_teacher(tmp_path) -> None:
     """With the task loss at zero weight in the gradient, only distillation moves the weights: the gap to the
     teacher (which the student started equal to) shrinks after perturbing the student."""
-    model, args = _espnet_model(tmp_path, "--encoder_conf", "pruning.distill={weight: 1.0, layers: [1, 2], loss: l1}",
-                                "--encoder_conf", "pruning.gates.init_keep_prob=0.99")
+    model, args = _espnet_model(
+        tmp_path,
+        "--encoder_conf",
+        "pruning.distill={weight: 1.0, layers: [1, 2], loss: l1}",
+        "--encoder_conf",
+        "pruning.gates.init_keep_prob=0.99",
+    )
     ssl = model.encoder.ssl
     with torch.no_grad():
         for name, p in ssl.model.encoder.named_parameters():

@@ -50,16 +50,28 @@ asr_train.main(sys.argv[1:])
 
 
 def _args(run: Run, out: Path) -> List[str]:
-    return run.train_args(out, "--batch_size", "2", "--max_epoch", "2", "--num_workers", "0",
-                          "--encoder_conf", "model_overrides.dropout=0.0",
-                          "--encoder_conf", "model_overrides.attention_dropout=0.0",
-                          "--encoder_conf", "model_overrides.projection_dropout=0.0")
+    return run.train_args(
+        out,
+        "--batch_size",
+        "2",
+        "--max_epoch",
+        "2",
+        "--num_workers",
+        "0",
+        "--encoder_conf",
+        "model_overrides.dropout=0.0",
+        "--encoder_conf",
+        "model_overrides.attention_dropout=0.0",
+        "--encoder_conf",
+        "model_overrides.projection_dropout=0.0",
+    )
 
 
 def _train(args: List[str], state: Path, log: Path) -> subprocess.Popen:
     env = dict(os.environ, RANK_STATE=str(state), OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, "-c", TRAIN_AND_SAVE, *args], env=env, stdout=log.open("w"),
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-c", TRAIN_AND_SAVE, *args], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,25 +79,61 @@ def states(tmp_path_factory) -> Dict[str, Dict[str, torch.Tensor]]:
     """Model states after 2 epochs: rank0 and rank1 of a DDP run, and a one-process run."""
     run = Run(tmp_path_factory.mktemp("ddp"))
     stats = subprocess.run(
-        [sys.executable, "-m", "espnet_prune.bin.asr_train", *run.common(), "--collect_stats", "true",
-         "--output_dir", str(run.stats), "--train_shape_file", str(run.train / "wav.scp"),
-         "--valid_shape_file", str(run.valid / "wav.scp")], capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "espnet_prune.bin.asr_train",
+            *run.common(),
+            "--collect_stats",
+            "true",
+            "--output_dir",
+            str(run.stats),
+            "--train_shape_file",
+            str(run.train / "wav.scp"),
+            "--valid_shape_file",
+            str(run.valid / "wav.scp"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert stats.returncode == 0, stats.stderr[-3000:]
     root = run.root
     init = f"file://{root / 'dist_init'}"
     jobs = {
-        f"rank{rank}": _train(_args(run, root / "ddp") + [
-            "--ngpu", "0", "--multiprocessing_distributed", "false", "--dist_backend", "gloo",
-            "--dist_world_size", "2", "--dist_rank", str(rank), "--dist_init_method", init],
-            root / f"rank{rank}.pth", root / f"rank{rank}.log")
+        f"rank{rank}": _train(
+            _args(run, root / "ddp")
+            + [
+                "--ngpu",
+                "0",
+                "--multiprocessing_distributed",
+                "false",
+                "--dist_backend",
+                "gloo",
+                "--dist_world_size",
+                "2",
+                "--dist_rank",
+                str(rank),
+                "--dist_init_method",
+                init,
+            ],
+            root / f"rank{rank}.pth",
+            root / f"rank{rank}.log",
+        )
         for rank in (0, 1)
     }
     jobs["single"] = _train(_args(run, root / "single"), root / "single.pth", root / "single.log")
     for name, job in jobs.items():
         assert job.wait(timeout=600) == 0, (root / f"{name}.log").read_text()[-3000:]
     # ESPnet's log lines of a distributed run start with [host:rank/world_size] (ranks > 0 log errors only)
-    assert re.search(r"^\[[^\]]+:0/2\] .*The training was finished at 2 epochs", (root / "rank0.log").read_text(), flags=re.M)
-    assert re.search(r"^\[[^\]:]+\] .*The training was finished at 2 epochs", (root / "single.log").read_text(), flags=re.M)
+    assert re.search(
+        r"^\[[^\]]+:0/2\] .*The training was finished at 2 epochs",
+        (root / "rank0.log").read_text(),
+        flags=re.M,
+    )
+    assert re.search(
+        r"^\[[^\]:]+\] .*The training was finished at 2 epochs", (root / "single.log").read_text(), flags=re.M
+    )
     return {name: torch.load(root / f"{name}.pth", weights_only=True) for name in jobs}
 
 
@@ -111,7 +159,9 @@ def test_ddp_matches_one_process_on_the_same_batches(states) -> None:
     assert int(ddp[controller + "updates"]) == int(single[controller + "updates"]) == 8
     assert torch.allclose(ddp[controller + "lambdas"], single[controller + "lambdas"], rtol=1e-5, atol=1e-6)
     # the only source of difference (module docstring): the task-loss scale, measured on half batches
-    assert float(ddp[controller + "loss_scale"]) == pytest.approx(float(single[controller + "loss_scale"]), rel=0.1)
+    assert float(ddp[controller + "loss_scale"]) == pytest.approx(
+        float(single[controller + "loss_scale"]), rel=0.1
+    )
     assert float(ddp[controller + "loss_scale"]) != float(single[controller + "loss_scale"])
     for key in ddp:
         if key.endswith("log_alpha"):

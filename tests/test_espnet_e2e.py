@@ -30,8 +30,16 @@ import yaml
 from conftest import TINY_MODEL, TINY_TRAIN_CONFIG
 
 SENTENCES = [
-    "HELLO WORLD", "GOOD MORNING", "OPEN THE DOOR", "TURN ON THE LIGHT", "PLAY SOME MUSIC",
-    "WHAT TIME IS IT", "CALL MY MOTHER", "STOP THE ALARM", "READ A BOOK", "CLOSE THE WINDOW",
+    "HELLO WORLD",
+    "GOOD MORNING",
+    "OPEN THE DOOR",
+    "TURN ON THE LIGHT",
+    "PLAY SOME MUSIC",
+    "WHAT TIME IS IT",
+    "CALL MY MOTHER",
+    "STOP THE ALARM",
+    "READ A BOOK",
+    "CLOSE THE WINDOW",
 ]
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
@@ -70,22 +78,52 @@ class Run:
         self.stats = root / "stats"
 
     def common(self) -> List[str]:
-        args = ["--config", str(TINY_TRAIN_CONFIG), "--encoder_conf", f"model_config={TINY_MODEL}",
-                # gates that can close within the 10 warm-up updates of the run's 16 (4.6 / gate_lr updates)
-                "--encoder_conf", "pruning.warmup_updates=10", "--encoder_conf", "pruning.gate_lr=0.8",
-                "--encoder_conf", "pruning.lambda_lr=20",  # lambdas of the right size within 16 updates
-                "--encoder_conf", "pruning.gates.init_keep_prob=0.95",
-                "--batch_size", "1", "--scheduler_conf", "warmup_steps=1",  # WarmupLR scales the gates' lr too
-                "--token_type", "char", "--token_list", str(self.tokens), "--ngpu", "0", "--use_matplotlib", "true"]
+        args = [
+            "--config",
+            str(TINY_TRAIN_CONFIG),
+            "--encoder_conf",
+            f"model_config={TINY_MODEL}",
+            # gates that can close within the 10 warm-up updates of the run's 16 (4.6 / gate_lr updates)
+            "--encoder_conf",
+            "pruning.warmup_updates=10",
+            "--encoder_conf",
+            "pruning.gate_lr=0.8",
+            "--encoder_conf",
+            "pruning.lambda_lr=20",  # lambdas of the right size within 16 updates
+            "--encoder_conf",
+            "pruning.gates.init_keep_prob=0.95",
+            "--batch_size",
+            "1",
+            "--scheduler_conf",
+            "warmup_steps=1",  # WarmupLR scales the gates' lr too
+            "--token_type",
+            "char",
+            "--token_list",
+            str(self.tokens),
+            "--ngpu",
+            "0",
+            "--use_matplotlib",
+            "true",
+        ]
         for split, key in (("train", self.train), ("valid", self.valid)):
-            args += [f"--{split}_data_path_and_name_and_type", f"{key}/wav.scp,speech,sound",
-                     f"--{split}_data_path_and_name_and_type", f"{key}/text,text,text"]
+            args += [
+                f"--{split}_data_path_and_name_and_type",
+                f"{key}/wav.scp,speech,sound",
+                f"--{split}_data_path_and_name_and_type",
+                f"{key}/text,text,text",
+            ]
         return args
 
     def train_args(self, out: Path, *extra: str) -> List[str]:
-        return self.common() + ["--train_shape_file", str(self.stats / "train" / "speech_shape"),
-                                "--valid_shape_file", str(self.stats / "valid" / "speech_shape"),
-                                "--output_dir", str(out), *extra]
+        return self.common() + [
+            "--train_shape_file",
+            str(self.stats / "train" / "speech_shape"),
+            "--valid_shape_file",
+            str(self.stats / "valid" / "speech_shape"),
+            "--output_dir",
+            str(out),
+            *extra,
+        ]
 
 
 def _train(args: List[str], log_file: Path) -> None:
@@ -109,7 +147,9 @@ def _train(args: List[str], log_file: Path) -> None:
 def _stock(module: str, args: List[str], log_file: Path) -> str:
     """``python -m module args`` of stock ESPnet in a fresh interpreter (stderr to ``log_file``): its stdout."""
     with log_file.open("w") as log:
-        done = subprocess.run([sys.executable, "-m", module, *args], stdout=subprocess.PIPE, stderr=log, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", module, *args], stdout=subprocess.PIPE, stderr=log, text=True
+        )
     assert done.returncode == 0, log_file.read_text()[-3000:]
     return done.stdout
 
@@ -121,11 +161,25 @@ def run(tmp_path_factory) -> Run:
     run = Run(tmp_path_factory.mktemp("espnet_e2e"))
     from espnet_prune.bin import asr_train
 
-    asr_train.main(run.common() + ["--collect_stats", "true", "--output_dir", str(run.stats),
-                                   "--train_shape_file", str(run.train / "wav.scp"),
-                                   "--valid_shape_file", str(run.valid / "wav.scp")])
+    asr_train.main(
+        run.common()
+        + [
+            "--collect_stats",
+            "true",
+            "--output_dir",
+            str(run.stats),
+            "--train_shape_file",
+            str(run.train / "wav.scp"),
+            "--valid_shape_file",
+            str(run.valid / "wav.scp"),
+        ]
+    )
     (run.root / "exp").mkdir()
-    _stock("espnet2.bin.asr_train", run.train_args(run.root / "exp" / "full"), run.root / "exp" / "train_full.log")
+    _stock(
+        "espnet2.bin.asr_train",
+        run.train_args(run.root / "exp" / "full"),
+        run.root / "exp" / "train_full.log",
+    )
     return run
 
 
@@ -138,8 +192,17 @@ def removal(run: Run) -> Tuple[Path, str]:
     removed_dir = run.root / "exp" / "removed"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        remove_masks.main(["--asr_train_config", str(exp / "config.yaml"), "--asr_model_file",
-                           str(exp / "latest.pth"), "--out_dir", str(removed_dir), "--allow_budget_miss"])
+        remove_masks.main(
+            [
+                "--asr_train_config",
+                str(exp / "config.yaml"),
+                "--asr_model_file",
+                str(exp / "latest.pth"),
+                "--out_dir",
+                str(removed_dir),
+                "--allow_budget_miss",
+            ]
+        )
     return removed_dir, printed.getvalue()
 
 
@@ -148,11 +211,28 @@ def _decode(run: Run, config: Path, model_file: Path, name: str) -> Dict[str, Tu
     from espnet_prune.bin import asr_inference
 
     out = run.root / "decode" / name
-    asr_inference.main([
-        "--asr_train_config", str(config), "--asr_model_file", str(model_file), "--output_dir", str(out),
-        "--data_path_and_name_and_type", f"{run.valid}/wav.scp,speech,sound",
-        "--ctc_weight", "1.0", "--beam_size", "2", "--maxlenratio", "0.1", "--batch_size", "1", "--ngpu", "0",
-    ])
+    asr_inference.main(
+        [
+            "--asr_train_config",
+            str(config),
+            "--asr_model_file",
+            str(model_file),
+            "--output_dir",
+            str(out),
+            "--data_path_and_name_and_type",
+            f"{run.valid}/wav.scp,speech,sound",
+            "--ctc_weight",
+            "1.0",
+            "--beam_size",
+            "2",
+            "--maxlenratio",
+            "0.1",
+            "--batch_size",
+            "1",
+            "--ngpu",
+            "0",
+        ]
+    )
 
     def read(name: str) -> Dict[str, str]:
         lines = (out / "1best_recog" / name).read_text().splitlines()
@@ -168,9 +248,20 @@ def test_stats_reach_train_log_and_plots(run: Run) -> None:
     log = (run.root / "exp" / "train_full.log").read_text()
     summary = [line for line in log.splitlines() if "epoch results:" in line]
     assert len(summary) == 2, log[-2000:]
-    for key in ("loss_task", "loss_pruning", "task_loss_scale", "expected_params", "expected_gmacs", "exact_gmacs",
-                "expected_sparsity_macs", "exact_sparsity_macs", "target_macs", "lambda1_macs", "lambda2_macs",
-                "loss_ctc"):
+    for key in (
+        "loss_task",
+        "loss_pruning",
+        "task_loss_scale",
+        "expected_params",
+        "expected_gmacs",
+        "exact_gmacs",
+        "expected_sparsity_macs",
+        "exact_sparsity_macs",
+        "target_macs",
+        "lambda1_macs",
+        "lambda2_macs",
+        "loss_ctc",
+    ):
         assert f"{key}=" in summary[-1], key
     assert (exp / "images" / "expected_gmacs.png").is_file()
     config = yaml.safe_load((exp / "config.yaml").read_text())
@@ -181,7 +272,9 @@ def test_stats_reach_train_log_and_plots(run: Run) -> None:
     assert (state["encoder.ssl.controller.lambdas"] != 0).all()
     # The gates moved toward the target: after each epoch (validation, eval masks) the MACs cut grew, to a
     # quarter or more (the gates start at keep probability 0.95, which cuts about 3%).
-    exact = [float(line.split("[valid]")[1].split("exact_sparsity_macs=")[1].split(",")[0]) for line in summary]
+    exact = [
+        float(line.split("[valid]")[1].split("exact_sparsity_macs=")[1].split(",")[0]) for line in summary
+    ]
     assert exact[0] < exact[1] and exact[1] >= 0.25, exact
 
 
@@ -200,21 +293,33 @@ def test_remove_masks_and_decode_gated_and_removed(run: Run, removal: Tuple[Path
     conf = removed_config["encoder_conf"]
     assert removed_config["model"] == "espnet" and conf["pruning"] is None and "ssl_checkpoint" not in conf
     dense, small = Wav2Vec2Config.load_yaml(TINY_MODEL), Wav2Vec2Config.from_dict(conf["model_config"])
-    assert exact_cost(small).params < 0.9 * exact_cost(dense).params and exact_cost(small).macs < 0.9 * exact_cost(dense).macs
+    assert (
+        exact_cost(small).params < 0.9 * exact_cost(dense).params
+        and exact_cost(small).macs < 0.9 * exact_cost(dense).macs
+    )
     # The cut comes from training, not from the gates' initial values: compared with the same gated model
     # as built before training, the keep probabilities fell and the expected MAC sparsity moved at least a
     # third of the way toward the 50% target.
     initial = find_ssl(PrunedASRTask.build_model_from_file(exp / "config.yaml", None)[0], gated=True)[1].model
-    trained = find_ssl(PrunedASRTask.build_model_from_file(exp / "config.yaml", exp / "latest.pth")[0], gated=True)[1].model
-    keep_initial, keep_trained = (torch.cat([g.keep_prob().detach() for _, g in iter_gates(m)]) for m in (initial, trained))
+    trained = find_ssl(
+        PrunedASRTask.build_model_from_file(exp / "config.yaml", exp / "latest.pth")[0], gated=True
+    )[1].model
+    keep_initial, keep_trained = (
+        torch.cat([g.keep_prob().detach() for _, g in iter_gates(m)]) for m in (initial, trained)
+    )
     assert keep_trained.mean() < keep_initial.mean() - 0.05, (keep_initial.mean(), keep_trained.mean())
     sparsity_initial, sparsity_trained = (
         1.0 - float(expected_cost(m).macs) / exact_cost(dense).macs for m in (initial, trained)
     )
-    assert sparsity_trained >= sparsity_initial + (0.5 - sparsity_initial) / 3, (sparsity_initial, sparsity_trained)
+    assert sparsity_trained >= sparsity_initial + (0.5 - sparsity_initial) / 3, (
+        sparsity_initial,
+        sparsity_trained,
+    )
     n_removed = sum(v.numel() for v in torch.load(removed_dir / "model.pth", weights_only=True).values())
     gated_state = torch.load(exp / "latest.pth", weights_only=True)
-    n_dense = sum(v.numel() for k, v in gated_state.items() if ".controller." not in k and not k.endswith("log_alpha"))
+    n_dense = sum(
+        v.numel() for k, v in gated_state.items() if ".controller." not in k and not k.endswith("log_alpha")
+    )
     assert n_removed < n_dense
 
     gated = _decode(run, exp / "config.yaml", exp / "latest.pth", "gated")
@@ -233,20 +338,33 @@ def test_inference_rejects_weights_that_do_not_match_the_config(run: Run) -> Non
     bad = run.root / "no_gates.pth"  # ESPnet's strict=False load would leave these gates at their init
     torch.save({k: v for k, v in state.items() if not k.endswith("log_alpha")}, bad)
     with pytest.raises(SystemExit) as error:
-        asr_inference.main([
-            "--asr_train_config", str(exp / "config.yaml"), "--asr_model_file", str(bad),
-            "--output_dir", str(run.root / "decode" / "mismatch"),
-            "--data_path_and_name_and_type", f"{run.valid}/wav.scp,speech,sound",
-        ])
+        asr_inference.main(
+            [
+                "--asr_train_config",
+                str(exp / "config.yaml"),
+                "--asr_model_file",
+                str(bad),
+                "--output_dir",
+                str(run.root / "decode" / "mismatch"),
+                "--data_path_and_name_and_type",
+                f"{run.valid}/wav.scp,speech,sound",
+            ]
+        )
     message = str(error.value)
-    assert "does not match the model" in message and "missing from the weights" in message and "log_alpha" in message
+    assert (
+        "does not match the model" in message
+        and "missing from the weights" in message
+        and "log_alpha" in message
+    )
     assert not (run.root / "decode" / "mismatch").exists()
 
 
 def test_resume_continues_gates_lambdas_and_counter_exactly(run: Run) -> None:
     out = run.root / "exp" / "resumed"
     _train(run.train_args(out, "--max_epoch", "1"), run.root / "exp" / "train_resumed_1.log")
-    _train(run.train_args(out, "--max_epoch", "2", "--resume", "true"), run.root / "exp" / "train_resumed_2.log")
+    _train(
+        run.train_args(out, "--max_epoch", "2", "--resume", "true"), run.root / "exp" / "train_resumed_2.log"
+    )
     assert "The training was resumed" in (run.root / "exp" / "train_resumed_2.log").read_text()
 
     full = torch.load(run.root / "exp" / "full" / "2epoch.pth", weights_only=True)
@@ -254,8 +372,11 @@ def test_resume_continues_gates_lambdas_and_counter_exactly(run: Run) -> None:
     assert full.keys() == resumed.keys()
     gates = [k for k in full if k.endswith("log_alpha")]
     assert gates and int(resumed["encoder.ssl.controller.updates"]) == 16
-    for key in gates + ["encoder.ssl.controller.lambdas", "encoder.ssl.controller.updates",
-                        "encoder.ssl.controller.loss_scale"]:
+    for key in gates + [
+        "encoder.ssl.controller.lambdas",
+        "encoder.ssl.controller.updates",
+        "encoder.ssl.controller.loss_scale",
+    ]:
         assert torch.equal(full[key], resumed[key]), key
     for key in full:
         assert torch.equal(full[key], resumed[key]), key
@@ -264,15 +385,29 @@ def test_resume_continues_gates_lambdas_and_counter_exactly(run: Run) -> None:
 def test_python_start_up_imports_neither_torch_nor_espnet() -> None:
     """The installed hook waits for espnet2.tasks.asr: unrelated programs pay nothing for the plugin."""
     code = "import sys; print(sorted(m for m in ('torch', 'espnet2', 'espnet_prune.espnet') if m in sys.modules))"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        == "[]\n"
+    )
 
 
 def test_stock_espnet_prints_the_config_of_our_encoder(run: Run) -> None:
-    printed = _stock("espnet2.bin.asr_train", ["--config", str(TINY_TRAIN_CONFIG), "--encoder_conf",
-                     f"model_config={TINY_MODEL}", "--print_config"], run.root / "print_config.log")
+    printed = _stock(
+        "espnet2.bin.asr_train",
+        [
+            "--config",
+            str(TINY_TRAIN_CONFIG),
+            "--encoder_conf",
+            f"model_config={TINY_MODEL}",
+            "--print_config",
+        ],
+        run.root / "print_config.log",
+    )
     config = yaml.safe_load(printed)
     assert config["encoder"] == "pruned_wav2vec2" and config["encoder_conf"]["pruning"]["variant"] == "mac"
-    assert {"ssl_checkpoint", "preset", "freeze_cnn_updates", "trust_checkpoint"} <= set(config["encoder_conf"])
+    assert {"ssl_checkpoint", "preset", "freeze_cnn_updates", "trust_checkpoint"} <= set(
+        config["encoder_conf"]
+    )
 
 
 def test_removed_model_packs_and_decodes_from_the_archive_with_stock_speech2text(
@@ -280,8 +415,19 @@ def test_removed_model_packs_and_decodes_from_the_archive_with_stock_speech2text
 ) -> None:
     removed_dir, _ = removal
     archive = run.root / "asr_removed.zip"
-    _stock("espnet2.bin.pack", ["asr", "--asr_train_config", str(removed_dir / "config.yaml"), "--asr_model_file",
-                                str(removed_dir / "model.pth"), "--outpath", str(archive)], run.root / "pack.log")
+    _stock(
+        "espnet2.bin.pack",
+        [
+            "asr",
+            "--asr_train_config",
+            str(removed_dir / "config.yaml"),
+            "--asr_model_file",
+            str(removed_dir / "model.pth"),
+            "--outpath",
+            str(archive),
+        ],
+        run.root / "pack.log",
+    )
     # A fresh interpreter that imports only ESPnet: unpack as espnet_model_zoo does, decode with Speech2Text.
     decode = textwrap.dedent("""
         import json, sys
@@ -298,8 +444,11 @@ def test_removed_model_packs_and_decodes_from_the_archive_with_stock_speech2text
             tokens[utt] = " ".join(utt_tokens)
         print(json.dumps(tokens))
     """)
-    done = subprocess.run([sys.executable, "-c", decode, str(archive), str(run.root / "unpacked"),
-                           str(run.valid / "wav.scp")], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", decode, str(archive), str(run.root / "unpacked"), str(run.valid / "wav.scp")],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     from_archive = json.loads(done.stdout.splitlines()[-1])
     from_files = _decode(run, removed_dir / "config.yaml", removed_dir / "model.pth", "removed_again")

@@ -24,8 +24,16 @@ TOKENS = ["<blank>", "<unk>", "<space>", "A", "B", "C", "<sos/eos>"]
 def base_args(tmp_path) -> List[str]:
     tokens = tmp_path / "tokens.txt"
     tokens.write_text("\n".join(TOKENS) + "\n")
-    return ["--config", str(TINY_TRAIN_CONFIG), "--encoder_conf", f"model_config={TINY_MODEL}",
-            "--token_list", str(tokens), "--output_dir", str(tmp_path / "exp")]
+    return [
+        "--config",
+        str(TINY_TRAIN_CONFIG),
+        "--encoder_conf",
+        f"model_config={TINY_MODEL}",
+        "--token_list",
+        str(tokens),
+        "--output_dir",
+        str(tmp_path / "exp"),
+    ]
 
 
 def _build(args: List[str]):
@@ -44,9 +52,16 @@ def _batch(batch: int = 2):
 def _tiny_hf_dir(path: Path) -> Path:
     transformers = pytest.importorskip("transformers")
     config = transformers.Wav2Vec2Config(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-        conv_dim=(16, 32, 32), conv_kernel=(10, 3, 2), conv_stride=(5, 2, 2),
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, vocab_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        conv_dim=(16, 32, 32),
+        conv_kernel=(10, 3, 2),
+        conv_stride=(5, 2, 2),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        vocab_size=8,
     )
     torch.manual_seed(0)
     transformers.Wav2Vec2Model(config).save_pretrained(path)
@@ -79,9 +94,21 @@ def test_pruning_model_adds_the_lagrangian_and_reports_stats(base_args) -> None:
     # The term is scaled by the task loss's running magnitude (the first one: this batch's loss).
     assert float(stats["task_loss_scale"]) == pytest.approx(float(stats["loss_task"]))
     gap = float(stats["exact_sparsity_macs"]) - float(stats["target_macs"])
-    assert float(stats["loss_pruning"]) == pytest.approx(float(stats["loss_task"]) * (gap + gap * gap), rel=1e-4)
-    for key in ("loss_ctc", "expected_params", "expected_gmacs", "exact_params", "exact_gmacs",
-                "expected_sparsity_macs", "exact_sparsity_macs", "target_macs", "lambda1_macs", "lambda2_macs"):
+    assert float(stats["loss_pruning"]) == pytest.approx(
+        float(stats["loss_task"]) * (gap + gap * gap), rel=1e-4
+    )
+    for key in (
+        "loss_ctc",
+        "expected_params",
+        "expected_gmacs",
+        "exact_params",
+        "exact_gmacs",
+        "expected_sparsity_macs",
+        "exact_sparsity_macs",
+        "target_macs",
+        "lambda1_macs",
+        "lambda2_macs",
+    ):
         assert key in stats
     model.eval()
     with torch.no_grad():
@@ -99,12 +126,29 @@ def test_dense_fine_tuning_keeps_espnets_model(base_args) -> None:
 
 @pytest.mark.parametrize("exclude_weight_decay", [False, True])
 def test_optimizer_groups_and_dual_ascent_under_warmup(base_args, exclude_weight_decay) -> None:
-    model, args = _build(base_args + [
-        "--optim", "adamw", "--optim_conf", "lr=0.001", "--optim_conf", "weight_decay=0.01",
-        "--encoder_conf", "pruning.warmup_updates=0", "--encoder_conf", "pruning.gate_lr=0.03",
-        "--encoder_conf", "pruning.lambda_lr=0.04", "--exclude_weight_decay", str(exclude_weight_decay).lower(),
-        "--scheduler", "warmuplr", "--scheduler_conf", "warmup_steps=5",
-    ])
+    model, args = _build(
+        base_args
+        + [
+            "--optim",
+            "adamw",
+            "--optim_conf",
+            "lr=0.001",
+            "--optim_conf",
+            "weight_decay=0.01",
+            "--encoder_conf",
+            "pruning.warmup_updates=0",
+            "--encoder_conf",
+            "pruning.gate_lr=0.03",
+            "--encoder_conf",
+            "pruning.lambda_lr=0.04",
+            "--exclude_weight_decay",
+            str(exclude_weight_decay).lower(),
+            "--scheduler",
+            "warmuplr",
+            "--scheduler_conf",
+            "warmup_steps=5",
+        ]
+    )
     optimizer = PrunedASRTask.build_optimizers(args, model)[0]
     ssl = model.encoder.ssl
     lambdas = ssl.controller.lambdas
@@ -125,7 +169,9 @@ def test_optimizer_groups_and_dual_ascent_under_warmup(base_args, exclude_weight
         optimizer.step()
         scheduler.step()
         assert ssl.controller.num_updates == step + 1  # the optimizer's step hook counted the update
-    assert float(lambdas[0, 0]) < 0 < float(lambdas[0, 1])  # ascent on lambda1 * gap + lambda2 * gap^2, gap < 0
+    assert (
+        float(lambdas[0, 0]) < 0 < float(lambdas[0, 1])
+    )  # ascent on lambda1 * gap + lambda2 * gap^2, gap < 0
     gap = float(stats["exact_sparsity_macs"]) - 0.5
     assert float(lambdas[0, 0]) == pytest.approx(3 * 0.04 * gap, rel=0.05)  # the scheduler does not scale it
 
@@ -135,8 +181,11 @@ def test_frontend_with_weighted_layer_sum(base_args, tmp_path) -> None:
     del config["input_size"], config["encoder_conf"]
     config.update(
         frontend="pruned_wav2vec2",
-        frontend_conf={"model_config": str(TINY_MODEL), "multilayer_feature": True,
-                       "pruning": str(REPO / "conf" / "pruning" / "hj_size_50.yaml")},
+        frontend_conf={
+            "model_config": str(TINY_MODEL),
+            "multilayer_feature": True,
+            "pruning": str(REPO / "conf" / "pruning" / "hj_size_50.yaml"),
+        },
         normalize="utterance_mvn",
         encoder="transformer",
         encoder_conf={"output_size": 16, "attention_heads": 2, "linear_units": 32, "num_blocks": 1},
@@ -153,8 +202,9 @@ def test_frontend_with_weighted_layer_sum(base_args, tmp_path) -> None:
 
 
 def test_cnn_frozen_for_the_first_updates_while_its_gates_learn() -> None:
-    options = SSLOptions(model_config=str(TINY_MODEL), pruning={"variant": "mac", "target_sparsity": 0.5},
-                         freeze_cnn_updates=1)
+    options = SSLOptions(
+        model_config=str(TINY_MODEL), pruning={"variant": "mac", "target_sparsity": 0.5}, freeze_cnn_updates=1
+    )
     ssl = PrunableSSL("encoder_conf", options)
     optimizer = torch.optim.SGD(ssl.parameters(), lr=0.0)
     ssl.attach(optimizer)
@@ -175,8 +225,19 @@ def test_checkpoint_survives_init_and_config_yaml_needs_no_checkpoint(base_args,
 
     hf = _tiny_hf_dir(tmp_path / "hf")
     reference, _ = load_pretrained(hf)
-    model, args = _build(base_args + ["--encoder_conf", "model_config=null", "--encoder_conf", f"ssl_checkpoint={hf}",
-                                      "--encoder_conf", "output_layer=1", "--init", "xavier_uniform"])
+    model, args = _build(
+        base_args
+        + [
+            "--encoder_conf",
+            "model_config=null",
+            "--encoder_conf",
+            f"ssl_checkpoint={hf}",
+            "--encoder_conf",
+            "output_layer=1",
+            "--init",
+            "xavier_uniform",
+        ]
+    )
     ssl = model.encoder.ssl
     assert ssl.config.num_layers == 1 and not ssl.controller.lambdas.any()
     expected = {k: v for k, v in reference.state_dict().items() if not k.startswith("encoder.layers.1.")}
@@ -210,23 +271,53 @@ def _bert_dir(tmp_path: Path) -> str:
     "extra, message",
     [
         (["--encoder_conf", "pruning.variant=l1"], "encoder_conf.pruning.variant: 'l1' is not one of"),
-        (["--encoder_conf", "pruning.target_sparsity=1.5"], "encoder_conf.pruning.target_sparsity: must be a number in"),
-        (["--encoder_conf", "pruning.target_sparsity=0"], "encoder_conf.pruning.target_sparsity: must be a number in"),
-        (["--encoder_conf", "pruning.gates.init_keep=0.5"], "encoder_conf.pruning.gates: unknown key(s) ['init_keep']"),
-        (["--encoder_conf", "model_config=null", "--encoder_conf", "ssl_checkpoint=/nonexistent/wav2vec_small.pt"],
-         "encoder_conf.ssl_checkpoint: '/nonexistent/wav2vec_small.pt' does not exist"),
-        (["--encoder_conf", "model_config=null", "--encoder_conf", "ssl_checkpoint={bad}"],
-         "is not a supported wav2vec2/HuBERT checkpoint"),
-        (["--encoder_conf", "model_config=null", "--encoder_conf", "ssl_checkpoint={bert}"],
-         "model_type='bert' is not supported"),
-        (["--encoder_conf", "preset=wav2vec2_base"], "give exactly one of ssl_checkpoint, model_config, preset"),
+        (
+            ["--encoder_conf", "pruning.target_sparsity=1.5"],
+            "encoder_conf.pruning.target_sparsity: must be a number in",
+        ),
+        (
+            ["--encoder_conf", "pruning.target_sparsity=0"],
+            "encoder_conf.pruning.target_sparsity: must be a number in",
+        ),
+        (
+            ["--encoder_conf", "pruning.gates.init_keep=0.5"],
+            "encoder_conf.pruning.gates: unknown key(s) ['init_keep']",
+        ),
+        (
+            [
+                "--encoder_conf",
+                "model_config=null",
+                "--encoder_conf",
+                "ssl_checkpoint=/nonexistent/wav2vec_small.pt",
+            ],
+            "encoder_conf.ssl_checkpoint: '/nonexistent/wav2vec_small.pt' does not exist",
+        ),
+        (
+            ["--encoder_conf", "model_config=null", "--encoder_conf", "ssl_checkpoint={bad}"],
+            "is not a supported wav2vec2/HuBERT checkpoint",
+        ),
+        (
+            ["--encoder_conf", "model_config=null", "--encoder_conf", "ssl_checkpoint={bert}"],
+            "model_type='bert' is not supported",
+        ),
+        (
+            ["--encoder_conf", "preset=wav2vec2_base"],
+            "give exactly one of ssl_checkpoint, model_config, preset",
+        ),
         (["--encoder_conf", "model_overrides={{embed_dim: 64}}"], "model_overrides: ['embed_dim'] cannot be"),
         (["--keep_nbest_models", "10"], "keep_nbest_models: [10] would average gated checkpoints"),
         (["--input_size", "none"], "set `input_size: 1`"),
         (["--input_size", "none", "--frontend", "default"], "set `input_size: 1`"),
         (["--normalize", "utterance_mvn"], "normalize: the pruned_wav2vec2 encoder reads raw waveforms"),
-        (["--encoder_conf", "pruning.variant=latency", "--encoder_conf", "pruning.latency_table=/nonexistent/t.json"],
-         "encoder_conf.pruning.latency_table: no latency table at /nonexistent/t.json"),
+        (
+            [
+                "--encoder_conf",
+                "pruning.variant=latency",
+                "--encoder_conf",
+                "pruning.latency_table=/nonexistent/t.json",
+            ],
+            "encoder_conf.pruning.latency_table: no latency table at /nonexistent/t.json",
+        ),
     ],
 )
 def test_bad_configs_fail_at_build_time_with_one_message(base_args, tmp_path, extra, message) -> None:
@@ -239,17 +330,20 @@ def test_bad_configs_fail_at_build_time_with_one_message(base_args, tmp_path, ex
     assert not (tmp_path / "exp").exists()  # nothing half-written
 
 
-
 def test_remove_masks_of_a_gated_frontend_keeps_the_encoder_output(base_args, tmp_path) -> None:
     from espnet_prune.espnet.removal import max_encode_difference, remove_asr_masks
 
     config = yaml.safe_load(TINY_TRAIN_CONFIG.read_text())
     del config["input_size"], config["encoder_conf"]
     config.update(
-        frontend="pruned_wav2vec2", normalize=None, encoder="transformer",
-        frontend_conf={"model_config": str(TINY_MODEL), "multilayer_feature": True,
-                       "pruning": {"variant": "mac", "target_sparsity": 0.5,
-                                                              "gates": {"init_keep_prob": 0.6}}},
+        frontend="pruned_wav2vec2",
+        normalize=None,
+        encoder="transformer",
+        frontend_conf={
+            "model_config": str(TINY_MODEL),
+            "multilayer_feature": True,
+            "pruning": {"variant": "mac", "target_sparsity": 0.5, "gates": {"init_keep_prob": 0.6}},
+        },
         encoder_conf={"output_size": 16, "attention_heads": 2, "linear_units": 32, "num_blocks": 1},
     )
     (tmp_path / "frontend.yaml").write_text(yaml.safe_dump(config))
@@ -281,8 +375,20 @@ def test_profile_reports_costs_latency_and_png(tmp_path, capsys) -> None:
     from espnet_prune.bin import profile
 
     png = tmp_path / "profile.png"
-    profile.main(["--model_config", str(TINY_MODEL), "--seconds", "1", "--repeats", "1", "--png", str(png),
-                  "--reference_preset", "wav2vec2_base"])
+    profile.main(
+        [
+            "--model_config",
+            str(TINY_MODEL),
+            "--seconds",
+            "1",
+            "--repeats",
+            "1",
+            "--png",
+            str(png),
+            "--reference_preset",
+            "wav2vec2_base",
+        ]
+    )
     out = capsys.readouterr().out
     assert "GMACs @ 1 s" in out and "CPU latency" in out and "attention heads  4/12 4/12 0/12" in out
     assert png.stat().st_size > 0
@@ -312,8 +418,12 @@ def _gated_checkpoint(base_args, tmp_path, sparsity: float, updates: int, quanti
         from test_latency import synthetic_table
 
         synthetic_table(Wav2Vec2Config.load_yaml(TINY_MODEL), seconds=10.0).save(tmp_path / "latency.json")
-        base_args = base_args + ["--encoder_conf", "pruning.variant=latency",
-                                 "--encoder_conf", f"pruning.latency_table={tmp_path / 'latency.json'}"]
+        base_args = base_args + [
+            "--encoder_conf",
+            "pruning.variant=latency",
+            "--encoder_conf",
+            f"pruning.latency_table={tmp_path / 'latency.json'}",
+        ]
     model, args = _build(base_args)
     ssl = model.encoder.ssl
     table = ssl.controller.latency_table
@@ -330,8 +440,17 @@ def _gated_checkpoint(base_args, tmp_path, sparsity: float, updates: int, quanti
 def _remove(exp, out, *extra):
     from espnet_prune.bin import remove_masks
 
-    remove_masks.main(["--asr_train_config", str(exp / "config.yaml"), "--asr_model_file", str(exp / "latest.pth"),
-                       "--out_dir", str(out), *extra])
+    remove_masks.main(
+        [
+            "--asr_train_config",
+            str(exp / "config.yaml"),
+            "--asr_model_file",
+            str(exp / "latest.pth"),
+            "--out_dir",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def test_remove_masks_fits_masks_near_the_target_onto_it(base_args, tmp_path, capsys) -> None:
@@ -341,7 +460,9 @@ def test_remove_masks_fits_masks_near_the_target_onto_it(base_args, tmp_path, ca
     assert 0.47 <= trained < 0.5
     _remove(exp, tmp_path / "pruned")
     printed = capsys.readouterr().out
-    assert "macs @ 10 s: target 50.0%, expected" in printed and f"exact (trained masks) {trained:.1%}" in printed
+    assert (
+        "macs @ 10 s: target 50.0%, expected" in printed and f"exact (trained masks) {trained:.1%}" in printed
+    )
     conf = yaml.safe_load((tmp_path / "pruned" / "config.yaml").read_text())["encoder_conf"]
     dense = Wav2Vec2Config.load_yaml(TINY_MODEL)
     cut = 1 - exact_cost(Wav2Vec2Config.from_dict(conf["model_config"])).macs / exact_cost(dense).macs
@@ -356,11 +477,16 @@ def test_remove_masks_fits_and_reports_a_latency_target(base_args, tmp_path, cap
     assert 0.46 <= trained < 0.5
     _remove(exp, tmp_path / "pruned")
     printed = capsys.readouterr().out
-    assert "latency @ 10 s: target 50.0%, expected" in printed and f"exact (trained masks) {trained:.1%}" in printed
+    assert (
+        "latency @ 10 s: target 50.0%, expected" in printed
+        and f"exact (trained masks) {trained:.1%}" in printed
+    )
     conf = yaml.safe_load((tmp_path / "pruned" / "config.yaml").read_text())["encoder_conf"]
     table = LatencyTable.load(tmp_path / "latency.json")
     dense = Wav2Vec2Config.load_yaml(TINY_MODEL)
-    cut = 1 - exact_latency_ms(table, Wav2Vec2Config.from_dict(conf["model_config"])) / exact_latency_ms(table, dense)
+    cut = 1 - exact_latency_ms(table, Wav2Vec2Config.from_dict(conf["model_config"])) / exact_latency_ms(
+        table, dense
+    )
     assert abs(cut - 0.5) <= 0.015 and f"latency: cut at {cut:.1%}" in printed
 
 
@@ -370,7 +496,9 @@ def test_remove_masks_refuses_masks_far_from_the_target(base_args, tmp_path, upd
     with pytest.raises(SystemExit) as error:
         _remove(exp, tmp_path / "pruned")
     message = str(error.value)
-    assert message.startswith("remove_masks: error: the trained masks miss the budget by more than 3 points: ")
+    assert message.startswith(
+        "remove_masks: error: the trained masks miss the budget by more than 3 points: "
+    )
     assert f"macs {trained:.1%} for a target of 50.0%" in message and "--allow_budget_miss" in message
     assert ("stopped at update 4, before the target's warm-up ended (update 10)" in message) == cause
     assert not (tmp_path / "pruned").exists()
@@ -402,8 +530,13 @@ def _save_gated(base_args: List[str], tmp_path: Path):
     [
         (lambda s: {k: v for k, v in s.items() if not k.endswith("log_alpha")}, "missing from the weights"),
         (lambda s: {**s, "encoder.ssl.model.extra.weight": torch.zeros(2)}, "not in the model"),
-        (lambda s: {k: v[:1] if k.endswith("final_proj.weight") or k == "ctc.ctc_lo.weight" else v
-                    for k, v in s.items()}, "with other shapes"),
+        (
+            lambda s: {
+                k: v[:1] if k.endswith("final_proj.weight") or k == "ctc.ctc_lo.weight" else v
+                for k, v in s.items()
+            },
+            "with other shapes",
+        ),
     ],
     ids=["missing", "unexpected", "shape"],
 )
@@ -434,7 +567,9 @@ def test_init_param_is_read_safely_and_must_cover_the_ssl_module(base_args, tmp_
     target, _ = _build(base_args)
     abs_task.load_pretrained_model(str(weights), target, False)
     assert all(torch.equal(v, target.state_dict()[k]) for k, v in model.state_dict().items())
-    dense, _ = _build(base_args + ["--encoder_conf", "pruning=null"])  # a pruning run starts from a dense model
+    dense, _ = _build(
+        base_args + ["--encoder_conf", "pruning=null"]
+    )  # a pruning run starts from a dense model
     torch.save(dense.state_dict(), tmp_path / "dense.pth")
     abs_task.load_pretrained_model(str(tmp_path / "dense.pth"), target, False)
     assert all(torch.equal(v, target.state_dict()[k]) for k, v in dense.state_dict().items())

@@ -54,10 +54,18 @@ class Exp:
         self.root = root
         tokens = root / "tokens.txt"
         tokens.write_text("\n".join(TOKENS) + "\n")
-        args = PrunedASRTask.get_parser().parse_args([
-            "--config", str(TINY_TRAIN_CONFIG), "--encoder_conf", f"model_config={TINY_MODEL}",
-            "--token_list", str(tokens), "--output_dir", str(root / "exp"),
-        ])
+        args = PrunedASRTask.get_parser().parse_args(
+            [
+                "--config",
+                str(TINY_TRAIN_CONFIG),
+                "--encoder_conf",
+                f"model_config={TINY_MODEL}",
+                "--token_list",
+                str(tokens),
+                "--output_dir",
+                str(root / "exp"),
+            ]
+        )
         torch.manual_seed(0)
         model = PrunedASRTask.build_model(args)
         ssl = model.encoder.ssl.model
@@ -76,8 +84,17 @@ class Exp:
             yaml_no_alias_safe_dump(vars(args), f)
         torch.save(model.state_dict(), self.gated / "latest.pth")
         self.removed = root / "exp" / "removed"
-        remove_masks.main(["--asr_train_config", str(self.gated / "config.yaml"), "--asr_model_file",
-                           str(self.gated / "latest.pth"), "--out_dir", str(self.removed), "--allow_budget_miss"])
+        remove_masks.main(
+            [
+                "--asr_train_config",
+                str(self.gated / "config.yaml"),
+                "--asr_model_file",
+                str(self.gated / "latest.pth"),
+                "--out_dir",
+                str(self.removed),
+                "--allow_budget_miss",
+            ]
+        )
         self.config, self.weights = self.removed / "config.yaml", self.removed / "model.pth"
 
         data = root / "data"
@@ -96,8 +113,17 @@ class Exp:
         return model.eval()
 
     def export(self, out_dir: Path, *extra: str) -> None:
-        export_cli.main(["--asr_train_config", str(self.config), "--asr_model_file", str(self.weights),
-                         "--out_dir", str(out_dir), *extra])
+        export_cli.main(
+            [
+                "--asr_train_config",
+                str(self.config),
+                "--asr_model_file",
+                str(self.weights),
+                "--out_dir",
+                str(out_dir),
+                *extra,
+            ]
+        )
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +148,9 @@ def _export_to(exp: Exp, format: str, path: Path, config: Optional[Path] = None)
 def test_removal_cut_heads_and_whole_branches(exp: Exp) -> None:
     conf = yaml.safe_load(exp.config.read_text())["encoder_conf"]["model_config"]
     assert conf["num_heads"] == [2, 0] and conf["ffn_dims"][0] == 0 and 0 < conf["ffn_dims"][1] < 64
-    assert all(0 < channels < dense for (channels, _, _), dense in zip(conf["conv_layers"], [16, 32, 32, 32, 32]))
+    assert all(
+        0 < channels < dense for (channels, _, _), dense in zip(conf["conv_layers"], [16, 32, 32, 32, 32])
+    )
 
 
 @pytest.mark.parametrize("format", FORMATS)
@@ -181,10 +209,16 @@ def test_onnx_file_has_dynamic_axes_and_metadata(exp: Exp, tmp_path) -> None:
     pytest.importorskip("onnxruntime")
     _export_to(exp, "onnx", tmp_path / "model.onnx")
     graph = onnx.load(str(tmp_path / "model.onnx"))
-    shapes = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
-              for v in list(graph.graph.input) + list(graph.graph.output)}
-    assert shapes == {"speech": ["batch", "samples"], "speech_lengths": ["batch"],
-                      "log_probs": ["batch", "frames", len(TOKENS)], "log_probs_lengths": ["batch"]}
+    shapes = {
+        v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in list(graph.graph.input) + list(graph.graph.output)
+    }
+    assert shapes == {
+        "speech": ["batch", "samples"],
+        "speech_lengths": ["batch"],
+        "log_probs": ["batch", "frames", len(TOKENS)],
+        "log_probs_lengths": ["batch"],
+    }
     assert {p.key: p.value for p in graph.metadata_props} == {"sample_rate": "16000"}
 
 
@@ -210,7 +244,9 @@ def test_cli_exports_checks_and_writes_what_decoding_needs(exp: Exp, format: str
     printed = capsys.readouterr().out
     assert "5 utterances, greedy CTC hypotheses identical" in printed
     model_file = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}[format]
-    assert sorted(p.name for p in out.iterdir()) == sorted([model_file, "tokens.txt", f"export_{format}.json"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [model_file, "tokens.txt", f"export_{format}.json"]
+    )
     manifest = json.loads((out / f"export_{format}.json").read_text())
     assert manifest["sample_rate"] == 16000 and manifest["model_file"] == model_file
     assert manifest["output_names"] == ["log_probs", "log_probs_lengths"] and manifest["blank_id"] == 0
@@ -241,7 +277,14 @@ def test_cli_copies_the_bpe_model_a_config_names(exp: Exp, tmp_path) -> None:
     config.update(token_type="bpe", bpemodel=str(tmp_path / "bpe.model"))
     bpe_config = tmp_path / "config.yaml"
     bpe_config.write_text(yaml.safe_dump(config))
-    command = ["--asr_train_config", str(bpe_config), "--asr_model_file", str(exp.weights), "--format", "torchscript"]
+    command = [
+        "--asr_train_config",
+        str(bpe_config),
+        "--asr_model_file",
+        str(exp.weights),
+        "--format",
+        "torchscript",
+    ]
     with pytest.raises(SystemExit) as error:
         export_cli.main(command + ["--out_dir", str(tmp_path / "missing")])
     assert f"bpemodel '{tmp_path / 'bpe.model'}' does not exist" in str(error.value.code)
@@ -262,8 +305,18 @@ def _exit_message(exp: Exp, out: Path, *extra: str) -> str:
 def test_cli_refuses_a_gated_model(exp: Exp, tmp_path) -> None:
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as error:
-        export_cli.main(["--asr_train_config", str(exp.gated / "config.yaml"), "--asr_model_file",
-                         str(exp.gated / "latest.pth"), "--format", "torchscript", "--out_dir", str(out)])
+        export_cli.main(
+            [
+                "--asr_train_config",
+                str(exp.gated / "config.yaml"),
+                "--asr_model_file",
+                str(exp.gated / "latest.pth"),
+                "--format",
+                "torchscript",
+                "--out_dir",
+                str(out),
+            ]
+        )
     message = str(error.value.code)
     assert "gated pruning model" in message and "espnet_prune.bin.remove_masks" in message
     assert str(exp.gated / "config.yaml") in message and not out.exists()
@@ -279,18 +332,40 @@ def test_cli_refuses_corrupted_and_mismatched_weights(exp: Exp, tmp_path) -> Non
     corrupted = tmp_path / "model.pth"
     corrupted.write_bytes(exp.weights.read_bytes()[:1000])  # truncated
     with pytest.raises(SystemExit) as error:
-        export_cli.main(["--asr_train_config", str(exp.config), "--asr_model_file", str(corrupted),
-                         "--format", "torchscript", "--out_dir", str(tmp_path / "a")])
+        export_cli.main(
+            [
+                "--asr_train_config",
+                str(exp.config),
+                "--asr_model_file",
+                str(corrupted),
+                "--format",
+                "torchscript",
+                "--out_dir",
+                str(tmp_path / "a"),
+            ]
+        )
     assert f"{corrupted}: not a readable PyTorch checkpoint (truncated or damaged" in str(error.value.code)
     with pytest.raises(SystemExit) as error:  # the gated weights with the removed model's config
-        export_cli.main(["--asr_train_config", str(exp.config), "--asr_model_file", str(exp.gated / "latest.pth"),
-                         "--format", "torchscript", "--out_dir", str(tmp_path / "b")])
+        export_cli.main(
+            [
+                "--asr_train_config",
+                str(exp.config),
+                "--asr_model_file",
+                str(exp.gated / "latest.pth"),
+                "--format",
+                "torchscript",
+                "--out_dir",
+                str(tmp_path / "b"),
+            ]
+        )
     assert "does not match the model that" in str(error.value.code)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 @pytest.mark.parametrize("format", FORMATS)
-def test_an_export_that_differs_fails_and_leaves_nothing(exp: Exp, format: str, tmp_path, monkeypatch) -> None:
+def test_an_export_that_differs_fails_and_leaves_nothing(
+    exp: Exp, format: str, tmp_path, monkeypatch
+) -> None:
     _needs(format)
 
     def perturbed(model, config_file):

@@ -44,8 +44,12 @@ class Run:
 GOOD_UTTERANCES = 6
 
 
-def _write_audio(path: Path, seconds: float, sample_rate: int = 16000, channels: int = 1, seed: int = 0) -> Path:
-    samples = np.random.default_rng(seed).normal(0, 0.1, (int(seconds * sample_rate), channels)).astype(np.float32)
+def _write_audio(
+    path: Path, seconds: float, sample_rate: int = 16000, channels: int = 1, seed: int = 0
+) -> Path:
+    samples = (
+        np.random.default_rng(seed).normal(0, 0.1, (int(seconds * sample_rate), channels)).astype(np.float32)
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, samples[:, 0] if channels == 1 else samples, sample_rate)
     return path
@@ -68,8 +72,19 @@ def run(tmp_path_factory) -> Run:
     (root / "tokens.txt").write_text("\n".join(TOKENS) + "\n")
     exp = root / "exp"
     args = PrunedASRTask.get_parser().parse_args(
-        ["--config", str(TINY_CONFIG), "--encoder_conf", f"model_config={TINY_MODEL}",
-         "--token_list", str(root / "tokens.txt"), "--token_type", "char", "--output_dir", str(exp)])
+        [
+            "--config",
+            str(TINY_CONFIG),
+            "--encoder_conf",
+            f"model_config={TINY_MODEL}",
+            "--token_list",
+            str(root / "tokens.txt"),
+            "--token_type",
+            "char",
+            "--output_dir",
+            str(exp),
+        ]
+    )
     torch.manual_seed(0)
     model = PrunedASRTask.build_model(args)
     fit_to_targets(model.encoder.ssl.model, [("macs", 0.5)], 10.0)
@@ -78,9 +93,19 @@ def run(tmp_path_factory) -> Run:
     with (exp / "config.yaml").open("w") as f:
         yaml_no_alias_safe_dump(vars(args), f)
     torch.save(model.state_dict(), exp / "latest.pth")
-    remove_masks.main(["--asr_train_config", str(exp / "config.yaml"), "--asr_model_file", str(exp / "latest.pth"),
-                       "--out_dir", str(exp / "pruned")])
-    wavs = [_write_audio(root / "audio" / f"good-{i}.wav", 1.0 + 0.1 * i, seed=i) for i in range(GOOD_UTTERANCES)]
+    remove_masks.main(
+        [
+            "--asr_train_config",
+            str(exp / "config.yaml"),
+            "--asr_model_file",
+            str(exp / "latest.pth"),
+            "--out_dir",
+            str(exp / "pruned"),
+        ]
+    )
+    wavs = [
+        _write_audio(root / "audio" / f"good-{i}.wav", 1.0 + 0.1 * i, seed=i) for i in range(GOOD_UTTERANCES)
+    ]
     data = _data_dir(root / "data" / "test", wavs)
     (root / "decode" / "test" / "1best_recog").mkdir(parents=True)
     (root / "decode" / "test" / "1best_recog" / "text").write_bytes((data / "text").read_bytes())
@@ -93,8 +118,14 @@ def _leftovers(path: Path) -> List[str]:
     return near + ([path.name] if path.exists() else [])
 
 
-def expect_error(main: Callable[[Sequence[str]], object], argv: Sequence[str], prog: str, culprit: str,
-                 capsys, status: int = 1) -> str:
+def expect_error(
+    main: Callable[[Sequence[str]], object],
+    argv: Sequence[str],
+    prog: str,
+    culprit: str,
+    capsys,
+    status: int = 1,
+) -> str:
     """Run ``main(argv)``: it must exit with ``status`` and one line ``prog: error: ...`` naming ``culprit``."""
     with pytest.raises(SystemExit) as exit_:
         main([str(a) for a in argv])
@@ -186,16 +217,30 @@ def _entry_point(name: str, run: Run, model_file: Path, out: Path) -> tuple:
 
     model = ["--asr_train_config", run.pruned / "config.yaml", "--asr_model_file", model_file]
     if name == "asr_inference":
-        return asr_inference.main, model + [
-            "--ctc_greedy", "true", "--data_path_and_name_and_type", f"{run.data / 'wav.scp'},speech,sound",
-            "--output_dir", out], out
+        return (
+            asr_inference.main,
+            model
+            + [
+                "--ctc_greedy",
+                "true",
+                "--data_path_and_name_and_type",
+                f"{run.data / 'wav.scp'},speech,sound",
+                "--output_dir",
+                out,
+            ],
+            out,
+        )
     if name == "profile":
         return profile.main, model + ["--seconds", "1", "--repeats", "1", "--png", out], out
     if name == "export":
         return export.main, model + ["--format", "torchscript", "--out_dir", out], out
     if name == "score":
-        return score.main, model + ["--dump_dir", run.data.parent, "--decode_dir", run.decode,
-                                    "--sets", "test", "--out", out], out
+        return (
+            score.main,
+            model
+            + ["--dump_dir", run.data.parent, "--decode_dir", run.decode, "--sets", "test", "--out", out],
+            out,
+        )
     raise ValueError(name)
 
 
@@ -205,8 +250,13 @@ def test_remove_masks_refuses_a_bad_checkpoint(run: Run, tmp_path, capsys, kind)
 
     bad = _bad_checkpoint(kind, run, tmp_path, expected=run.exp / "latest.pth")
     out = tmp_path / "pruned"
-    message = expect_error(remove_masks.main, ["--asr_train_config", run.exp / "config.yaml", "--asr_model_file", bad,
-                                               "--out_dir", out], "remove_masks", str(bad), capsys)
+    message = expect_error(
+        remove_masks.main,
+        ["--asr_train_config", run.exp / "config.yaml", "--asr_model_file", bad, "--out_dir", out],
+        "remove_masks",
+        str(bad),
+        capsys,
+    )
     assert CHECKPOINT_PROBLEMS[kind] in message
     assert not (tmp_path / MARKER_NAME).exists()  # no code ran
     assert _leftovers(out) == []
@@ -240,8 +290,16 @@ def test_trust_checkpoint_opts_in_to_unpickling(run: Run, tmp_path, capsys) -> N
 
     weights = tmp_path / "trusted.pth"
     torch.save(TrustedStateDict(torch.load(run.pruned / "model.pth", weights_only=True)), weights)
-    argv = ["--asr_train_config", run.pruned / "config.yaml", "--asr_model_file", weights, "--seconds", "1",
-            "--repeats", "1"]
+    argv = [
+        "--asr_train_config",
+        run.pruned / "config.yaml",
+        "--asr_model_file",
+        weights,
+        "--seconds",
+        "1",
+        "--repeats",
+        "1",
+    ]
     expect_error(profile.main, argv, "profile", "TrustedStateDict", capsys)
     profile.main([str(a) for a in argv] + ["--trust_checkpoint"])
     assert "CPU latency" in capsys.readouterr().out
@@ -255,13 +313,31 @@ def test_compare_refuses_a_run_with_bad_weights(run: Run, tmp_path, capsys) -> N
     (run_dir / "config.yaml").write_bytes((run.pruned / "config.yaml").read_bytes())
     (run_dir / "model.pth").write_text("not weights\n")
     out = tmp_path / "table.md"
-    expect_error(compare.main, ["--run", f"x={run_dir}", "--dump_dir", run.data.parent, "--sets", "test",
-                                "--repeats", "1", "--seconds", "1", "--out", out],
-                 "compare", str(run_dir / "model.pth"), capsys)
+    expect_error(
+        compare.main,
+        [
+            "--run",
+            f"x={run_dir}",
+            "--dump_dir",
+            run.data.parent,
+            "--sets",
+            "test",
+            "--repeats",
+            "1",
+            "--seconds",
+            "1",
+            "--out",
+            out,
+        ],
+        "compare",
+        str(run_dir / "model.pth"),
+        capsys,
+    )
     assert _leftovers(out) == []
 
 
 # --- configs ----------------------------------------------------------------------------------------------
+
 
 def _config_file(run: Run, folder: Path, kind: str) -> Path:
     """The removed model's config.yaml damaged in the way ``kind`` says."""
@@ -293,70 +369,130 @@ def _config_file(run: Run, folder: Path, kind: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("kind, culprit", [
-    ("empty", "{config}: empty file"),
-    ("text", "{config}: expected an ESPnet training config.yaml (a YAML mapping), got str"),
-    ("binary", "{config}: not UTF-8 text"),
-    ("invalid_yaml", "{config}: not valid YAML at line 2, column 1"),
-    ("not_an_asr_config", "{config}: not an ESPnet ASR training config"),
-    ("missing", "{config}: no such config file"),
-    ("model_config.embed_dim=wide", "encoder_conf.model_config.embed_dim: expected an integer, got 'wide'"),
-    ("model_config.num_heads=4", "encoder_conf.model_config.num_heads"),
-    ("model_config.conv_bias=maybe", "encoder_conf.model_config.conv_bias"),
-    ("ssl_chekpoint=x.pt", "ssl_chekpoint"),
-    ("freeze_cnn_updates=-1", "encoder_conf.freeze_cnn_updates"),
-    ("/model_conf=5", "{config}: ESPnet cannot build the model it describes (AttributeError"),
-    ("/token_list=7", "{config}: ESPnet cannot build the model it describes (RuntimeError: token_list must be"),
-    ("/encoder=conformr", "{config}: --encoder must be one of"),
-])
+@pytest.mark.parametrize(
+    "kind, culprit",
+    [
+        ("empty", "{config}: empty file"),
+        ("text", "{config}: expected an ESPnet training config.yaml (a YAML mapping), got str"),
+        ("binary", "{config}: not UTF-8 text"),
+        ("invalid_yaml", "{config}: not valid YAML at line 2, column 1"),
+        ("not_an_asr_config", "{config}: not an ESPnet ASR training config"),
+        ("missing", "{config}: no such config file"),
+        (
+            "model_config.embed_dim=wide",
+            "encoder_conf.model_config.embed_dim: expected an integer, got 'wide'",
+        ),
+        ("model_config.num_heads=4", "encoder_conf.model_config.num_heads"),
+        ("model_config.conv_bias=maybe", "encoder_conf.model_config.conv_bias"),
+        ("ssl_chekpoint=x.pt", "ssl_chekpoint"),
+        ("freeze_cnn_updates=-1", "encoder_conf.freeze_cnn_updates"),
+        ("/model_conf=5", "{config}: ESPnet cannot build the model it describes (AttributeError"),
+        (
+            "/token_list=7",
+            "{config}: ESPnet cannot build the model it describes (RuntimeError: token_list must be",
+        ),
+        ("/encoder=conformr", "{config}: --encoder must be one of"),
+    ],
+)
 def test_inference_refuses_a_bad_config_yaml(run: Run, tmp_path, capsys, kind, culprit) -> None:
     from espnet_prune.bin import asr_inference
 
     config = _config_file(run, tmp_path, kind)
     out = tmp_path / "decode"
-    expect_error(asr_inference.main, [
-        "--ctc_greedy", "true", "--asr_train_config", config, "--asr_model_file", run.pruned / "model.pth",
-        "--data_path_and_name_and_type", f"{run.data / 'wav.scp'},speech,sound", "--output_dir", out,
-    ], "asr_inference", culprit.format(config=config), capsys)
+    expect_error(
+        asr_inference.main,
+        [
+            "--ctc_greedy",
+            "true",
+            "--asr_train_config",
+            config,
+            "--asr_model_file",
+            run.pruned / "model.pth",
+            "--data_path_and_name_and_type",
+            f"{run.data / 'wav.scp'},speech,sound",
+            "--output_dir",
+            out,
+        ],
+        "asr_inference",
+        culprit.format(config=config),
+        capsys,
+    )
     assert _leftovers(out) == []
 
 
-@pytest.mark.parametrize("extra, culprit", [
-    (["--encoder_conf", "prunning={variant: mac}"], "prunning"),
-    (["--encoder_conf", "pruning.warmup_updates=10k"], "encoder_conf.pruning.warmup_updates"),
-    (["--encoder_conf", "pruning.gate_lr=fast"], "encoder_conf.pruning.gate_lr"),
-    (["--encoder_conf", "pruning.target_sparsity=1.2"], "encoder_conf.pruning.target_sparsity"),
-    (["--encoder_conf", "pruning.cnn_target_sparsity=0.3"], "cnn_target_sparsity"),
-    (["--encoder_conf", "pruning.variant=magnitude"], "encoder_conf.pruning.variant"),
-    (["--encoder_conf", "model_config=/nonexistent/model.yaml"], "/nonexistent/model.yaml"),
-])
+@pytest.mark.parametrize(
+    "extra, culprit",
+    [
+        (["--encoder_conf", "prunning={variant: mac}"], "prunning"),
+        (["--encoder_conf", "pruning.warmup_updates=10k"], "encoder_conf.pruning.warmup_updates"),
+        (["--encoder_conf", "pruning.gate_lr=fast"], "encoder_conf.pruning.gate_lr"),
+        (["--encoder_conf", "pruning.target_sparsity=1.2"], "encoder_conf.pruning.target_sparsity"),
+        (["--encoder_conf", "pruning.cnn_target_sparsity=0.3"], "cnn_target_sparsity"),
+        (["--encoder_conf", "pruning.variant=magnitude"], "encoder_conf.pruning.variant"),
+        (["--encoder_conf", "model_config=/nonexistent/model.yaml"], "/nonexistent/model.yaml"),
+    ],
+)
 def test_training_refuses_a_bad_encoder_conf(tmp_path, capsys, extra, culprit) -> None:
     from espnet_prune.bin import asr_train
 
     (tmp_path / "tokens.txt").write_text("\n".join(TOKENS) + "\n")
-    expect_error(asr_train.main, ["--config", TINY_CONFIG, "--encoder_conf", f"model_config={TINY_MODEL}",
-                                  "--token_list", tmp_path / "tokens.txt", "--output_dir", tmp_path / "exp",
-                                  "--dry_run", "true", *extra], "asr_train", culprit, capsys)
+    expect_error(
+        asr_train.main,
+        [
+            "--config",
+            TINY_CONFIG,
+            "--encoder_conf",
+            f"model_config={TINY_MODEL}",
+            "--token_list",
+            tmp_path / "tokens.txt",
+            "--output_dir",
+            tmp_path / "exp",
+            "--dry_run",
+            "true",
+            *extra,
+        ],
+        "asr_train",
+        culprit,
+        capsys,
+    )
     assert _leftovers(tmp_path / "exp") == []
 
 
-@pytest.mark.parametrize("content, culprit", [
-    ("", "empty file"),
-    ("encoder: [pruned_wav2vec2\n", "not valid YAML"),
-    ("just some words\n", "expected a YAML mapping of asr_train options, got str"),
-])
+@pytest.mark.parametrize(
+    "content, culprit",
+    [
+        ("", "empty file"),
+        ("encoder: [pruned_wav2vec2\n", "not valid YAML"),
+        ("just some words\n", "expected a YAML mapping of asr_train options, got str"),
+    ],
+)
 def test_training_refuses_an_unreadable_config_file(tmp_path, capsys, content, culprit) -> None:
     from espnet_prune.bin import asr_train
 
     config = tmp_path / "train.yaml"
     config.write_text(content)
     (tmp_path / "tokens.txt").write_text("\n".join(TOKENS) + "\n")
-    expect_error(asr_train.main, ["--config", config, "--token_list", tmp_path / "tokens.txt", "--output_dir",
-                                  tmp_path / "exp", "--dry_run", "true"], "asr_train", f"{config}: {culprit}", capsys)
+    expect_error(
+        asr_train.main,
+        [
+            "--config",
+            config,
+            "--token_list",
+            tmp_path / "tokens.txt",
+            "--output_dir",
+            tmp_path / "exp",
+            "--dry_run",
+            "true",
+        ],
+        "asr_train",
+        f"{config}: {culprit}",
+        capsys,
+    )
     assert _leftovers(tmp_path / "exp") == []
 
 
 # --- audio and data dirs ----------------------------------------------------------------------------------
+
 
 def _bad_audio(kind: str, folder: Path) -> Path:
     path = folder / f"spk-bad-{kind}.wav"
@@ -375,9 +511,14 @@ def _bad_audio(kind: str, folder: Path) -> Path:
     return path
 
 
-AUDIO_KINDS = {"8khz": "sample rate 8000 Hz, expected 16000 Hz", "stereo": "2 channels, expected mono",
-               "no_samples": "empty audio file (no samples)", "zero_bytes": "empty audio file (0 bytes)", "not_audio": "unreadable audio file",
-               "missing": "audio file missing"}
+AUDIO_KINDS = {
+    "8khz": "sample rate 8000 Hz, expected 16000 Hz",
+    "stereo": "2 channels, expected mono",
+    "no_samples": "empty audio file (no samples)",
+    "zero_bytes": "empty audio file (0 bytes)",
+    "not_audio": "unreadable audio file",
+    "missing": "audio file missing",
+}
 
 
 def _wav_scp_with(run: Run, bad: Path, folder: Path) -> Path:
@@ -391,7 +532,9 @@ def _wav_scp_with(run: Run, bad: Path, folder: Path) -> Path:
 
 @pytest.mark.parametrize("greedy", ["true", "false"])
 @pytest.mark.parametrize("kind", list(AUDIO_KINDS))
-def test_decoding_refuses_bad_audio_and_keeps_the_previous_output(run: Run, tmp_path, capsys, kind, greedy) -> None:
+def test_decoding_refuses_bad_audio_and_keeps_the_previous_output(
+    run: Run, tmp_path, capsys, kind, greedy
+) -> None:
     from espnet_prune.bin import asr_inference
 
     if greedy == "false" and kind not in ("8khz", "stereo", "no_samples"):
@@ -402,10 +545,24 @@ def test_decoding_refuses_bad_audio_and_keeps_the_previous_output(run: Run, tmp_
     out = tmp_path / "decode"
     (out / "1best_recog").mkdir(parents=True)
     (out / "1best_recog" / "text").write_text("previous output\n")
-    expect_error(asr_inference.main, [
-        "--ctc_greedy", greedy, "--asr_train_config", run.pruned / "config.yaml", "--asr_model_file",
-        run.pruned / "model.pth", "--data_path_and_name_and_type", f"{scp},speech,sound", "--output_dir", out,
-    ], "asr_inference", f"{scp}:{lineno}: {bad}: {AUDIO_KINDS[kind]}", capsys)
+    expect_error(
+        asr_inference.main,
+        [
+            "--ctc_greedy",
+            greedy,
+            "--asr_train_config",
+            run.pruned / "config.yaml",
+            "--asr_model_file",
+            run.pruned / "model.pth",
+            "--data_path_and_name_and_type",
+            f"{scp},speech,sound",
+            "--output_dir",
+            out,
+        ],
+        "asr_inference",
+        f"{scp}:{lineno}: {bad}: {AUDIO_KINDS[kind]}",
+        capsys,
+    )
     assert (out / "1best_recog" / "text").read_text() == "previous output\n"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
@@ -413,20 +570,40 @@ def test_decoding_refuses_bad_audio_and_keeps_the_previous_output(run: Run, tmp_
 def _format(run: Run, data: Path, dump: Path, *extra: str) -> None:
     from espnet_prune.bin import format_data
 
-    format_data.main(["--data_dir", str(data.parent), "--dump_dir", str(dump), "--sets", data.name,
-                      "--min_seconds", "0.5", "--max_seconds", "5", *extra])
+    format_data.main(
+        [
+            "--data_dir",
+            str(data.parent),
+            "--dump_dir",
+            str(dump),
+            "--sets",
+            data.name,
+            "--min_seconds",
+            "0.5",
+            "--max_seconds",
+            "5",
+            *extra,
+        ]
+    )
 
 
 @pytest.mark.parametrize("kind", list(AUDIO_KINDS))
-def test_stage_2_refuses_bad_audio_naming_line_and_file_or_skips_and_counts_it(run: Run, tmp_path, capsys, kind):
+def test_stage_2_refuses_bad_audio_naming_line_and_file_or_skips_and_counts_it(
+    run: Run, tmp_path, capsys, kind
+):
     from espnet_prune.bin import format_data
 
     good = sorted((run.root / "audio").glob("good-*.wav"))[:3]
     data = _data_dir(tmp_path / "data" / "train", good[:1] + [_bad_audio(kind, tmp_path)] + good[1:])
     dump = tmp_path / "dump"
     argv = ["--data_dir", data.parent, "--dump_dir", dump, "--sets", "train"]
-    message = expect_error(format_data.main, argv, "format_data", f"{tmp_path / f'spk-bad-{kind}.wav'}: {AUDIO_KINDS[kind]}",
-                           capsys)
+    message = expect_error(
+        format_data.main,
+        argv,
+        "format_data",
+        f"{tmp_path / f'spk-bad-{kind}.wav'}: {AUDIO_KINDS[kind]}",
+        capsys,
+    )
     assert message.endswith(f"(utterance spk-001 from {data / 'wav.scp'}:2)")
     assert _leftovers(dump / "train") == []
     format_data.main([str(a) for a in argv] + ["--skip_bad", "true"])
@@ -440,16 +617,26 @@ def _edit(path: Path, edit: Callable[[List[str]], List[str]]) -> None:
 
 DATA_DIR_FAULTS = {
     "missing_wav_scp": (lambda d: (d / "wav.scp").unlink(), "{data}/wav.scp: missing"),
-    "ids_differ": (lambda d: _edit(d / "text", lambda ls: ls[:-1] + ["spk-999 A"]),
-                   "{data}: utterance ids of text and wav.scp differ"),
-    "unsorted": (lambda d: _edit(d / "utt2spk", lambda ls: ls[::-1]),
-                 "{data}/utt2spk:2: key 'spk-001' is not sorted"),
-    "one_field_line": (lambda d: _edit(d / "wav.scp", lambda ls: ["spk-000"] + ls[1:]),
-                       "{data}/wav.scp:1: expected '<key> <value>'"),
-    "spk2utt_disagrees": (lambda d: _edit(d / "spk2utt", lambda ls: ["spk spk-000"]),
-                          "{data}/spk2utt:1: speaker 'spk' does not list"),
-    "duplicate_id": (lambda d: _edit(d / "wav.scp", lambda ls: ls[:1] + ls),
-                     "{data}/wav.scp:2: key 'spk-000' is duplicate"),
+    "ids_differ": (
+        lambda d: _edit(d / "text", lambda ls: ls[:-1] + ["spk-999 A"]),
+        "{data}: utterance ids of text and wav.scp differ",
+    ),
+    "unsorted": (
+        lambda d: _edit(d / "utt2spk", lambda ls: ls[::-1]),
+        "{data}/utt2spk:2: key 'spk-001' is not sorted",
+    ),
+    "one_field_line": (
+        lambda d: _edit(d / "wav.scp", lambda ls: ["spk-000"] + ls[1:]),
+        "{data}/wav.scp:1: expected '<key> <value>'",
+    ),
+    "spk2utt_disagrees": (
+        lambda d: _edit(d / "spk2utt", lambda ls: ["spk spk-000"]),
+        "{data}/spk2utt:1: speaker 'spk' does not list",
+    ),
+    "duplicate_id": (
+        lambda d: _edit(d / "wav.scp", lambda ls: ls[:1] + ls),
+        "{data}/wav.scp:2: key 'spk-000' is duplicate",
+    ),
 }
 
 
@@ -461,8 +648,13 @@ def test_stage_2_refuses_a_broken_data_dir(run: Run, tmp_path, capsys, fault) ->
     make_fault, culprit = DATA_DIR_FAULTS[fault]
     make_fault(data)
     dump = tmp_path / "dump"
-    expect_error(format_data.main, ["--data_dir", data.parent, "--dump_dir", dump, "--sets", "train"],
-                 "format_data", culprit.format(data=data), capsys)
+    expect_error(
+        format_data.main,
+        ["--data_dir", data.parent, "--dump_dir", dump, "--sets", "train"],
+        "format_data",
+        culprit.format(data=data),
+        capsys,
+    )
     assert _leftovers(dump / "train") == []
 
 
@@ -472,20 +664,44 @@ def test_decoding_refuses_a_malformed_wav_scp(run: Run, tmp_path, capsys) -> Non
     scp = tmp_path / "wav.scp"
     scp.write_text((run.data / "wav.scp").read_text() + "spk-zzz\n")
     out = tmp_path / "decode"
-    expect_error(asr_inference.main, [
-        "--ctc_greedy", "true", "--asr_train_config", run.pruned / "config.yaml", "--asr_model_file",
-        run.pruned / "model.pth", "--data_path_and_name_and_type", f"{scp},speech,sound", "--output_dir", out,
-    ], "asr_inference", f"{scp}:{GOOD_UTTERANCES + 1}: expected '<utterance id> <audio file>'", capsys)
+    expect_error(
+        asr_inference.main,
+        [
+            "--ctc_greedy",
+            "true",
+            "--asr_train_config",
+            run.pruned / "config.yaml",
+            "--asr_model_file",
+            run.pruned / "model.pth",
+            "--data_path_and_name_and_type",
+            f"{scp},speech,sound",
+            "--output_dir",
+            out,
+        ],
+        "asr_inference",
+        f"{scp}:{GOOD_UTTERANCES + 1}: expected '<utterance id> <audio file>'",
+        capsys,
+    )
     assert _leftovers(out) == []
 
 
 # --- CLI options ------------------------------------------------------------------------------------------
 
+
 def _removal_argv(run: Run, out: Path) -> List:
-    return ["--asr_train_config", run.exp / "config.yaml", "--asr_model_file", run.exp / "latest.pth", "--out_dir", out]
+    return [
+        "--asr_train_config",
+        run.exp / "config.yaml",
+        "--asr_model_file",
+        run.exp / "latest.pth",
+        "--out_dir",
+        out,
+    ]
 
 
-@pytest.mark.parametrize("case", ["training_dir", "another_runs_config", "other_files", "a_file", "has_checkpoint"])
+@pytest.mark.parametrize(
+    "case", ["training_dir", "another_runs_config", "other_files", "a_file", "has_checkpoint"]
+)
 def test_remove_masks_refuses_an_out_dir_it_would_clobber(run: Run, tmp_path, capsys, case) -> None:
     from espnet_prune.bin import remove_masks
 
@@ -494,7 +710,14 @@ def test_remove_masks_refuses_an_out_dir_it_would_clobber(run: Run, tmp_path, ca
         out.mkdir()
         for name in ("config.yaml", "latest.pth"):
             (out / name).write_bytes((run.exp / name).read_bytes())
-        argv = ["--asr_train_config", out / "config.yaml", "--asr_model_file", out / "latest.pth", "--out_dir", out]
+        argv = [
+            "--asr_train_config",
+            out / "config.yaml",
+            "--asr_model_file",
+            out / "latest.pth",
+            "--out_dir",
+            out,
+        ]
         culprit = "is a training directory (holds latest.pth)"
     else:
         out = tmp_path / "pruned"
@@ -533,18 +756,61 @@ def test_remove_masks_replaces_an_earlier_removal_of_the_same_run(run: Run, tmp_
     assert (out / "config.yaml").read_text() == (run.pruned / "config.yaml").read_text()
 
 
-@pytest.mark.parametrize("entry, argv, status, culprit", [
-    ("format_data", ["--data_dir", "d", "--dump_dir", "o", "--sets", "x", "--min_seconds", "half"], 2, "--min_seconds"),
-    ("format_data", ["--data_dir", "d", "--dump_dir", "o", "--sets", "x", "--skip_bad", "perhaps"], 2, "--skip_bad"),
-    ("profile", ["--preset", "wav2vec2_base", "--asr_model_file", "m.pth"], 2, "--asr_model_file needs"),
-    ("remove_masks", ["--asr_train_config", "c.yaml", "--asr_model_file", "m.pth", "--out_dir", "o", "--seconds", "ten"],
-     2, "--seconds"),
-    ("export", ["--asr_train_config", "c.yaml", "--asr_model_file", "m.pth", "--out_dir", "o", "--format", "tflite"],
-     2, "--format"),
-    ("compare", ["--run", "no_equals_sign", "--dump_dir", "d", "--sets", "x"], 1, "expected NAME=DIR"),
-    ("asr_inference", ["--ctc_greedy", "true", "--data_path_and_name_and_type", "w,speech,sound", "--output_dir", "o"],
-     1, "--ctc_greedy: give --asr_train_config"),
-])
+@pytest.mark.parametrize(
+    "entry, argv, status, culprit",
+    [
+        (
+            "format_data",
+            ["--data_dir", "d", "--dump_dir", "o", "--sets", "x", "--min_seconds", "half"],
+            2,
+            "--min_seconds",
+        ),
+        (
+            "format_data",
+            ["--data_dir", "d", "--dump_dir", "o", "--sets", "x", "--skip_bad", "perhaps"],
+            2,
+            "--skip_bad",
+        ),
+        ("profile", ["--preset", "wav2vec2_base", "--asr_model_file", "m.pth"], 2, "--asr_model_file needs"),
+        (
+            "remove_masks",
+            [
+                "--asr_train_config",
+                "c.yaml",
+                "--asr_model_file",
+                "m.pth",
+                "--out_dir",
+                "o",
+                "--seconds",
+                "ten",
+            ],
+            2,
+            "--seconds",
+        ),
+        (
+            "export",
+            [
+                "--asr_train_config",
+                "c.yaml",
+                "--asr_model_file",
+                "m.pth",
+                "--out_dir",
+                "o",
+                "--format",
+                "tflite",
+            ],
+            2,
+            "--format",
+        ),
+        ("compare", ["--run", "no_equals_sign", "--dump_dir", "d", "--sets", "x"], 1, "expected NAME=DIR"),
+        (
+            "asr_inference",
+            ["--ctc_greedy", "true", "--data_path_and_name_and_type", "w,speech,sound", "--output_dir", "o"],
+            1,
+            "--ctc_greedy: give --asr_train_config",
+        ),
+    ],
+)
 def test_bad_options_are_one_line(tmp_path, capsys, monkeypatch, entry, argv, status, culprit) -> None:
     monkeypatch.chdir(tmp_path)
     module = __import__(f"espnet_prune.bin.{entry}", fromlist=["main"])
@@ -556,18 +822,45 @@ def test_export_refuses_too_few_check_batches(run: Run, tmp_path, capsys) -> Non
     from espnet_prune.bin import export
 
     out = tmp_path / "onnx"
-    expect_error(export.main, ["--asr_train_config", run.pruned / "config.yaml", "--asr_model_file",
-                               run.pruned / "model.pth", "--format", "torchscript", "--out_dir", out,
-                               "--check_batches", "1"], "export", "--check_batches", capsys)
+    expect_error(
+        export.main,
+        [
+            "--asr_train_config",
+            run.pruned / "config.yaml",
+            "--asr_model_file",
+            run.pruned / "model.pth",
+            "--format",
+            "torchscript",
+            "--out_dir",
+            out,
+            "--check_batches",
+            "1",
+        ],
+        "export",
+        "--check_batches",
+        capsys,
+    )
     assert _leftovers(out) == []
 
 
 # --- kill and rerun ---------------------------------------------------------------------------------------
 
+
 def _decode_argv(run: Run, scp: Path, out: Path) -> List[str]:
-    return ["--ctc_greedy", "true", "--batch_size", "1", "--asr_train_config", str(run.pruned / "config.yaml"),
-            "--asr_model_file", str(run.pruned / "model.pth"), "--data_path_and_name_and_type",
-            f"{scp},speech,sound", "--output_dir", str(out)]
+    return [
+        "--ctc_greedy",
+        "true",
+        "--batch_size",
+        "1",
+        "--asr_train_config",
+        str(run.pruned / "config.yaml"),
+        "--asr_model_file",
+        str(run.pruned / "model.pth"),
+        "--data_path_and_name_and_type",
+        f"{scp},speech,sound",
+        "--output_dir",
+        str(out),
+    ]
 
 
 def _outputs(folder: Path) -> Dict[str, str]:
@@ -585,9 +878,12 @@ def test_decoding_killed_part_way_then_rerun_gives_the_uninterrupted_output(run:
 
     out = tmp_path / "decode"
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    process = subprocess.Popen([sys.executable, "-m", "espnet_prune.bin.asr_inference",
-                                *_decode_argv(run, data / "wav.scp", out)],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "espnet_prune.bin.asr_inference", *_decode_argv(run, data / "wav.scp", out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".decode.tmp-*")) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)

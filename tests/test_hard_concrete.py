@@ -78,7 +78,9 @@ def test_gradient_reaches_log_alpha_through_a_sample():
     assert gate.log_alpha.grad is not None and gate.log_alpha.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("bad", [{"init_keep_prob": 1.0}, {"stretch": (0.0, 1.1)}, {"num_units": 0}, {"multiple_of": 0}])
+@pytest.mark.parametrize(
+    "bad", [{"init_keep_prob": 1.0}, {"stretch": (0.0, 1.1)}, {"num_units": 0}, {"multiple_of": 0}]
+)
 def test_bad_gate_arguments_name_the_argument(bad):
     args = {"num_units": 4, **bad}
     with pytest.raises(ValueError, match=next(iter(bad))):
@@ -88,7 +90,10 @@ def test_bad_gate_arguments_name_the_argument(bad):
 def _tiny_config(model_type: str = "wav2vec2") -> Wav2Vec2Config:
     """The shared tiny model with two CNN and two Transformer layers, the second without FFN."""
     return tiny_config(
-        model_type=model_type, conv_layers=[(16, 10, 5), (16, 3, 2)], num_heads=[4, 2], ffn_dims=[48, 0],
+        model_type=model_type,
+        conv_layers=[(16, 10, 5), (16, 3, 2)],
+        num_heads=[4, 2],
+        ffn_dims=[48, 0],
         pos_conv_kernel=8,
     )
 
@@ -107,7 +112,9 @@ def test_attach_gates_puts_one_gate_per_selected_structure(model_type):
         "encoder.layers.1.attention.head_gate": 2,
         "encoder.layers.1.attention.layer_gate": 1,
     }
-    transformer_only = attach_gates(Wav2Vec2Model(_tiny_config()), GateConfig(conv_channels=False, ffn_layers=False))
+    transformer_only = attach_gates(
+        Wav2Vec2Model(_tiny_config()), GateConfig(conv_channels=False, ffn_layers=False)
+    )
     names = [name for name, _ in iter_gates(transformer_only)]
     assert not any("conv_layers" in n or "feed_forward.layer_gate" in n for n in names)
     with pytest.raises(ValueError, match="already has gates"):

@@ -82,7 +82,9 @@ def recorded_layer_io(layers: nn.ModuleList) -> Iterator[List[Tensor]]:
             handle.remove()
 
 
-def assert_same_outputs(model: Wav2Vec2Model, audio: Tensor, hidden_states: List[Tensor], last: Tensor) -> None:
+def assert_same_outputs(
+    model: Wav2Vec2Model, audio: Tensor, hidden_states: List[Tensor], last: Tensor
+) -> None:
     with torch.no_grad():
         ours = model(audio)
     assert len(ours.hidden_states) == len(hidden_states) == LAYERS + 1
@@ -103,7 +105,9 @@ def torchaudio_reference(
     builder = torchaudio.models.wav2vec2_model
     if wavlm:
         builder = functools.partial(
-            torchaudio.models.wavlm_model, encoder_num_buckets=WAVLM_BUCKETS, encoder_max_distance=WAVLM_MAX_DISTANCE
+            torchaudio.models.wavlm_model,
+            encoder_num_buckets=WAVLM_BUCKETS,
+            encoder_max_distance=WAVLM_MAX_DISTANCE,
         )
     model = builder(
         extractor_mode=extractor_mode,
@@ -134,7 +138,9 @@ def torchaudio_outputs(model, audio: Tensor) -> Tuple[List[Tensor], Tensor]:
     return record, last
 
 
-def our_config(extractor_mode: str, layer_norm_first: bool, conv_bias: bool, pos_kernel: int) -> Wav2Vec2Config:
+def our_config(
+    extractor_mode: str, layer_norm_first: bool, conv_bias: bool, pos_kernel: int
+) -> Wav2Vec2Config:
     return Wav2Vec2Config(
         conv_layers=CONV_LAYERS,
         extractor_mode=extractor_mode,
@@ -163,12 +169,19 @@ HF_CASES = [  # class, feat_extract_norm, do_stable_layer_norm, conv_bias, pos k
 HF_CONFIGS = {  # class name prefix: config class and its own fields
     "Wav2Vec2": (transformers.Wav2Vec2Config, {}),
     "Hubert": (transformers.HubertConfig, {}),
-    "WavLM": (transformers.WavLMConfig, {"num_buckets": WAVLM_BUCKETS, "max_bucket_distance": WAVLM_MAX_DISTANCE}),
+    "WavLM": (
+        transformers.WavLMConfig,
+        {"num_buckets": WAVLM_BUCKETS, "max_bucket_distance": WAVLM_MAX_DISTANCE},
+    ),
 }
 
 
-def hf_model(class_name: str, feat_extract_norm: str, stable: bool, conv_bias: bool, pos_kernel: int, seed: int):
-    (config_class, own_fields), = [value for prefix, value in HF_CONFIGS.items() if class_name.startswith(prefix)]
+def hf_model(
+    class_name: str, feat_extract_norm: str, stable: bool, conv_bias: bool, pos_kernel: int, seed: int
+):
+    ((config_class, own_fields),) = [
+        value for prefix, value in HF_CONFIGS.items() if class_name.startswith(prefix)
+    ]
     config = config_class(
         hidden_size=EMBED,
         num_hidden_layers=LAYERS,
@@ -232,8 +245,6 @@ TA_CASES = [  # extractor mode, layer_norm_first, conv bias, pos kernel
 ]
 
 
-
-
 def test_huggingface_feature_extractor_normalisation_reaches_the_model(tmp_path):
     """A model whose feature extractor normalises (``do_normalize``, e.g. wav2vec2-large-lv60) gets the same
     features from the raw waveform as transformers gives it from the feature extractor's output."""
@@ -252,7 +263,9 @@ def test_huggingface_feature_extractor_normalisation_reaches_the_model(tmp_path)
 
 
 @pytest.mark.parametrize("extractor_mode, layer_norm_first, conv_bias, pos_kernel", TA_CASES)
-def test_torchaudio_import_matches_torchaudio(tmp_path, extractor_mode, layer_norm_first, conv_bias, pos_kernel):
+def test_torchaudio_import_matches_torchaudio(
+    tmp_path, extractor_mode, layer_norm_first, conv_bias, pos_kernel
+):
     reference = torchaudio_reference(extractor_mode, layer_norm_first, conv_bias, pos_kernel, seed=3)
     path = tmp_path / "torchaudio.pt"
     torch.save(reference.state_dict(), path)
@@ -323,7 +336,10 @@ def fairseq_state_dict(reference, extractor_mode: str, new_weight_norm: bool) ->
             state[f"feature_extractor.conv_layers.{i}.{norm}.weight"] = block.layer_norm.weight
             state[f"feature_extractor.conv_layers.{i}.{norm}.bias"] = block.layer_norm.bias
     projection = reference.encoder.feature_projection
-    state["layer_norm.weight"], state["layer_norm.bias"] = projection.layer_norm.weight, projection.layer_norm.bias
+    state["layer_norm.weight"], state["layer_norm.bias"] = (
+        projection.layer_norm.weight,
+        projection.layer_norm.bias,
+    )
     state["post_extract_proj.weight"] = projection.projection.weight
     state["post_extract_proj.bias"] = projection.projection.bias
     transformer = reference.encoder.transformer
@@ -352,7 +368,9 @@ def fairseq_state_dict(reference, extractor_mode: str, new_weight_norm: bool) ->
     return {key: value.detach().clone() for key, value in state.items()}
 
 
-def fairseq_model_cfg(extractor_mode: str, layer_norm_first: bool, conv_bias: bool, pos_kernel: int, name: str):
+def fairseq_model_cfg(
+    extractor_mode: str, layer_norm_first: bool, conv_bias: bool, pos_kernel: int, name: str
+):
     return {
         "_name": name,
         "extractor_mode": "default" if extractor_mode == "group_norm" else "layer_norm",
@@ -404,7 +422,9 @@ def fake_fairseq_dictionary() -> Iterator[type]:
     """A class pickled as fairseq.data.dictionary.Dictionary (as in a HuBERT / fine-tuned checkpoint's
     task_state), importable only while saving: loading must work without fairseq."""
     dictionary = type("Dictionary", (), {"__module__": "fairseq.data.dictionary"})
-    modules = {name: types.ModuleType(name) for name in ("fairseq", "fairseq.data", "fairseq.data.dictionary")}
+    modules = {
+        name: types.ModuleType(name) for name in ("fairseq", "fairseq.data", "fairseq.data.dictionary")
+    }
     modules["fairseq.data.dictionary"].Dictionary = dictionary
     with pytest.MonkeyPatch.context() as patch:
         for name, module in modules.items():
@@ -422,17 +442,26 @@ FAIRSEQ_CASES = [  # layout, model name, extractor mode, layer_norm_first, conv 
 ]
 
 
-@pytest.mark.parametrize("layout, name, extractor_mode, layer_norm_first, conv_bias, pos_kernel", FAIRSEQ_CASES)
+@pytest.mark.parametrize(
+    "layout, name, extractor_mode, layer_norm_first, conv_bias, pos_kernel", FAIRSEQ_CASES
+)
 def test_fairseq_import_matches_reference(
     tmp_path, layout, name, extractor_mode, layer_norm_first, conv_bias, pos_kernel
 ):
     reference = torchaudio_reference(extractor_mode, layer_norm_first, conv_bias, pos_kernel, seed=11)
     model_type = "hubert" if name.startswith("hubert") else "wav2vec2"
-    state = fairseq_state_dict(reference, extractor_mode, new_weight_norm=layout in ("cfg omegaconf", "s3prl"))
+    state = fairseq_state_dict(
+        reference, extractor_mode, new_weight_norm=layout in ("cfg omegaconf", "s3prl")
+    )
     state.update(pretraining_extras(model_type))
     model_cfg = fairseq_model_cfg(extractor_mode, layer_norm_first, conv_bias, pos_kernel, name)
     # The task's waveform normalisation (on in the layer-norm-first cases) must reach the imported model.
-    task = {"_name": "audio_pretraining", "data": "/data", "normalize": layer_norm_first, "sample_rate": 16000}
+    task = {
+        "_name": "audio_pretraining",
+        "data": "/data",
+        "normalize": layer_norm_first,
+        "sample_rate": 16000,
+    }
     bookkeeping = {
         "optimizer_history": [{"num_updates": 10}],
         "extra_state": {"metrics": {}, "previous_training_time": 1.0},
@@ -441,27 +470,52 @@ def test_fairseq_import_matches_reference(
         if layout == "s3prl":
             checkpoint = {"task_cfg": task, "model_cfg": model_cfg, "model_weight": state}
         elif layout == "cfg dict":
-            checkpoint = {"args": None, "cfg": {"model": model_cfg, "task": task}, "model": state, **bookkeeping}
+            checkpoint = {
+                "args": None,
+                "cfg": {"model": model_cfg, "task": task},
+                "model": state,
+                **bookkeeping,
+            }
         elif layout == "cfg omegaconf":
             cfg = OmegaConf.create({"model": model_cfg, "task": task})
-            checkpoint = {"args": None, "cfg": cfg, "model": state, "task_state": {"dictionaries": [dictionary()]}}
+            checkpoint = {
+                "args": None,
+                "cfg": cfg,
+                "model": state,
+                "task_state": {"dictionaries": [dictionary()]},
+            }
         elif layout == "args namespace":
             model_cfg.pop("_name")
-            args = argparse.Namespace(arch=name, task="audio_pretraining", data="/data", sample_rate=16000,
-                                      normalize=layer_norm_first, **model_cfg)
+            args = argparse.Namespace(
+                arch=name,
+                task="audio_pretraining",
+                data="/data",
+                sample_rate=16000,
+                normalize=layer_norm_first,
+                **model_cfg,
+            )
             checkpoint = {"args": args, "model": state, **bookkeeping}
         else:  # CTC fine-tuned: encoder under w2v_encoder.w2v_model., pretraining cfg in w2v_args
             state = {f"w2v_encoder.w2v_model.{key}": value for key, value in state.items()}
-            state.update({"w2v_encoder.proj.weight": torch.randn(7, EMBED), "w2v_encoder.proj.bias": torch.randn(7)})
+            state.update(
+                {"w2v_encoder.proj.weight": torch.randn(7, EMBED), "w2v_encoder.proj.bias": torch.randn(7)}
+            )
             model_cfg["_name"] = model_type
-            outer = {"_name": name, "w2v_args": {"model": model_cfg, "task": task}, "dropout": 0.0, "layerdrop": 0.2}
+            outer = {
+                "_name": name,
+                "w2v_args": {"model": model_cfg, "task": task},
+                "dropout": 0.0,
+                "layerdrop": 0.2,
+            }
             cfg = OmegaConf.create({"model": outer, "task": {"_name": "audio_finetuning"}})
             checkpoint = {"cfg": cfg, "model": state, "task_state": {"target_dictionary": dictionary()}}
         path = tmp_path / "checkpoint.pt"
         torch.save(checkpoint, path)
     audio = waveform()
     # fairseq normalises with F.layer_norm over the whole waveform (an independent formula of ours)
-    record, last = torchaudio_outputs(reference, F.layer_norm(audio, audio.shape) if layer_norm_first else audio)
+    record, last = torchaudio_outputs(
+        reference, F.layer_norm(audio, audio.shape) if layer_norm_first else audio
+    )
     model, config = load_pretrained(path)  # weights_only=True, without fairseq
     assert_same_outputs(model, audio, record, last)
     assert config == our_config(extractor_mode, layer_norm_first, conv_bias, pos_kernel).replace(
@@ -473,7 +527,9 @@ def test_fairseq_import_matches_reference(
 
 
 # --- WavLM (microsoft/unilm layout) ------------------------------------------------------------------
-def wavlm_cfg(extractor_mode: str, layer_norm_first: bool, conv_bias: bool, pos_kernel: int) -> Dict[str, Any]:
+def wavlm_cfg(
+    extractor_mode: str, layer_norm_first: bool, conv_bias: bool, pos_kernel: int
+) -> Dict[str, Any]:
     """The ``cfg`` of a WavLM.pt: microsoft/unilm's flat WavLMConfig dict, which names no model."""
     cfg = fairseq_model_cfg(extractor_mode, layer_norm_first, conv_bias, pos_kernel, name="")
     for key in ("_name", "layer_type", "pos_conv_depth", "final_dim", "logit_temp"):
@@ -521,15 +577,21 @@ WAVLM_CASES = [  # extractor mode, layer_norm_first, pos kernel, weight norm nam
 
 
 @pytest.mark.parametrize("extractor_mode, layer_norm_first, pos_kernel, new_weight_norm", WAVLM_CASES)
-def test_wavlm_import_matches_torchaudio(tmp_path, extractor_mode, layer_norm_first, pos_kernel, new_weight_norm):
+def test_wavlm_import_matches_torchaudio(
+    tmp_path, extractor_mode, layer_norm_first, pos_kernel, new_weight_norm
+):
     path, reference = write_wavlm(tmp_path, extractor_mode, layer_norm_first, pos_kernel, new_weight_norm)
     audio = waveform()
     # the cfg's ``normalize`` (on in the large layout) must reach the model: fairseq's F.layer_norm of the input
-    record, last = torchaudio_outputs(reference, F.layer_norm(audio, audio.shape) if layer_norm_first else audio)
+    record, last = torchaudio_outputs(
+        reference, F.layer_norm(audio, audio.shape) if layer_norm_first else audio
+    )
     model, config = load_pretrained(path)  # the cfg dict loads with weights_only=True
     assert_same_outputs(model, audio, record, last)
     assert config == our_config(extractor_mode, layer_norm_first, False, pos_kernel).replace(
-        model_type="wavlm", num_buckets=WAVLM_BUCKETS, max_distance=WAVLM_MAX_DISTANCE,
+        model_type="wavlm",
+        num_buckets=WAVLM_BUCKETS,
+        max_distance=WAVLM_MAX_DISTANCE,
         normalize_waveform=layer_norm_first,
     )
 
@@ -572,7 +634,9 @@ def write_fairseq(tmp_path: Path, model_changes=None, state_changes=None, drop=(
 
 
 def test_unknown_key_is_named(tmp_path):
-    path = write_fairseq(tmp_path, state_changes={"encoder.layers.0.self_attn.rel_attn_embed.weight": torch.zeros(4)})
+    path = write_fairseq(
+        tmp_path, state_changes={"encoder.layers.0.self_attn.rel_attn_embed.weight": torch.zeros(4)}
+    )
     pattern = r"wav2vec2_tiny\.pt.*unknown parameter 'encoder\.layers\.0\.self_attn\.rel_attn_embed\.weight'"
     with pytest.raises(ValueError, match=pattern):
         load_fairseq_checkpoint(path)
@@ -580,14 +644,18 @@ def test_unknown_key_is_named(tmp_path):
 
 def test_missing_key_is_named(tmp_path):
     path = write_fairseq(tmp_path, drop=["encoder.layers.1.fc2.bias"])
-    with pytest.raises(ValueError, match=r"wav2vec2_tiny\.pt.*missing parameter 'encoder\.layers\.1\.fc2\.bias'"):
+    with pytest.raises(
+        ValueError, match=r"wav2vec2_tiny\.pt.*missing parameter 'encoder\.layers\.1\.fc2\.bias'"
+    ):
         load_pretrained(path)
 
 
 def test_duplicate_weight_norm_names_are_refused(tmp_path):
     extra = {"encoder.pos_conv.0.parametrizations.weight.original0": torch.zeros(1, 1, 8)}
     path = write_fairseq(tmp_path, state_changes=extra)
-    pattern = r"wav2vec2_tiny\.pt.*'encoder\.pos_conv\.0\.weight_g' and 'encoder\.pos_conv\.0\.parametrizations"
+    pattern = (
+        r"wav2vec2_tiny\.pt.*'encoder\.pos_conv\.0\.weight_g' and 'encoder\.pos_conv\.0\.parametrizations"
+    )
     with pytest.raises(ValueError, match=pattern):
         load_pretrained(path)
 
@@ -630,7 +698,9 @@ def test_unsupported_fairseq_variant_is_named(tmp_path, field, value):
 def test_unsupported_encoder_of_a_fine_tuned_checkpoint_is_named(tmp_path):
     encoder_cfg = {**fairseq_model_cfg("group_norm", False, False, 8, "wav2vec2"), "_name": "data2vec_audio"}
     path = tmp_path / "data2vec_ctc.pt"
-    torch.save({"cfg": {"model": {"_name": "wav2vec_ctc", "w2v_args": {"model": encoder_cfg}}}, "model": {}}, path)
+    torch.save(
+        {"cfg": {"model": {"_name": "wav2vec_ctc", "w2v_args": {"model": encoder_cfg}}}, "model": {}}, path
+    )
     with pytest.raises(ValueError, match=r"data2vec_ctc\.pt.*'data2vec_audio'"):
         load_pretrained(path)
 
@@ -681,7 +751,9 @@ def test_unknown_pickled_class_is_refused_unless_trusted(tmp_path):
     checkpoint = torch.load(path, weights_only=True)
     checkpoint["extra_state"] = {"best": fractions.Fraction(1, 3)}  # a class weights_only=True refuses
     torch.save(checkpoint, path)
-    with pytest.raises(CheckpointError, match=r"wav2vec2_tiny\.pt: the file pickles fractions\.Fraction.*trust_checkpoint"):
+    with pytest.raises(
+        CheckpointError, match=r"wav2vec2_tiny\.pt: the file pickles fractions\.Fraction.*trust_checkpoint"
+    ):
         load_pretrained(path)
     model, _ = load_pretrained(path, trust_checkpoint=True)  # the user's explicit opt-in
     assert isinstance(model, Wav2Vec2Model)

@@ -48,7 +48,10 @@ def synthetic_table(config: Wav2Vec2Config, seconds: float = REFERENCE_SECONDS) 
         in_sizes = [1] if previous is None else size_grid(previous, 3, smallest=1)
         out_sizes = size_grid(channels, 3, smallest=1)
         per_channel = 0.02 if i == 0 else 0.0
-        ms = [[0.1 + per_channel * o + 1e-7 * c * o * kernel * frames[i + 1] for o in out_sizes] for c in in_sizes]
+        ms = [
+            [0.1 + per_channel * o + 1e-7 * c * o * kernel * frames[i + 1] for o in out_sizes]
+            for c in in_sizes
+        ]
         surfaces.append(Surface(in_sizes, out_sizes, ms, ms))
         previous = channels
 
@@ -58,11 +61,23 @@ def synthetic_table(config: Wav2Vec2Config, seconds: float = REFERENCE_SECONDS) 
         return Curve(sizes, ms, ms)
 
     return LatencyTable(
-        format=TABLE_FORMAT, device="cpu", device_name=cpu_name(), threads=torch.get_num_threads(),
-        torch_version=torch.__version__, date="2026-12-02T00:00:00+00:00", load_average="0.00 0.00 0.00",
-        seconds=seconds, sample_rate=16000, geometry=geometry(config), alignment=8, rounds=1, cnn=surfaces,
-        feature_projection=curve(previous, 1, 0.05, 0.002), attention=curve(max(config.num_heads), 0, 0.1, 0.15),
-        ffn=curve(max(config.ffn_dims), 0, 0.05, 0.004), fixed_ms={"pos_conv": 0.3, "other": 0.2},
+        format=TABLE_FORMAT,
+        device="cpu",
+        device_name=cpu_name(),
+        threads=torch.get_num_threads(),
+        torch_version=torch.__version__,
+        date="2026-12-02T00:00:00+00:00",
+        load_average="0.00 0.00 0.00",
+        seconds=seconds,
+        sample_rate=16000,
+        geometry=geometry(config),
+        alignment=8,
+        rounds=1,
+        cnn=surfaces,
+        feature_projection=curve(previous, 1, 0.05, 0.002),
+        attention=curve(max(config.num_heads), 0, 0.1, 0.15),
+        ffn=curve(max(config.ffn_dims), 0, 0.05, 0.004),
+        fixed_ms={"pos_conv": 0.3, "other": 0.2},
         dense_measured_ms=10.0,
     )
 
@@ -88,12 +103,16 @@ def test_monotone_fit_pools_the_dips_of_noisy_medians():
 
 
 def test_curves_are_exact_at_grid_points_linear_between_and_step_when_misaligned():
-    curve = Curve(sizes=[0, 8, 16, 32], ms=[0.0, 2.0, 3.0, 7.0], measured_ms=[0.0, 2.0, 3.0, 7.0], misaligned_factor=1.5)
+    curve = Curve(
+        sizes=[0, 8, 16, 32], ms=[0.0, 2.0, 3.0, 7.0], measured_ms=[0.0, 2.0, 3.0, 7.0], misaligned_factor=1.5
+    )
     for size, ms in zip(curve.sizes, curve.ms):
         assert curve(size, 8) == ms
     assert curve(24, 8) == pytest.approx(5.0)  # aligned, between grid points
     assert curve(12, 8) == pytest.approx(1.5 * 2.5)  # off the alignment
-    surface = Surface(in_sizes=[1, 8], out_sizes=[8, 16], ms=[[1.0, 2.0], [3.0, 5.0]], measured_ms=[[1.0, 2.0], [3.0, 5.0]])
+    surface = Surface(
+        in_sizes=[1, 8], out_sizes=[8, 16], ms=[[1.0, 2.0], [3.0, 5.0]], measured_ms=[[1.0, 2.0], [3.0, 5.0]]
+    )
     for i, c_in in enumerate(surface.in_sizes):
         for j, c_out in enumerate(surface.out_sizes):
             assert surface(c_in, c_out, 8) == surface.ms[i][j]
@@ -123,9 +142,15 @@ def test_a_missing_table_names_the_key_and_the_file(tmp_path: Path):
         (lambda d: d.pop("ffn"), r"latency.json: missing key\(s\) \['ffn'\]"),
         (lambda d: d.update(threads="two"), r"latency.json: threads: expected an integer"),
         (lambda d: d.update(format="other/1"), "latency.json: format: expected"),
-        (lambda d: d["ffn"].update(ms=[0.0, 2.0, 1.0] + d["ffn"]["ms"][3:]), "latency.json: ffn: ms: fitted times must be"),
+        (
+            lambda d: d["ffn"].update(ms=[0.0, 2.0, 1.0] + d["ffn"]["ms"][3:]),
+            "latency.json: ffn: ms: fitted times must be",
+        ),
         (lambda d: d["cnn"].pop(), "cnn: 3 layers, but geometry.conv_layers has 4"),
-        (lambda d: d["attention"].update(misaligned_factor=0.5), "latency.json: attention: misaligned_factor: must be >= 1"),
+        (
+            lambda d: d["attention"].update(misaligned_factor=0.5),
+            "latency.json: attention: misaligned_factor: must be >= 1",
+        ),
     ],
 )
 def test_a_bad_table_names_the_file_and_key(table_path: Path, change, message):
@@ -139,7 +164,9 @@ def test_a_bad_table_names_the_file_and_key(table_path: Path, change, message):
 def test_the_table_of_another_geometry_is_an_error_and_another_machine_a_warning(table_path: Path):
     table = LatencyTable.load(table_path)
     assert table == synthetic_table(tiny_config())  # the file round trip keeps every value
-    with pytest.raises(ValueError, match=r"latency_table: .*another geometry \(ffn_dims: table \[128, 128, 128, 128\]"):
+    with pytest.raises(
+        ValueError, match=r"latency_table: .*another geometry \(ffn_dims: table \[128, 128, 128, 128\]"
+    ):
         table.check_geometry(tiny_config(ffn_dims=[64] * 4))
     other = dataclasses.replace(table, threads=table.threads + 1)
     with pytest.warns(UserWarning, match=rf"measured on another machine \({table.threads + 1} thread"):
@@ -191,9 +218,14 @@ def test_the_latency_variant_controls_the_table_latency():
 @pytest.mark.parametrize(
     "bad, message",
     [
-        ({"variant": "latency", "target_sparsity": 0.5}, "pruning.latency_table: variant 'latency' needs the path"),
-        ({"variant": "mac", "target_sparsity": 0.5, "latency_table": "t.json"},
-         "pruning.latency_table: only variant 'latency' uses it"),
+        (
+            {"variant": "latency", "target_sparsity": 0.5},
+            "pruning.latency_table: variant 'latency' needs the path",
+        ),
+        (
+            {"variant": "mac", "target_sparsity": 0.5, "latency_table": "t.json"},
+            "pruning.latency_table: only variant 'latency' uses it",
+        ),
     ],
 )
 def test_the_latency_table_key_belongs_to_the_latency_variant(bad, message):
@@ -202,9 +234,17 @@ def test_the_latency_table_key_belongs_to_the_latency_variant(bad, message):
 
 
 def test_the_controller_checks_the_table(tmp_path: Path, table_path: Path):
-    def controller(config: Wav2Vec2Config, path: Path, seconds: float = REFERENCE_SECONDS) -> PruningController:
-        cfg = PruningConfig.from_dict({"variant": "latency", "target_sparsity": 0.5, "latency_table": str(path),
-                                       "reference_seconds": seconds})
+    def controller(
+        config: Wav2Vec2Config, path: Path, seconds: float = REFERENCE_SECONDS
+    ) -> PruningController:
+        cfg = PruningConfig.from_dict(
+            {
+                "variant": "latency",
+                "target_sparsity": 0.5,
+                "latency_table": str(path),
+                "reference_seconds": seconds,
+            }
+        )
         return PruningController(attach_gates(Wav2Vec2Model(config), cfg.gates), cfg)
 
     with pytest.raises(FileNotFoundError, match="latency_table: no latency table at .*missing.json"):
@@ -214,9 +254,13 @@ def test_the_controller_checks_the_table(tmp_path: Path, table_path: Path):
     with pytest.raises(ValueError, match="reference_seconds: 4, but latency table .* was measured at 2 s"):
         controller(tiny_config(), table_path, seconds=4.0)
     built = controller(tiny_config(), table_path).eval()
-    assert built.dense_costs == [pytest.approx(exact_latency_ms(synthetic_table(tiny_config()), tiny_config()))]
+    assert built.dense_costs == [
+        pytest.approx(exact_latency_ms(synthetic_table(tiny_config()), tiny_config()))
+    ]
     _, stats = built(_gated_tiny())
-    assert {"expected_latency_ms", "exact_latency_ms", "exact_sparsity_latency", "lambda1_latency"} <= set(stats)
+    assert {"expected_latency_ms", "exact_latency_ms", "exact_sparsity_latency", "lambda1_latency"} <= set(
+        stats
+    )
 
 
 def test_removed_model_has_the_latency_budget(table_path: Path):
@@ -242,12 +286,31 @@ def test_profile_writes_a_latency_table_of_the_geometry(tmp_path: Path, capsys):
     config_path, out = tmp_path / "model.yaml", tmp_path / "table.json"
     config.save_yaml(config_path)
     torch.manual_seed(0)
-    profile.main(["--model_config", str(config_path), "--latency_table", str(out), "--seconds", "0.25",
-                  "--threads", "1", "--repeats", "1", "--grid_points", "2"])
+    profile.main(
+        [
+            "--model_config",
+            str(config_path),
+            "--latency_table",
+            str(out),
+            "--seconds",
+            "0.25",
+            "--threads",
+            "1",
+            "--repeats",
+            "1",
+            "--grid_points",
+            "2",
+        ]
+    )
     printed = capsys.readouterr().out
     assert "held-out fit error" in printed and f"wrote {out}" in printed
     table = LatencyTable.load(out)
-    assert (table.device, table.threads, table.torch_version, table.seconds) == ("cpu", 1, torch.__version__, 0.25)
+    assert (table.device, table.threads, table.torch_version, table.seconds) == (
+        "cpu",
+        1,
+        torch.__version__,
+        0.25,
+    )
     assert table.geometry == geometry(config) and table.date and table.device_name == cpu_name()
     assert [s.in_sizes for s in table.cnn] == [[1], [1, 8, 16]] and table.cnn[1].out_sizes == [1, 8, 16]
     assert table.attention.sizes == [0, 1, 2] and table.attention.ms[0] == 0.0
@@ -264,8 +327,14 @@ def test_the_fit_finds_the_alignment_step_only_where_the_measurements_show_it():
         linear = {(1, size): 0.5 + 0.1 * size for size in (8, 16, 24, 32)}
         return {**linear, **{(1, size): step * (0.5 + 0.1 * size) for size in (15, 31)}}
 
-    grid = SizeGrid("ffn", make=None, in_nodes=[1], out_nodes=[0, 8, 16, 32], held_out=[(1, 24)],
-                    misaligned=[(1, 15), (1, 31)])
+    grid = SizeGrid(
+        "ffn",
+        make=None,
+        in_nodes=[1],
+        out_nodes=[0, 8, 16, 32],
+        held_out=[(1, 24)],
+        misaligned=[(1, 15), (1, 31)],
+    )
     curve, errors = fit_grid(grid, measured(1.6))
     assert curve.sizes == [0, 8, 16, 32] and curve.measured_ms[:2] == [0.0, 1.3]
     assert curve.ms == monotone_fit(curve.measured_ms) and curve.ms[0] == 0.0
@@ -278,7 +347,9 @@ def test_the_fit_finds_the_alignment_step_only_where_the_measurements_show_it():
 
 def test_the_cnn_grid_is_bilinear_so_a_bilinear_cost_has_no_held_out_error():
     nodes = [1, 8, 16]
-    grid = SizeGrid("cnn1", make=None, in_nodes=nodes, out_nodes=nodes, held_out=[(4, 4), (12, 12)], misaligned=[])
+    grid = SizeGrid(
+        "cnn1", make=None, in_nodes=nodes, out_nodes=nodes, held_out=[(4, 4), (12, 12)], misaligned=[]
+    )
     ms = {(c_in, c_out): 0.2 + 0.01 * c_in * c_out for c_in in range(1, 17) for c_out in range(1, 17)}
     surface, errors = fit_grid(grid, ms)
     assert isinstance(surface, Surface) and surface.misaligned_factor == 1.0

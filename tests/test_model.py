@@ -68,7 +68,9 @@ def test_presets_have_torchaudio_parameter_counts(preset):
 
 @pytest.mark.parametrize("model_type, head_ids", [("wav2vec2", None), ("wavlm", [[0, 2, 3], []])])
 def test_config_yaml_round_trip(tmp_path, model_type, head_ids):
-    config = tiny_config(num_heads=[3, 0], ffn_dims=[0, 17], extractor_mode="layer_norm", layer_norm_first=True)
+    config = tiny_config(
+        num_heads=[3, 0], ffn_dims=[0, 17], extractor_mode="layer_norm", layer_norm_first=True
+    )
     config = config.replace(model_type=model_type, head_ids=head_ids)
     path = tmp_path / "model.yaml"
     config.save_yaml(path)
@@ -94,7 +96,10 @@ def test_config_names_inconsistent_key():
         (dict(model_type="wavlm", head_ids=[[0, 1, 2, 3]]), r"head_ids: 1 entries"),
         (dict(model_type="wavlm", head_ids=[[0, 1, 2], [0, 1, 2, 3]]), r"head_ids\[0\]: 3 heads"),
         (dict(model_type="wavlm", head_ids=[[0, 1, 3, 2], [0, 1, 2, 3]]), r"head_ids\[0\].*increasing"),
-        (dict(model_type="wavlm", num_heads=[4, 2], head_ids=[[0, 1, 2, 3], [1, 4]]), r"head_ids\[1\].*\[0, 4\)"),
+        (
+            dict(model_type="wavlm", num_heads=[4, 2], head_ids=[[0, 1, 2, 3], [1, 4]]),
+            r"head_ids\[1\].*\[0, 4\)",
+        ),
         (dict(model_type="wavlm", head_dim=6), "head_dim: 6 does not divide"),
         (dict(model_type="wavlm", num_buckets=16, max_distance=4), "max_distance"),
     ],
@@ -108,7 +113,9 @@ def test_config_names_inconsistent_wavlm_key(changes, key):
 @pytest.mark.parametrize("extractor_mode", ["group_norm", "layer_norm"])
 @pytest.mark.parametrize("layer_norm_first", [False, True])
 def test_padded_batch_equals_one_utterance_at_a_time(extractor_mode, layer_norm_first, model_type):
-    config = tiny_config(extractor_mode=extractor_mode, layer_norm_first=layer_norm_first, model_type=model_type)
+    config = tiny_config(
+        extractor_mode=extractor_mode, layer_norm_first=layer_norm_first, model_type=model_type
+    )
     model = perturbed_model(config.replace(num_buckets=16, max_distance=20))
     lengths = [8000, 5003, 3120]
     generator = torch.Generator().manual_seed(1)
@@ -118,7 +125,9 @@ def test_padded_batch_equals_one_utterance_at_a_time(extractor_mode, layer_norm_
         for n, length in enumerate(lengths):
             frames = frames_after_cnn(length, CONV_LAYERS)
             assert batched.lengths[n].item() == frames
-            assert batched.padding_mask[n].tolist() == [t >= frames for t in range(batched.padding_mask.shape[1])]
+            assert batched.padding_mask[n].tolist() == [
+                t >= frames for t in range(batched.padding_mask.shape[1])
+            ]
             alone = model(batch[n : n + 1, :length])
             assert alone.last_hidden_state.shape[1] == frames
             pairs = [(batched.last_hidden_state, alone.last_hidden_state)]
@@ -139,7 +148,9 @@ def test_smaller_per_layer_sizes_equal_dense_model_with_units_zeroed(layer_norm_
     """A config with fewer heads / FFN units computes what the dense model computes when the
     removed units' output weights are zero: that is what makes a pruned model just another config."""
     dense = perturbed_model(tiny_config(layer_norm_first=layer_norm_first))
-    small = Wav2Vec2Model(tiny_config(layer_norm_first=layer_norm_first, num_heads=[3, 0], ffn_dims=[38, 0])).eval()
+    small = Wav2Vec2Model(
+        tiny_config(layer_norm_first=layer_norm_first, num_heads=[3, 0], ffn_dims=[38, 0])
+    ).eval()
     head_dim, removed_head, removed_units = 8, 1, range(0, 10)
     kept_rows = [r for r in range(32) if r // head_dim != removed_head]
     kept_units = [u for u in range(48) if u not in removed_units]

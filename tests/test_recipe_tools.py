@@ -25,8 +25,14 @@ def _write(path, lines):
 
 
 def test_wer_cer_and_intent_accuracy_match_hand_counts(tmp_path):
-    ref = _write(tmp_path / "ref", ["u1 alarm_set WAKE ME UP AT SEVEN", "u2 weather_query IS IT RAINING", "u3 music_play PLAY JAZZ"])
-    hyp = _write(tmp_path / "hyp", ["u3 music_play PLAY JAZZ", "u1 alarm_set WAKE ME UP AT ELEVEN", "u2 alarm_query IS IT"])
+    ref = _write(
+        tmp_path / "ref",
+        ["u1 alarm_set WAKE ME UP AT SEVEN", "u2 weather_query IS IT RAINING", "u3 music_play PLAY JAZZ"],
+    )
+    hyp = _write(
+        tmp_path / "hyp",
+        ["u3 music_play PLAY JAZZ", "u1 alarm_set WAKE ME UP AT ELEVEN", "u2 alarm_query IS IT"],
+    )
     result = score(ref, hyp, intent_first=True)
     assert result.utterances == 3 and result.words == 10
     assert result.intent_accuracy == pytest.approx(2 / 3)
@@ -64,13 +70,19 @@ def test_bpe_keeps_intent_labels_whole_with_intent_first(tmp_path):
 
     words = "WAKE ME UP AT SEVEN ANY ALARMS FOR TOMORROW IS IT RAINING IN LONDON TODAY PLEASE SET AN ALARM".split()
     intents = ["alarm_set", "alarm_query", "weather_query"]
-    text = _write(tmp_path / "text", [
-        f"u{i:02d} {intents[i % 3]} " + " ".join(words[(i * 7 + k) % len(words)] for k in range(5)) for i in range(30)
-    ])
+    text = _write(
+        tmp_path / "text",
+        [
+            f"u{i:02d} {intents[i % 3]} " + " ".join(words[(i * 7 + k) % len(words)] for k in range(5))
+            for i in range(30)
+        ],
+    )
     pieces = {}
     for intent_first in (False, True):
         out_dir = tmp_path / f"bpe_{intent_first}"
-        tokens = make_tokens.make_tokens(text, "bpe", 45, out_dir, intent_first=intent_first).read_text().split()
+        tokens = (
+            make_tokens.make_tokens(text, "bpe", 45, out_dir, intent_first=intent_first).read_text().split()
+        )
         model = spm.SentencePieceProcessor(model_file=str(out_dir / "bpe.model"))
         pieces[intent_first] = model.encode("alarm_query ANY", out_type=str)
         assert model.decode(model.encode("alarm_query ANY")) == "alarm_query ANY"
@@ -82,11 +94,19 @@ def test_bpe_keeps_intent_labels_whole_with_intent_first(tmp_path):
 def test_char_intents_are_whole_tokens_that_espnets_char_tokenizer_reproduces(tmp_path):
     from espnet2.text.char_tokenizer import CharTokenizer
 
-    text = _write(tmp_path / "text", ["u1 alarm_set WAKE ME UP", "u2 weather_query IS IT RAINING", "u3 alarm_query"])
-    tokens = make_tokens.make_tokens(text, "char", 0, tmp_path / "char", intent_first=True).read_text().split()
+    text = _write(
+        tmp_path / "text", ["u1 alarm_set WAKE ME UP", "u2 weather_query IS IT RAINING", "u3 alarm_query"]
+    )
+    tokens = (
+        make_tokens.make_tokens(text, "char", 0, tmp_path / "char", intent_first=True).read_text().split()
+    )
     nlsyms = tmp_path / "char" / "nlsyms.txt"
     assert nlsyms.read_text().split() == ["alarm_query", "alarm_set", "weather_query"]
-    assert {"alarm_set", "alarm_query", "weather_query"} <= set(tokens) and "_" not in tokens and "q" not in tokens
+    assert (
+        {"alarm_set", "alarm_query", "weather_query"} <= set(tokens)
+        and "_" not in tokens
+        and "q" not in tokens
+    )
     tokenizer = CharTokenizer(non_linguistic_symbols=nlsyms)
     for line in text.read_text().splitlines():
         pieces = tokenizer.text2tokens(line.split(maxsplit=1)[1])
@@ -118,20 +138,37 @@ def test_entity_mode_markup_is_whole_tokens_for_char_and_bpe(tmp_path, capsys):
     import sentencepiece as spm
     from espnet2.text.char_tokenizer import CharTokenizer
 
-    text = _write(tmp_path / "text", [
-        "u1 alarm_set sep [time] fill SEVEN AM sep [timeofday] fill TONIGHT sep WAKE ME TONIGHT AT SEVEN AM",
-        "u2 datetime_query sep [date] fill TODAY sep WHAT IS THE DATE TODAY",
-        "u3 alarm_query sep ANY ALARMS",
-    ])
-    tokens = make_tokens.make_tokens(text, "char", 0, tmp_path / "char", intent_first=True).read_text().split()
+    text = _write(
+        tmp_path / "text",
+        [
+            "u1 alarm_set sep [time] fill SEVEN AM sep [timeofday] fill TONIGHT sep WAKE ME TONIGHT AT SEVEN AM",
+            "u2 datetime_query sep [date] fill TODAY sep WHAT IS THE DATE TODAY",
+            "u3 alarm_query sep ANY ALARMS",
+        ],
+    )
+    tokens = (
+        make_tokens.make_tokens(text, "char", 0, tmp_path / "char", intent_first=True).read_text().split()
+    )
     symbols = ["[date]", "[time]", "[timeofday]", "alarm_query", "alarm_set", "datetime_query", "fill", "sep"]
     assert (tmp_path / "char" / "nlsyms.txt").read_text().split() == symbols
     assert set(symbols) <= set(tokens) and not {"[", "]", "_", "s", "f"} & set(tokens)
     assert "warning" not in capsys.readouterr().err  # no symbol is a prefix of another
     tokenizer = CharTokenizer(non_linguistic_symbols=tmp_path / "char" / "nlsyms.txt")
     line = text.read_text().splitlines()[0].split(maxsplit=1)[1]
-    assert tokenizer.text2tokens(line)[:12] == ["alarm_set", "<space>", "sep", "<space>", "[time]", "<space>",
-                                                "fill", "<space>", "S", "E", "V", "E"]
+    assert tokenizer.text2tokens(line)[:12] == [
+        "alarm_set",
+        "<space>",
+        "sep",
+        "<space>",
+        "[time]",
+        "<space>",
+        "fill",
+        "<space>",
+        "S",
+        "E",
+        "V",
+        "E",
+    ]
     assert tokenizer.text2tokens(line).count("[timeofday]") == 1
 
     bpe = tmp_path / "bpe"
@@ -164,26 +201,39 @@ def _env():
 def _librispeech_copy(root: Path) -> Path:
     shutil.copytree(TEMPLATE, root / "egs2" / "TEMPLATE" / "asr1", symlinks=True)
     recipe = root / "egs2" / "librispeech" / "asr1"
-    shutil.copytree(RECIPES[0], recipe, symlinks=True, ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads"))
+    shutil.copytree(
+        RECIPES[0], recipe, symlinks=True, ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads")
+    )
     return recipe
 
 
 def _options_of_the_template():
     """name -> default of every variable between the option markers of pruned_asr.sh."""
-    block = (TEMPLATE / "pruned_asr.sh").read_text().split("# ---- options begin")[1].split("# ---- options end")[0]
+    block = (
+        (TEMPLATE / "pruned_asr.sh")
+        .read_text()
+        .split("# ---- options begin")[1]
+        .split("# ---- options end")[0]
+    )
     return dict(re.findall(r"^([a-z_]+)=(\S*)", block, flags=re.M))
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.parent.name)
 def test_run_sh_help_lists_every_option_and_a_typo_is_an_error(recipe):
-    proc = subprocess.run(["./run.sh", "--help"], cwd=recipe, env=_env(), capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["./run.sh", "--help"], cwd=recipe, env=_env(), capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     options = _options_of_the_template()
-    assert {"stage", "ngpu", "num_nodes", "inference_config", "gpu_inference", "train_module", "demo"} <= set(options)
+    assert {"stage", "ngpu", "num_nodes", "inference_config", "gpu_inference", "train_module", "demo"} <= set(
+        options
+    )
     for name, default in options.items():
         assert re.search(rf"^ +--{name} +{re.escape(default)} ", proc.stdout, flags=re.M), name
     assert "14 packing" in proc.stdout
-    proc = subprocess.run(["./run.sh", "--stopstage", "3"], cwd=recipe, env=_env(), capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["./run.sh", "--stopstage", "3"], cwd=recipe, env=_env(), capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 1 and "unknown option --stopstage" in proc.stderr
 
 
@@ -191,34 +241,61 @@ def test_run_sh_passes_everything_to_the_template():
     """run.sh holds variables and one call of pruned_asr.sh with "$@": no option parsing of its own."""
     for recipe in RECIPES:
         script = (recipe / "run.sh").read_text()
-        assert script.rstrip().endswith('"$@"') and "parse_options" not in script and script.count("./pruned_asr.sh") == 1
+        assert (
+            script.rstrip().endswith('"$@"')
+            and "parse_options" not in script
+            and script.count("./pruned_asr.sh") == 1
+        )
 
 
-@pytest.mark.parametrize("stage, missing", [
-    (2, "data/train_clean_100/wav.scp: missing (run stage 1)"),
-    (5, "dump/raw/train_clean_100/text: missing (run stage 2)"),
-    (10, "dump/raw/train_clean_100/wav.scp: missing (run stage 2)"),
-    (11, "dump/raw/train_clean_100/wav.scp: missing (run stage 2)"),
-    (12, "exp/asr_train_wav2vec2_base_hj_mac_50/config.yaml: missing (run stage 11)"),
-    (13, "exp/asr_train_wav2vec2_base_hj_mac_50/config.yaml: missing (run stage 11)"),
-    (14, "exp/asr_train_wav2vec2_base_hj_mac_50/config.yaml: missing (run stage 11)"),
-])
+@pytest.mark.parametrize(
+    "stage, missing",
+    [
+        (2, "data/train_clean_100/wav.scp: missing (run stage 1)"),
+        (5, "dump/raw/train_clean_100/text: missing (run stage 2)"),
+        (10, "dump/raw/train_clean_100/wav.scp: missing (run stage 2)"),
+        (11, "dump/raw/train_clean_100/wav.scp: missing (run stage 2)"),
+        (12, "exp/asr_train_wav2vec2_base_hj_mac_50/config.yaml: missing (run stage 11)"),
+        (13, "exp/asr_train_wav2vec2_base_hj_mac_50/config.yaml: missing (run stage 11)"),
+        (14, "exp/asr_train_wav2vec2_base_hj_mac_50/config.yaml: missing (run stage 11)"),
+    ],
+)
 def test_a_stage_with_nothing_to_work_on_fails_naming_what_is_missing(stage, missing, tmp_path):
     recipe = _librispeech_copy(tmp_path)
-    proc = subprocess.run(["./run.sh", "--stage", str(stage), "--stop_stage", str(stage), "--ssl_checkpoint", "x.pt"],
-                          cwd=recipe, env=_env(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        ["./run.sh", "--stage", str(stage), "--stop_stage", str(stage), "--ssl_checkpoint", "x.pt"],
+        cwd=recipe,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [f"pruned_asr.sh: error: {missing}"]
 
 
 def test_stage_1_without_a_corpus_fails_naming_it(tmp_path):
     recipe = _librispeech_copy(tmp_path)
-    proc = subprocess.run(["./run.sh", "--stage", "1", "--stop_stage", "1", "--local_data_opts",
-                           f"--librispeech_dir {tmp_path / 'nowhere'}"], cwd=recipe, env=_env(), capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            "./run.sh",
+            "--stage",
+            "1",
+            "--stop_stage",
+            "1",
+            "--local_data_opts",
+            f"--librispeech_dir {tmp_path / 'nowhere'}",
+        ],
+        cwd=recipe,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1 and proc.stderr.splitlines() == [
         f"error: {tmp_path / 'nowhere' / 'train-clean-100'}: subset folder missing (give --librispeech_dir the "
-        "folder holding the subsets, usually .../LibriSpeech)"]
+        "folder holding the subsets, usually .../LibriSpeech)"
+    ]
 
 
 def test_decoding_scoring_and_packing_name_their_missing_inputs(tmp_path):
@@ -231,33 +308,67 @@ def test_decoding_scoring_and_packing_name_their_missing_inputs(tmp_path):
     (recipe / "data" / "token_list" / "bpe").mkdir(parents=True)
     (recipe / "data" / "token_list" / "bpe" / "tokens.txt").write_text("<blank>\n")
     args = ["--asr_tag", "asr_dense", "--test_sets", "test_clean"]
-    for stage, missing in ((12, "dump/raw/test_clean/wav.scp: missing (run stage 2)"),
-                           (13, "exp/asr_dense/decode_ctc_greedy/test_clean/1best_recog/text: missing (run stage 12)"),
-                           (14, "exp/asr_dense/RESULTS.md: missing (run stage 13)")):
-        proc = subprocess.run(["./run.sh", "--stage", str(stage), "--stop_stage", str(stage), *args],
-                              cwd=recipe, env=_env(), capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 1 and proc.stderr.splitlines() == [f"pruned_asr.sh: error: {missing}"], proc.stderr
+    for stage, missing in (
+        (12, "dump/raw/test_clean/wav.scp: missing (run stage 2)"),
+        (13, "exp/asr_dense/decode_ctc_greedy/test_clean/1best_recog/text: missing (run stage 12)"),
+        (14, "exp/asr_dense/RESULTS.md: missing (run stage 13)"),
+    ):
+        proc = subprocess.run(
+            ["./run.sh", "--stage", str(stage), "--stop_stage", str(stage), *args],
+            cwd=recipe,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 1 and proc.stderr.splitlines() == [f"pruned_asr.sh: error: {missing}"], (
+            proc.stderr
+        )
 
 
 def test_training_without_a_checkpoint_names_the_option(tmp_path):
     recipe = _librispeech_copy(tmp_path)
-    proc = subprocess.run(["./run.sh", "--stage", "10"], cwd=recipe, env=_env(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        ["./run.sh", "--stage", "10"], cwd=recipe, env=_env(), capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 1 and proc.stderr.splitlines() == [
         "pruned_asr.sh: error: conf/tuning/train_wav2vec2_base_hj_mac_50.yaml has ssl_checkpoint: null: "
-        "give --ssl_checkpoint (a wav2vec2/HuBERT checkpoint)"]
+        "give --ssl_checkpoint (a wav2vec2/HuBERT checkpoint)"
+    ]
 
 
 def test_job_launcher_fans_out_with_one_log_per_job(tmp_path):
     launcher = TEMPLATE / "utils" / "run_jobs.sh"
-    proc = subprocess.run([str(launcher), "JOB=1:3", "log/job.JOB.log", "echo", "job JOB of 3", ";", "[", "JOB", "-ne", "2", "]"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1 and proc.stderr.strip() == "run_jobs.sh: 1 / 3 job(s) failed, see log/job.2.log"
+    proc = subprocess.run(
+        [
+            str(launcher),
+            "JOB=1:3",
+            "log/job.JOB.log",
+            "echo",
+            "job JOB of 3",
+            ";",
+            "[",
+            "JOB",
+            "-ne",
+            "2",
+            "]",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        proc.returncode == 1 and proc.stderr.strip() == "run_jobs.sh: 1 / 3 job(s) failed, see log/job.2.log"
+    )
     for job in (1, 2, 3):
         log = (tmp_path / "log" / f"job.{job}.log").read_text().splitlines()
         assert log[0] == f"# echo job\\ {job}\\ of\\ 3 ; [ {job} -ne 2 ] " and log[2] == f"job {job} of 3"
         assert log[3].startswith(f"# Ended (code {int(job == 2)}) at")
     # espnet2.bin.launch's form: --gpu N LOG COMMAND (one job)
-    proc = subprocess.run([str(launcher), "--gpu", "0", "one.log", "echo", "a b"], cwd=tmp_path, capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(launcher), "--gpu", "0", "one.log", "echo", "a b"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert proc.returncode == 0 and (tmp_path / "one.log").read_text().splitlines()[2] == "a b"
 
 
@@ -271,25 +382,41 @@ def test_tuning_configs_carry_their_pruning_preset():
         if block is None:
             continue
         preset = REPO / re.search(r"^    pruning: +# (conf/pruning/\S+\.yaml) ", text, flags=re.M).group(1)
-        assert block == {**yaml.safe_load(preset.read_text()), "warmup_updates": block["warmup_updates"]}, config
+        assert block == {**yaml.safe_load(preset.read_text()), "warmup_updates": block["warmup_updates"]}, (
+            config
+        )
         checked += 1
     assert checked == 11
 
 
 def test_demo_configs_live_once_in_the_template():
     demo = TEMPLATE / "conf" / "demo"
-    assert sorted(p.name for p in demo.iterdir()) == ["model.yaml", "train_dense.yaml", "train_hj_mac.yaml", "train_standin.yaml"]
+    assert sorted(p.name for p in demo.iterdir()) == [
+        "model.yaml",
+        "train_dense.yaml",
+        "train_hj_mac.yaml",
+        "train_standin.yaml",
+    ]
     for recipe in RECIPES:
         assert (recipe / "conf" / "demo").resolve() == demo.resolve()
-        assert not [p for p in (recipe / "conf").rglob("*") if p.is_file() and not p.is_symlink()
-                    and p.parent.name == "demo"]
+        assert not [
+            p
+            for p in (recipe / "conf").rglob("*")
+            if p.is_file() and not p.is_symlink() and p.parent.name == "demo"
+        ]
 
 
 def test_every_shared_config_is_used():
     """A config under conf/ or a recipe's conf/ that nothing names is dead: delete it."""
-    texts = [p.read_text(errors="ignore") for pattern in ("**/*.py", "**/*.sh", "**/*.yaml", "**/*.md", "Makefile")
-             for p in REPO.glob(pattern) if ".venv" not in p.parts and ".git" not in p.parts]
-    configs = list((REPO / "conf").rglob("*.yaml")) + [p for r in RECIPES for p in (r / "conf").glob("*.yaml")]
+    texts = [
+        p.read_text(errors="ignore")
+        for pattern in ("**/*.py", "**/*.sh", "**/*.yaml", "**/*.md", "Makefile")
+        for p in REPO.glob(pattern)
+        if ".venv" not in p.parts and ".git" not in p.parts
+    ]
+    configs = list((REPO / "conf").rglob("*.yaml")) + [
+        p for r in RECIPES for p in (r / "conf").glob("*.yaml")
+    ]
     for config in configs:
         users = [t for t in texts if config.name in t and t != config.read_text(errors="ignore")]
         assert users, f"{config.relative_to(REPO)} is named nowhere"

@@ -35,7 +35,9 @@ def _randomly_gated(config: Wav2Vec2Config, seed: int) -> Wav2Vec2Model:
         layers[1].attention.head_gate.log_alpha.fill_(-10.0)  # every head of layer 1 pruned
         layers[2].feed_forward.layer_gate.log_alpha.fill_(-10.0)  # whole FFN of layer 2 pruned
         layers[3].feed_forward.unit_gate.log_alpha.fill_(-10.0)  # every unit of layer 3 pruned
-        model.feature_extractor.conv_layers[1].channel_gate.log_alpha.fill_(-10.0)  # CNN layer down to 1 channel
+        model.feature_extractor.conv_layers[1].channel_gate.log_alpha.fill_(
+            -10.0
+        )  # CNN layer down to 1 channel
         model.feature_extractor.conv_layers[3].channel_gate.log_alpha[2:].fill_(-10.0)  # last CNN layer: few
     return model.eval()
 
@@ -56,8 +58,10 @@ def test_removed_model_equals_gated_eval_model(mode, layer_norm_first, seed):
         expected, actual = gated(waves, lengths), removed(waves, lengths)
     valid = ~expected.padding_mask
     assert torch.equal(expected.lengths, actual.lengths)
-    for mine, theirs in zip(expected.hidden_states + [expected.last_hidden_state],
-                            actual.hidden_states + [actual.last_hidden_state]):
+    for mine, theirs in zip(
+        expected.hidden_states + [expected.last_hidden_state],
+        actual.hidden_states + [actual.last_hidden_state],
+    ):
         assert (mine - theirs)[valid].abs().max() <= 1e-4
 
     # The removed model's measured size and MACs are the cost model's numbers for its config.
@@ -84,7 +88,9 @@ def test_removed_wavlm_equals_gated_eval_model(mode, layer_norm_first):
         gated.feature_extractor.conv_layers[3].channel_gate.log_alpha.normal_(1.5, 1.0)
         layers[0].attention.layer_gate.log_alpha.fill_(-10.0)  # the first layer's whole attention pruned
         layers[2].attention.head_gate.log_alpha.copy_(torch.tensor([2.0, -10.0, -10.0]))  # keeps head 0
-        layers[3].attention.head_gate.log_alpha.copy_(torch.tensor([-10.0, 2.0, -10.0, 2.0]))  # keeps heads 1, 3
+        layers[3].attention.head_gate.log_alpha.copy_(
+            torch.tensor([-10.0, 2.0, -10.0, 2.0])
+        )  # keeps heads 1, 3
         for layer in layers[2:]:
             layer.attention.layer_gate.log_alpha.fill_(1.5)  # kept, with a soft value to fold
     removed, pruned = remove_masks(gated)
@@ -97,8 +103,10 @@ def test_removed_wavlm_equals_gated_eval_model(mode, layer_norm_first):
     with torch.no_grad():
         expected, actual = gated(waves, lengths), removed(waves, lengths)
     valid = ~expected.padding_mask
-    for mine, theirs in zip(expected.hidden_states + [expected.last_hidden_state],
-                            actual.hidden_states + [actual.last_hidden_state]):
+    for mine, theirs in zip(
+        expected.hidden_states + [expected.last_hidden_state],
+        actual.hidden_states + [actual.last_hidden_state],
+    ):
         assert (mine - theirs)[valid].abs().max() <= 1e-4
 
     report = exact_cost(pruned, seconds=1.0)

@@ -45,8 +45,12 @@ def _copy_recipe(root: Path) -> Path:
     """egs2/TEMPLATE/asr1 and egs2/slurp/asr1 (without outputs) under root; returns the recipe copy."""
     shutil.copytree(REPO / "egs2" / "TEMPLATE", root / "egs2" / "TEMPLATE", symlinks=True)
     recipe = root / "egs2" / "slurp" / "asr1"
-    shutil.copytree(RECIPE, recipe, symlinks=True,
-                    ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads", "RESULTS*.md"))
+    shutil.copytree(
+        RECIPE,
+        recipe,
+        symlinks=True,
+        ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads", "RESULTS*.md"),
+    )
     return recipe
 
 
@@ -78,9 +82,22 @@ def demo(tmp_path_factory) -> Dict[str, object]:
     recipe = _copy_recipe(tmp_path_factory.mktemp("slurp_recipe"))
     _reduce_demo_configs(recipe)
     proc = subprocess.run(
-        ["./run.sh", "--demo", "true", "--local_data_opts", f"--demo_sentences {DEMO_SENTENCES}", "--python",
-         sys.executable, "--removal_args", "--allow_budget_miss"],  # a smoke run: too short to reach the budget
-        cwd=recipe, env=_env(), capture_output=True, text=True, timeout=900,
+        [
+            "./run.sh",
+            "--demo",
+            "true",
+            "--local_data_opts",
+            f"--demo_sentences {DEMO_SENTENCES}",
+            "--python",
+            sys.executable,
+            "--removal_args",
+            "--allow_budget_miss",
+        ],  # a smoke run: too short to reach the budget
+        cwd=recipe,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     return dict(recipe=recipe, proc=proc, out=proc.stdout + proc.stderr)
 
@@ -109,7 +126,9 @@ def test_demo_runs_every_stage_and_prints_the_table(demo) -> None:
         assert all(re.fullmatch(r"demo-\d\d", s) for s in speakers), speakers
     # char tokens with the intent labels whole: CTC emits an intent in one frame instead of spelling it
     tokens = set((recipe / "data" / "token_list" / "char" / "tokens.txt").read_text().split())
-    intents = {line.split()[1] for line in (recipe / "dump" / "raw" / "train" / "text").read_text().splitlines()}
+    intents = {
+        line.split()[1] for line in (recipe / "dump" / "raw" / "train" / "text").read_text().splitlines()
+    }
     assert intents <= tokens and "_" not in tokens
     assert set((recipe / "data" / "token_list" / "char" / "nlsyms.txt").read_text().split()) == intents
 
@@ -127,7 +146,10 @@ def test_demo_runs_every_stage_and_prints_the_table(demo) -> None:
     assert table_file.read_text().strip() in out
     rows = _table(table_file)
     assert [r["model"] for r in rows] == ["dense", "HJ-MAC"]
-    assert {"SSL params M", "GMACs / 10 s", "CPU ms / 10 s", "test intent acc %", "test WER %"} <= set(rows[0])
+    assert {"SSL params M", "GMACs / 10 s", "CPU ms / 10 s", "test intent acc %", "test WER %"} <= set(
+        rows[0]
+    )
+
     def percent(cell: str) -> int:  # "0.02 (69%)": relative to the dense model
         return int(re.fullmatch(r"[\d.]+ \((\d+)%\)", cell).group(1))
 
@@ -137,8 +159,9 @@ def test_demo_runs_every_stage_and_prints_the_table(demo) -> None:
     # One epoch of a smoke run does not learn the held-out phrasings, so it is not compared with chance
     # (100 / the number of intents); test_full_demo_is_well_above_chance does that on the full demo.
     for r, run in zip(rows, (dense, pruned)):
-        accuracy = _intent_accuracy(recipe / "dump" / "raw" / "test" / "text",
-                                    run / "decode_ctc" / "test" / "1best_recog" / "text")
+        accuracy = _intent_accuracy(
+            recipe / "dump" / "raw" / "test" / "text", run / "decode_ctc" / "test" / "1best_recog" / "text"
+        )
         assert float(r["test intent acc %"]) == pytest.approx(accuracy, abs=0.051), (r, accuracy)
 
 
@@ -157,14 +180,22 @@ FULL_DEMO = os.environ.get("ESPNET_PRUNE_FULL_DEMO") == "1"
 
 
 @needs_espeak
-@pytest.mark.skipif(not FULL_DEMO, reason="the full SLURP demo takes about 20 min on 2 CPU cores: "
-                                          "set ESPNET_PRUNE_FULL_DEMO=1")
+@pytest.mark.skipif(
+    not FULL_DEMO,
+    reason="the full SLURP demo takes about 20 min on 2 CPU cores: set ESPNET_PRUNE_FULL_DEMO=1",
+)
 def test_full_demo_is_well_above_chance(tmp_path: Path) -> None:
     """The demo as shipped (800 / 100 / 150 sentences, its own configs) recognises intents of unseen
     phrasings far above chance (README: dense 68.3%, HJ-MAC 39-50% over three seeds, chance 6.25%)."""
     recipe = _copy_recipe(tmp_path)
-    proc = subprocess.run(["./run.sh", "--demo", "true", "--python", sys.executable],
-                          cwd=recipe, env=_env(), capture_output=True, text=True, timeout=3600)
+    proc = subprocess.run(
+        ["./run.sh", "--demo", "true", "--python", sys.executable],
+        cwd=recipe,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     test_text = recipe / "dump" / "raw" / "test" / "text"
     chance = 100.0 / len(set(_first_words(test_text).values()))
@@ -181,14 +212,36 @@ def test_demo_source_real_slurp_speaks_the_real_sentences(tmp_path: Path) -> Non
     """Stage 1 of `run.sh --demo true --demo_source real_slurp`: devel.jsonl -> train + devel, test.jsonl -> test."""
     recipe = _copy_recipe(tmp_path)
     proc = subprocess.run(
-        ["local/data.sh", "--demo", "true", "--demo_source", "real_slurp", "--demo_limit", "10",
-         "--slurp_annotations", str(SHARED_SLURP), "--python", sys.executable],
-        cwd=recipe, env=_env(), capture_output=True, text=True, timeout=300,
+        [
+            "local/data.sh",
+            "--demo",
+            "true",
+            "--demo_source",
+            "real_slurp",
+            "--demo_limit",
+            "10",
+            "--slurp_annotations",
+            str(SHARED_SLURP),
+            "--python",
+            sys.executable,
+        ],
+        cwd=recipe,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (recipe / "downloads" / "demo_real_slurp_10" / "dataset" / "slurp" / "test.jsonl").is_file()
-    texts = {name: (recipe / "data" / name / "text").read_text().splitlines() for name in ("train", "devel", "test")}
-    assert [len(texts[n]) for n in ("train", "devel", "test")] == [9, 1, 10]  # every 10th devel sentence: devel
+    texts = {
+        name: (recipe / "data" / name / "text").read_text().splitlines()
+        for name in ("train", "devel", "test")
+    }
+    assert [len(texts[n]) for n in ("train", "devel", "test")] == [
+        9,
+        1,
+        10,
+    ]  # every 10th devel sentence: devel
     real = {}
     for line in (SHARED_SLURP / "test.jsonl").read_text().splitlines():
         record = json.loads(line)
@@ -201,8 +254,14 @@ def test_demo_source_real_slurp_speaks_the_real_sentences(tmp_path: Path) -> Non
 
 
 TUNING = sorted((RECIPE / "conf" / "tuning").glob("*.yaml"))
-VARIANTS = {"dense": None, "hj_mac_50": "mac", "hj_size_50": "size", "hj_sep_size_50": "sep_size",
-            "transformer_only_50": "transformer_only", "hj_mac_50_att": "mac"}
+VARIANTS = {
+    "dense": None,
+    "hj_mac_50": "mac",
+    "hj_size_50": "size",
+    "hj_sep_size_50": "sep_size",
+    "transformer_only_50": "transformer_only",
+    "hj_mac_50_att": "mac",
+}
 
 
 def test_tuning_configs_cover_the_paper_variants() -> None:
@@ -220,10 +279,18 @@ def test_tuning_config_builds_and_trains_a_step(config: Path, tmp_path: Path) ->
     assert "ssl_checkpoint" in raw["encoder_conf"]  # run.sh fills it with --ssl_checkpoint
     tokens = tmp_path / "tokens.txt"
     tokens.write_text("\n".join(["<blank>", "<unk>", "alarm_set", "<space>", "A", "B", "<sos/eos>"]) + "\n")
-    args = PrunedASRTask.get_parser().parse_args([
-        "--config", str(config), "--encoder_conf", f"model_config={TINY_MODEL}", "--token_list", str(tokens),
-        "--output_dir", str(tmp_path / "exp"),
-    ])
+    args = PrunedASRTask.get_parser().parse_args(
+        [
+            "--config",
+            str(config),
+            "--encoder_conf",
+            f"model_config={TINY_MODEL}",
+            "--token_list",
+            str(tokens),
+            "--output_dir",
+            str(tmp_path / "exp"),
+        ]
+    )
     model = PrunedASRTask.build_model(args)
     variant = VARIANTS[config.stem.replace("train_wav2vec2_base_", "")]
     controller = model.encoder.ssl.controller
@@ -237,8 +304,10 @@ def test_tuning_config_builds_and_trains_a_step(config: Path, tmp_path: Path) ->
     model.train()
     torch.manual_seed(0)
     loss, stats, _ = model(
-        speech=torch.randn(2, 16000) * 0.1, speech_lengths=torch.tensor([16000, 12000]),
-        text=torch.tensor([[2, 4, 5], [2, 5, -1]]), text_lengths=torch.tensor([3, 2]),
+        speech=torch.randn(2, 16000) * 0.1,
+        speech_lengths=torch.tensor([16000, 12000]),
+        text=torch.tensor([[2, 4, 5], [2, 5, -1]]),
+        text_lengths=torch.tensor([3, 2]),
     )
     assert torch.isfinite(loss)
     if has_decoder:
@@ -247,13 +316,26 @@ def test_tuning_config_builds_and_trains_a_step(config: Path, tmp_path: Path) ->
 
 def test_run_sh_needs_a_checkpoint_and_a_corpus(tmp_path: Path) -> None:
     recipe = _copy_recipe(tmp_path)
-    proc = subprocess.run(["./run.sh", "--stage", "10"], cwd=recipe, env=_env(), capture_output=True, text=True)
+    proc = subprocess.run(
+        ["./run.sh", "--stage", "10"], cwd=recipe, env=_env(), capture_output=True, text=True
+    )
     assert proc.returncode == 1 and "give --ssl_checkpoint" in proc.stderr
-    proc = subprocess.run(["local/data.sh", "--slurp_dir", str(tmp_path / "nowhere")], cwd=recipe, env=_env(),
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["local/data.sh", "--slurp_dir", str(tmp_path / "nowhere")],
+        cwd=recipe,
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0 and "--download true" in proc.stderr and "nowhere" in proc.stderr
-    proc = subprocess.run(["./run.sh", "--demo", "true", "--local_data_opts", "--demo_source bogus"], cwd=recipe,
-                          env=_env(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        ["./run.sh", "--demo", "true", "--local_data_opts", "--demo_source bogus"],
+        cwd=recipe,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0 and "templates or real_slurp" in proc.stderr
 
 
@@ -263,11 +345,21 @@ ENTITY_RECORDS = {  # SLURP's jsonl fields (tokens left out: the preparation doe
     "train": [("wake me up at six", "wake me up at [time : six]", [("time", [4])], "alarm", "set")],
     "devel": [("is it sunny", "is it sunny", [], "weather", "query")],
     "test": [
-        ("wake me up at seven am tomorrow", "wake me up at [time : seven am] [date : Tomorrow]",
-         [("time", [4, 5]), ("date", [6])], "alarm", "set"),
+        (
+            "wake me up at seven am tomorrow",
+            "wake me up at [time : seven am] [date : Tomorrow]",
+            [("time", [4, 5]), ("date", [6])],
+            "alarm",
+            "set",
+        ),
         ("is it raining", "is it raining", [], "weather", "query"),
-        ("turn off the lights in the kitchen", "turn off the lights in the [house_place : kitchen]",
-         [("house_place", [6])], "iot", "hue_lightoff"),
+        (
+            "turn off the lights in the kitchen",
+            "turn off the lights in the [house_place : kitchen]",
+            [("house_place", [6])],
+            "iot",
+            "hue_lightoff",
+        ),
     ],
 }
 
@@ -285,12 +377,20 @@ def _entity_corpus(root: Path) -> Path:
         lines = []
         for sentence, annotation, entities, scenario, action in records:
             slurp_id += 1
-            lines.append(json.dumps({
-                "slurp_id": slurp_id, "sentence": sentence, "sentence_annotation": annotation,
-                "intent": f"{scenario}_{action}", "scenario": scenario, "action": action,
-                "entities": [{"type": t, "span": span} for t, span in entities],
-                "recordings": [{"file": f"audio-{slurp_id}.flac"}],
-            }))
+            lines.append(
+                json.dumps(
+                    {
+                        "slurp_id": slurp_id,
+                        "sentence": sentence,
+                        "sentence_annotation": annotation,
+                        "intent": f"{scenario}_{action}",
+                        "scenario": scenario,
+                        "action": action,
+                        "entities": [{"type": t, "span": span} for t, span in entities],
+                        "recordings": [{"file": f"audio-{slurp_id}.flac"}],
+                    }
+                )
+            )
             noise = np.random.default_rng(slurp_id).normal(0, 0.05, 16000).astype(np.float32)
             sf.write(str(audio / f"audio-{slurp_id}.flac"), noise, 16000)
         (annotations / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
@@ -298,13 +398,28 @@ def _entity_corpus(root: Path) -> Path:
 
 
 def test_entity_mode_prepares_entity_texts_and_scores_slu_f1(tmp_path: Path, monkeypatch, capsys) -> None:
-    """run.sh --local_data_opts "--entity true", stages 1-2 (no training), on a three-utterance test set; then stage 13's
+    """run.sh --local_data_opts "--entity true", stages 1-2 (no training), on a three-utterance test set;
+    then stage 13's
     scoring and the demo table of a hypothesis file, against hand counts."""
     recipe = _copy_recipe(tmp_path)
     corpus = _entity_corpus(tmp_path / "slurp")
     proc = subprocess.run(
-        ["./run.sh", "--stage", "1", "--stop_stage", "2", "--local_data_opts", f"--entity true --slurp_dir {corpus}",
-         "--python", sys.executable], cwd=recipe, env=_env(), capture_output=True, text=True, timeout=300,
+        [
+            "./run.sh",
+            "--stage",
+            "1",
+            "--stop_stage",
+            "2",
+            "--local_data_opts",
+            f"--entity true --slurp_dir {corpus}",
+            "--python",
+            sys.executable,
+        ],
+        cwd=recipe,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     references = (recipe / "dump" / "raw" / "test" / "text").read_text().splitlines()
@@ -313,16 +428,24 @@ def test_entity_mode_prepares_entity_texts_and_scores_slu_f1(tmp_path: Path, mon
         "audio-4 weather_query sep IS IT RAINING",
         "audio-5 iot_hue_lightoff sep [house_place] fill KITCHEN sep TURN OFF THE LIGHTS IN THE KITCHEN",
     ]
-    assert (recipe / "data" / "train" / "text").read_text() == "audio-1 alarm_set sep [time] fill SIX sep WAKE ME UP AT SIX\n"
+    assert (
+        recipe / "data" / "train" / "text"
+    ).read_text() == "audio-1 alarm_set sep [time] fill SIX sep WAKE ME UP AT SIX\n"
 
     run_dir = recipe / "exp" / "asr_x" / "pruned"
     hyp = run_dir / "decode_ctc" / "test" / "1best_recog" / "text"
     hyp.parent.mkdir(parents=True)
-    hyp.write_text("\n".join([
-        "audio-3 alarm_set sep [time] fill SEVEN sep WAKE ME UP AT SEVEN TOMORROW",  # SEVEN for SEVEN AM, no date
-        "audio-4 weather_query sep IS IT RAINING",
-        "audio-5 iot_hue_lighton sep [house_place] fill KITCHEN sep TURN ON THE LIGHTS IN THE KITCHEN",
-    ]) + "\n")
+    hyp.write_text(
+        "\n".join(
+            [
+                # SEVEN for SEVEN AM, no date
+                "audio-3 alarm_set sep [time] fill SEVEN sep WAKE ME UP AT SEVEN TOMORROW",
+                "audio-4 weather_query sep IS IT RAINING",
+                "audio-5 iot_hue_lighton sep [house_place] fill KITCHEN sep TURN ON THE LIGHTS IN THE KITCHEN",
+            ]
+        )
+        + "\n"
+    )
     # Hand counts. Intent 2/3, scenario 3/3, action 2/3 (hue_lighton).
     # span: [time] SEVEN is no exact match -> TP 1 (kitchen), FP 1, FN 2; F1 = 2TP / (2TP + FP + FN) = 2/5
     # word: SEVEN vs SEVEN AM at 1/2, date missed -> TP 2, FP 0.5, FN 1.5; F1 = 4/6
@@ -332,21 +455,49 @@ def test_entity_mode_prepares_entity_texts_and_scores_slu_f1(tmp_path: Path, mon
     # CER: " AM" (3) and OFF -> ON (2) over 31 + 13 + 34 characters = 5/78
     monkeypatch.setattr(score, "model_geometry", lambda config, model, trust: (tiny_config(), 123456))
     results = run_dir / "decode_ctc" / "RESULTS.md"
-    score.main(["--dump_dir", str(recipe / "dump" / "raw"), "--decode_dir", str(run_dir / "decode_ctc"),
-                "--sets", "test", "--asr_train_config", str(run_dir / "config.yaml"), "--entity", "--out", str(results)])
+    score.main(
+        [
+            "--dump_dir",
+            str(recipe / "dump" / "raw"),
+            "--decode_dir",
+            str(run_dir / "decode_ctc"),
+            "--sets",
+            "test",
+            "--asr_train_config",
+            str(run_dir / "config.yaml"),
+            "--entity",
+            "--out",
+            str(results),
+        ]
+    )
     text = results.read_text()
-    assert ("|dataset|#utts|#words|WER (%)|CER (%)|intent acc (%)|scenario acc (%)|action acc (%)|SLU-F1 (%)|"
-            "span F1 (%)|word-distance F1 (%)|char-distance F1 (%)|") in text
+    assert (
+        "|dataset|#utts|#words|WER (%)|CER (%)|intent acc (%)|scenario acc (%)|action acc (%)|SLU-F1 (%)|"
+        "span F1 (%)|word-distance F1 (%)|char-distance F1 (%)|"
+    ) in text
     assert "|test|3|17|11.8|6.4|66.7|100.0|66.7|68.1|40.0|66.7|69.6|" in text
     assert "|test|SLU-F1|82.1|58.2|68.1|4|0.875|2.875|" in text
     assert "|test|span F1|50.0|33.3|40.0|1|1.000|2.000|" in text
 
     capsys.readouterr()  # score's printout
-    monkeypatch.setattr(compare, "measure_run", lambda run, seconds, repeats, trust: (1_000_000, 2_000_000_000, 0.05))
-    compare.main(["--dump_dir", str(recipe / "dump" / "raw"), "--sets", "test", "--entity", "--run", f"HJ-MAC={run_dir}"])
+    monkeypatch.setattr(
+        compare, "measure_run", lambda run, seconds, repeats, trust: (1_000_000, 2_000_000_000, 0.05)
+    )
+    compare.main(
+        [
+            "--dump_dir",
+            str(recipe / "dump" / "raw"),
+            "--sets",
+            "test",
+            "--entity",
+            "--run",
+            f"HJ-MAC={run_dir}",
+        ]
+    )
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
     assert rows[0].startswith("| model |") and rows[0].endswith(
-        "| test intent acc % | test SLU-F1 % | test span F1 % | test WER % | test CER % |")
+        "| test intent acc % | test SLU-F1 % | test span F1 % | test WER % | test CER % |"
+    )
     assert rows[2].endswith("| 66.7 | 68.1 | 40.0 | 11.8 | 6.4 |")
 
 
@@ -357,18 +508,39 @@ def test_entity_option_reaches_scoring_and_the_demo_table(tmp_path: Path) -> Non
     recipe = _copy_recipe(tmp_path)
     calls = tmp_path / "calls.txt"
     fake_python = tmp_path / "python"
-    fake_python.write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\n")
+    fake_python.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
     fake_python.chmod(0o755)
     for tag in ("asr_x", "asr_demo_entity_dense", "asr_demo_entity_hj_mac"):  # what stage 13 reads
         (recipe / "exp" / tag / "pruned" / "decode_ctc_greedy" / "test" / "1best_recog").mkdir(parents=True)
         (recipe / "exp" / tag / "config.yaml").write_text("")
         (recipe / "exp" / tag / "pruned" / "model.pth").write_text("")
-        (recipe / "exp" / tag / "pruned" / "decode_ctc_greedy" / "test" / "1best_recog" / "text").write_text("")
-    for args in (["--asr_tag", "asr_x", "--test_sets", "test"], ["--demo", "true", "--demo_tag", "asr_demo_entity"]):
+        (recipe / "exp" / tag / "pruned" / "decode_ctc_greedy" / "test" / "1best_recog" / "text").write_text(
+            ""
+        )
+    for args in (
+        ["--asr_tag", "asr_x", "--test_sets", "test"],
+        ["--demo", "true", "--demo_tag", "asr_demo_entity"],
+    ):
         calls.write_text("")
-        proc = subprocess.run(["./run.sh", *args, "--stage", "13", "--stop_stage", "13", "--score_opts", "--entity",
-                               "--python", str(fake_python)],
-                              cwd=recipe, env=_env(), capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [
+                "./run.sh",
+                *args,
+                "--stage",
+                "13",
+                "--stop_stage",
+                "13",
+                "--score_opts",
+                "--entity",
+                "--python",
+                str(fake_python),
+            ],
+            cwd=recipe,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         scoring = [c for c in calls.read_text().splitlines() if c.startswith("-m espnet_prune.bin.score")]
         assert scoring and all(c.endswith("--intent_first --entity") for c in scoring), scoring

@@ -49,7 +49,9 @@ def test_command_generator_holds_out_phrasings() -> None:
     splits = generate_commands(800, 100, 150, seed=0)
     assert {k: len(v) for k, v in splits.items()} == {"train": 800, "devel": 100, "test": 150}
     assert all(len({c.sentence for c in split}) == len(split) for split in splits.values())
-    assert len(INTENT_TEMPLATES) >= 10 and {(c.scenario, c.action) for c in splits["test"]} == set(INTENT_TEMPLATES)
+    assert len(INTENT_TEMPLATES) >= 10 and {(c.scenario, c.action) for c in splits["test"]} == set(
+        INTENT_TEMPLATES
+    )
     train_phrasings = {s for train, _ in INTENT_TEMPLATES.values() for t in train for s in expand_template(t)}
     test_sentences = {c.sentence for c in splits["test"]}
     assert not train_phrasings & (test_sentences | {c.sentence for c in splits["devel"]})
@@ -68,7 +70,10 @@ def test_demo_commands_carry_slurp_entity_annotations() -> None:
     span ("on [date : monday]"); removing the markup gives the spoken sentence."""
     pairs = dict(expand_annotated_template("remind me about {event} {day}"))
     assert len(pairs) == 6 * 8
-    assert pairs["remind me about a meeting on monday"] == "remind me about a [event_name : meeting] on [date : monday]"
+    assert (
+        pairs["remind me about a meeting on monday"]
+        == "remind me about a [event_name : meeting] on [date : monday]"
+    )
     assert pairs["remind me about lunch with sarah today"] == (
         "remind me about [event_name : lunch with sarah] [date : today]"
     )
@@ -100,14 +105,17 @@ def test_trim_trailing_silence_keeps_speech_and_a_tenth_of_a_second():
     speech = np.where(np.arange(rate) % 2 == 1, 0.5, -0.5).astype(np.float32)
     audio = np.concatenate([np.zeros(800, np.float32), speech, np.full(rate // 2, 1e-4, np.float32)])
     trimmed = trim_trailing_silence(audio, rate)
-    assert len(trimmed) == 800 + rate + rate // 10 and np.array_equal(trimmed[: 800 + rate], audio[: 800 + rate])
+    assert len(trimmed) == 800 + rate + rate // 10 and np.array_equal(
+        trimmed[: 800 + rate], audio[: 800 + rate]
+    )
     assert trim_trailing_silence(np.zeros(100, np.float32), rate).size == 100  # silence only: unchanged
 
 
 @needs_espeak
 def test_librispeech_demo_corpus_reads_as_librispeech(tmp_path: Path) -> None:
-    root, stats = build_librispeech_corpus(tmp_path, n_train=3, n_dev=1, n_test=1, utts_per_sentence=2,
-                                           num_speakers=3)
+    root, stats = build_librispeech_corpus(
+        tmp_path, n_train=3, n_dev=1, n_test=1, utts_per_sentence=2, num_speakers=3
+    )
     assert root == tmp_path / "LibriSpeech" and stats.utterances == 10
     assert sorted(p.name for p in tmp_path.iterdir()) == ["LibriSpeech"]
     subsets = ["train-clean-100", "dev-clean", "test-clean"]
@@ -129,7 +137,9 @@ def test_slurp_demo_corpus_reads_as_slurp(tmp_path: Path) -> None:
     assert utt.speaker.startswith("demo-") and utt.utt_id.startswith(f"{utt.speaker}_audio-")
     assert utt.text.split()[0] in {f"{s}_{a}" for s, a in INTENT_TEMPLATES}
     # SLURP's fields for entities: tokens, and spans of token ids that agree with sentence_annotation
-    records = [json.loads(line) for line in (tmp_path / "dataset" / "slurp" / "train.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (tmp_path / "dataset" / "slurp" / "train.jsonl").read_text().splitlines()
+    ]
     for record in records:
         words = [t["surface"] for t in record["tokens"]]
         assert " ".join(words) == record["sentence"]
@@ -150,10 +160,14 @@ def test_slurp_from_real_annotations(tmp_path: Path) -> None:
         pytest.skip(f"shared data not available: {SLURP_ANNOTATIONS}")
     build_slurp_from_annotations(SLURP_ANNOTATIONS, tmp_path, limit=4, devel_every=2)
     annotations = tmp_path / "dataset" / "slurp"
-    records = {name: [json.loads(line) for line in (annotations / f"{name}.jsonl").read_text().splitlines()]
-               for name in ("train", "devel", "test")}
+    records = {
+        name: [json.loads(line) for line in (annotations / f"{name}.jsonl").read_text().splitlines()]
+        for name in ("train", "devel", "test")
+    }
     assert {k: len(v) for k, v in records.items()} == {"train": 2, "devel": 2, "test": 4}
-    real = {json.loads(line)["slurp_id"]: json.loads(line) for line in (SLURP_ANNOTATIONS / "test.jsonl").open()}
+    real = {
+        json.loads(line)["slurp_id"]: json.loads(line) for line in (SLURP_ANNOTATIONS / "test.jsonl").open()
+    }
     for record in records["test"]:
         assert record["recordings"] == real[record["slurp_id"]]["recordings"][:1]
         assert (tmp_path / "audio" / "slurp_real" / record["recordings"][0]["file"]).is_file()

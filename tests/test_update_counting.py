@@ -44,14 +44,35 @@ def _train_args(tmp_path: Path) -> List[str]:
     tokens = tmp_path / "tokens.txt"
     tokens.write_text("\n".join(["<blank>", "<unk>", "<space>", "A", "B", "C", "<sos/eos>"]) + "\n")
     train, valid = _data_dir(tmp_path, "train", TRAIN_UTTERANCES), _data_dir(tmp_path, "valid", 2)
-    args = ["--config", str(TINY_CONFIG), "--encoder_conf", f"model_config={TINY_MODEL}",
-            "--encoder_conf", f"pruning.warmup_updates={WARMUP_UPDATES}", "--batch_size", "1",
-            "--token_type", "char", "--token_list", str(tokens), "--ngpu", "0", "--use_matplotlib", "false",
-            "--output_dir", str(tmp_path / "exp")]
+    args = [
+        "--config",
+        str(TINY_CONFIG),
+        "--encoder_conf",
+        f"model_config={TINY_MODEL}",
+        "--encoder_conf",
+        f"pruning.warmup_updates={WARMUP_UPDATES}",
+        "--batch_size",
+        "1",
+        "--token_type",
+        "char",
+        "--token_list",
+        str(tokens),
+        "--ngpu",
+        "0",
+        "--use_matplotlib",
+        "false",
+        "--output_dir",
+        str(tmp_path / "exp"),
+    ]
     for split, data in (("train", train), ("valid", valid)):
-        args += [f"--{split}_data_path_and_name_and_type", f"{data}/wav.scp,speech,sound",
-                 f"--{split}_data_path_and_name_and_type", f"{data}/text,text,text",
-                 f"--{split}_shape_file", str(data / "speech_shape")]
+        args += [
+            f"--{split}_data_path_and_name_and_type",
+            f"{data}/wav.scp,speech,sound",
+            f"--{split}_data_path_and_name_and_type",
+            f"{data}/text,text,text",
+            f"--{split}_shape_file",
+            str(data / "speech_shape"),
+        ]
     return args
 
 
@@ -60,8 +81,11 @@ def _counts(exp: Path) -> Dict[str, int]:
     checkpoint = torch.load(exp / "checkpoint.pth", weights_only=False)
     steps = {int(state["step"]) for state in checkpoint["optimizers"][0]["state"].values()}
     assert len(steps) == 1, steps  # every parameter was stepped the same number of times
-    return {"controller": int(checkpoint["model"][f"{CONTROLLER}.updates"]),
-            "scheduler": checkpoint["schedulers"][0]["last_epoch"], "adam": steps.pop()}
+    return {
+        "controller": int(checkpoint["model"][f"{CONTROLLER}.updates"]),
+        "scheduler": checkpoint["schedulers"][0]["last_epoch"],
+        "adam": steps.pop(),
+    }
 
 
 def _loss_scale(exp: Path) -> torch.Tensor:

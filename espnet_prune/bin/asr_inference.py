@@ -5,7 +5,8 @@
         --output_dir exp/asr/decode_test
 
 Same options as ``python -m espnet2.bin.asr_inference``, plus ``--ctc_greedy true``: batched best-path CTC
-decoding (``espnet_prune.espnet.greedy``; on the GPU with ``--ngpu 1``), the fast equivalent of beam size 1 for CTC-only models, and
+decoding (``espnet_prune.espnet.greedy``; on the GPU with ``--ngpu 1``), the fast equivalent of beam size 1
+for CTC-only models, and
 ``--trust_checkpoint``. Before decoding, the config and weights are read safely (``weights_only=True``)
 and checked against each other (ESPnet itself loads them with ``strict=False``, which silently leaves
 layers random), and every audio file to decode must be readable, mono, 16 kHz and not empty. A problem
@@ -33,7 +34,9 @@ def get_parser():
     """ESPnet's ASR inference parser with the ``--ctc_greedy`` and ``--trust_checkpoint`` switches."""
     parser = espnet_inference.get_parser()
     parser.add_argument(
-        "--ctc_greedy", type=str2bool, default=False,
+        "--ctc_greedy",
+        type=str2bool,
+        default=False,
         help="batched best-path CTC decoding instead of ESPnet's beam search (CTC-only models)",
     )
     add_trust_checkpoint(parser)
@@ -55,8 +58,16 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
             raise ValueError("--ctc_greedy: give --asr_train_config and --asr_model_file")
         with atomic_dir(output_dir) as staging:
             if ctc_greedy:
-                greedy_ctc_decode(model, args, staging, kwargs["data_path_and_name_and_type"], kwargs["key_file"],
-                                  kwargs["batch_size"], kwargs["num_workers"], "cuda" if kwargs["ngpu"] > 0 else "cpu")
+                greedy_ctc_decode(
+                    model,
+                    args,
+                    staging,
+                    kwargs["data_path_and_name_and_type"],
+                    kwargs["key_file"],
+                    kwargs["batch_size"],
+                    kwargs["num_workers"],
+                    "cuda" if kwargs["ngpu"] > 0 else "cpu",
+                )
             else:
                 check_sound_inputs(kwargs["data_path_and_name_and_type"], kwargs["key_file"])
                 espnet_inference.inference(output_dir=str(staging), **kwargs)

@@ -58,7 +58,9 @@ def training_updates(run_dir: Path) -> str:
     return updates
 
 
-def measure_run(run_dir: Path, seconds: float, repeats: int, trust_checkpoint: bool = False) -> Tuple[int, int, float]:
+def measure_run(
+    run_dir: Path, seconds: float, repeats: int, trust_checkpoint: bool = False
+) -> Tuple[int, int, float]:
     """(SSL params, SSL MACs at ``seconds``, median CPU latency in s) of a run's (removed) model."""
     from espnet_prune.bin.profile import measure_latency
     from espnet_prune.espnet.loading import load_asr_model
@@ -73,13 +75,20 @@ def measure_run(run_dir: Path, seconds: float, repeats: int, trust_checkpoint: b
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", action="append", required=True, metavar="NAME=DIR", help="a model to compare")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--run", action="append", required=True, metavar="NAME=DIR", help="a model to compare"
+    )
     parser.add_argument("--dump_dir", type=Path, required=True, help="folder of the reference data dirs")
     parser.add_argument("--sets", nargs="+", required=True, help="test sets")
     parser.add_argument("--intent_first", action="store_true", help="first token is an intent (SLU)")
-    parser.add_argument("--entity", action="store_true",
-                        help="SLURP entity mode texts: intent accuracy, SLU-F1 and span F1, WER/CER of the transcript")
+    parser.add_argument(
+        "--entity",
+        action="store_true",
+        help="SLURP entity mode texts: intent accuracy, SLU-F1 and span F1, WER/CER of the transcript",
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="audio duration for MACs and latency")
     parser.add_argument("--num_threads", type=int, default=2, help="CPU threads for the latency")
     parser.add_argument("--repeats", type=int, default=5, help="timed passes (median reported)")
@@ -98,28 +107,45 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             name, sep, run_dir = spec.partition("=")
             if not sep:
                 raise ValueError(f"--run {spec!r}: expected NAME=DIR")
-            params, macs, latency = measure_run(Path(run_dir), args.seconds, args.repeats, args.trust_checkpoint)
+            params, macs, latency = measure_run(
+                Path(run_dir), args.seconds, args.repeats, args.trust_checkpoint
+            )
             reference = reference or (params, macs, latency)
             decode_dir = _decode_dir(Path(run_dir))
-            row = [name, f"{params / 1e6:.2f} ({params / reference[0]:.0%})",
-                   f"{macs / 1e9:.3f} ({macs / reference[1]:.0%})", f"{latency * 1000:.0f} ({latency / reference[2]:.0%})",
-                   training_updates(Path(run_dir))]
+            row = [
+                name,
+                f"{params / 1e6:.2f} ({params / reference[0]:.0%})",
+                f"{macs / 1e9:.3f} ({macs / reference[1]:.0%})",
+                f"{latency * 1000:.0f} ({latency / reference[2]:.0%})",
+                training_updates(Path(run_dir)),
+            ]
             for dset in args.sets:
-                result = score(args.dump_dir / dset / "text", decode_dir / dset / "1best_recog" / "text",
-                               args.intent_first, args.entity)
+                result = score(
+                    args.dump_dir / dset / "text",
+                    decode_dir / dset / "1best_recog" / "text",
+                    args.intent_first,
+                    args.entity,
+                )
                 if args.intent_first or args.entity:
                     row.append(f"{100 * result.intent_accuracy:.1f}")
                 if result.slu is not None:
                     row += [f"{100 * result.slu.slu.f1:.1f}", f"{100 * result.slu.span.f1:.1f}"]
                 row += [f"{100 * result.wer:.1f}", f"{100 * result.cer:.1f}"]
             rows.append(row)
-    header = ["model", "SSL params M", f"GMACs / {args.seconds:g} s", f"CPU ms / {args.seconds:g} s", "training updates"]
+    header = [
+        "model",
+        "SSL params M",
+        f"GMACs / {args.seconds:g} s",
+        f"CPU ms / {args.seconds:g} s",
+        "training updates",
+    ]
     for dset in args.sets:
         header += [f"{dset} intent acc %"] if args.intent_first or args.entity else []
         header += [f"{dset} SLU-F1 %", f"{dset} span F1 %"] if args.entity else []
         header += [f"{dset} WER %", f"{dset} CER %"]
     table = "\n".join(
-        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        + ["| " + " | ".join(r) + " |" for r in rows]
     )
     print(table)
     if args.out is not None:

@@ -29,12 +29,19 @@ def _filter_by_duration(
     utterances: List[Utterance], samples: Dict[str, int], min_seconds: float, max_seconds: float
 ) -> List[Utterance]:
     """The utterances (with good audio, i.e. in ``samples``) within the duration limits."""
-    return [u for u in utterances
-            if u.utt_id in samples and min_seconds <= samples[u.utt_id] / SAMPLE_RATE <= max_seconds]
+    return [
+        u
+        for u in utterances
+        if u.utt_id in samples and min_seconds <= samples[u.utt_id] / SAMPLE_RATE <= max_seconds
+    ]
 
 
 def format_sets(
-    data_dir: Path, dump_dir: Path, sets: Sequence[str], min_seconds: float, max_seconds: float,
+    data_dir: Path,
+    dump_dir: Path,
+    sets: Sequence[str],
+    min_seconds: float,
+    max_seconds: float,
     skip_bad: bool = False,
 ) -> Dict[str, Tuple[int, int]]:
     """Write dump dirs for ``sets``; returns (utterances kept, bad audio files skipped) per set. All sets
@@ -50,28 +57,45 @@ def format_sets(
                 f"{data_dir / name}: no utterance between {min_seconds} and {max_seconds} s with good audio; "
                 "check the limits"
             )
-        logging.info("%s: %d utterances kept, %d outside [%.1f, %.1f] s, %d bad audio files skipped", name,
-                     len(kept), len(samples) - len(kept), min_seconds, max_seconds, bad.count)
+        logging.info(
+            "%s: %d utterances kept, %d outside [%.1f, %.1f] s, %d bad audio files skipped",
+            name,
+            len(kept),
+            len(samples) - len(kept),
+            min_seconds,
+            max_seconds,
+            bad.count,
+        )
         bad.log_summary()
         planned[name] = (kept, samples, bad.count)
     with ExitStack() as stack:
         for name, (kept, samples, _) in planned.items():
             staging = stack.enter_context(atomic_dir(dump_dir / name))
             write_data_dir(staging, kept)
-            (staging / "utt2num_samples").write_text("".join(f"{u.utt_id} {samples[u.utt_id]}\n" for u in kept))
+            (staging / "utt2num_samples").write_text(
+                "".join(f"{u.utt_id} {samples[u.utt_id]}\n" for u in kept)
+            )
             (staging / "feats_type").write_text("raw\n")
     return {name: (len(kept), skipped) for name, (kept, _, skipped) in planned.items()}
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data_dir", type=Path, required=True, help="folder holding the prepared data dirs")
     parser.add_argument("--dump_dir", type=Path, required=True, help="output folder (e.g. dump/raw)")
     parser.add_argument("--sets", nargs="+", required=True, help="data dir names to format")
-    parser.add_argument("--min_seconds", type=float, default=0.5, help="drop shorter utterances (default 0.5)")
+    parser.add_argument(
+        "--min_seconds", type=float, default=0.5, help="drop shorter utterances (default 0.5)"
+    )
     parser.add_argument("--max_seconds", type=float, default=20.0, help="drop longer utterances (default 20)")
-    add_switch(parser, "--skip_bad", "skip and count utterances whose audio is missing, unreadable, empty, "
-                                     "not mono or not 16 kHz, instead of stopping at the first")
+    add_switch(
+        parser,
+        "--skip_bad",
+        "skip and count utterances whose audio is missing, unreadable, empty, "
+        "not mono or not 16 kHz, instead of stopping at the first",
+    )
     return parser
 
 
@@ -79,10 +103,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = get_parser().parse_args(argv)
     with exit_on_error("format_data"):
-        counts = format_sets(args.data_dir, args.dump_dir, args.sets, args.min_seconds, args.max_seconds,
-                             args.skip_bad)
+        counts = format_sets(
+            args.data_dir, args.dump_dir, args.sets, args.min_seconds, args.max_seconds, args.skip_bad
+        )
     for name, (count, skipped) in counts.items():
-        print(f"{args.dump_dir / name}: {count} utterances" + (f", {skipped} bad audio files skipped" if skipped else ""))
+        print(
+            f"{args.dump_dir / name}: {count} utterances"
+            + (f", {skipped} bad audio files skipped" if skipped else "")
+        )
 
 
 if __name__ == "__main__":

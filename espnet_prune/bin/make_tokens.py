@@ -39,7 +39,11 @@ def _transcripts(text_file: Path) -> List[str]:
 def _token_list(tokenised: Iterable[List[str]]) -> List[str]:
     counts = collections.Counter(token for tokens in tokenised for token in tokens)
     ordered = sorted(counts, key=lambda t: (-counts[t], t))
-    return ["<blank>", "<unk>"] + [t for t in ordered if t not in ("<blank>", "<unk>", "<sos/eos>")] + ["<sos/eos>"]
+    return (
+        ["<blank>", "<unk>"]
+        + [t for t in ordered if t not in ("<blank>", "<unk>", "<sos/eos>")]
+        + ["<sos/eos>"]
+    )
 
 
 def label_symbols(transcripts: Iterable[str]) -> List[str]:
@@ -68,14 +72,19 @@ def _warn_prefix_symbols(symbols: Sequence[str]) -> None:
     """Warn about symbols that are a prefix of another (``symbols`` sorted: such pairs are neighbours
     or share a run of longer symbols after the shorter one)."""
     for i, short in enumerate(symbols):
-        for longer in symbols[i + 1:]:
+        for longer in symbols[i + 1 :]:
             if not longer.startswith(short):
                 break
-            print(f"make_tokens: warning: non-linguistic symbol {short!r} is a prefix of {longer!r}: ESPnet's "
-                  f"CharTokenizer may split {longer!r} differently in each process", file=sys.stderr)
+            print(
+                f"make_tokens: warning: non-linguistic symbol {short!r} is a prefix of {longer!r}: ESPnet's "
+                f"CharTokenizer may split {longer!r} differently in each process",
+                file=sys.stderr,
+            )
 
 
-def make_tokens(text_file: Path, token_type: str, nbpe: int, out_dir: Path, intent_first: bool = False) -> Path:
+def make_tokens(
+    text_file: Path, token_type: str, nbpe: int, out_dir: Path, intent_first: bool = False
+) -> Path:
     """Write the token list (and bpe.model); all files appear together or not at all."""
     transcripts = _transcripts(text_file)
     intents = label_symbols(transcripts) if intent_first else []
@@ -91,8 +100,13 @@ def make_tokens(text_file: Path, token_type: str, nbpe: int, out_dir: Path, inte
             corpus = staging / "train.txt"
             corpus.write_text("\n".join(transcripts) + "\n", encoding="utf-8")
             spm.SentencePieceTrainer.train(
-                input=str(corpus), model_prefix=str(staging / "bpe"), vocab_size=nbpe, model_type="unigram",
-                character_coverage=1.0, input_sentence_size=100000000, minloglevel=2,
+                input=str(corpus),
+                model_prefix=str(staging / "bpe"),
+                vocab_size=nbpe,
+                model_type="unigram",
+                character_coverage=1.0,
+                input_sentence_size=100000000,
+                minloglevel=2,
                 user_defined_symbols=intents,
             )
             corpus.unlink()
@@ -103,15 +117,21 @@ def make_tokens(text_file: Path, token_type: str, nbpe: int, out_dir: Path, inte
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--text", type=Path, required=True, help="Kaldi text file of the training set")
     parser.add_argument("--token_type", choices=["char", "bpe"], default="char")
     parser.add_argument("--nbpe", type=int, default=300, help="sentencepiece vocabulary size (bpe only)")
     parser.add_argument("--out_dir", type=Path, required=True)
-    parser.add_argument("--intent_first", type=lambda v: v.lower() in ("true", "1", "yes"), default=False,
-                        help="keep each transcript's first word (the intent label) and SLURP entity-mode "
-                             "markup (sep, fill, [type]) as one token each (bpe: user-defined symbols; "
-                             "char: also written to nlsyms.txt)")
+    parser.add_argument(
+        "--intent_first",
+        type=lambda v: v.lower() in ("true", "1", "yes"),
+        default=False,
+        help="keep each transcript's first word (the intent label) and SLURP entity-mode "
+        "markup (sep, fill, [type]) as one token each (bpe: user-defined symbols; "
+        "char: also written to nlsyms.txt)",
+    )
     return parser
 
 

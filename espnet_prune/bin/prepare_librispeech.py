@@ -27,15 +27,28 @@ def get_parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--librispeech_dir", type=Path, help="existing folder holding the subsets (.../LibriSpeech)")
     source.add_argument(
-        "--download_dir", type=Path, help="download the subsets into this folder first (.../LibriSpeech inside)"
+        "--librispeech_dir", type=Path, help="existing folder holding the subsets (.../LibriSpeech)"
     )
-    parser.add_argument("--subsets", nargs="+", default=DEFAULT_SUBSETS, choices=SUBSETS, metavar="SUBSET",
-                        help=f"subsets to prepare (default: %(default)s; known: {' '.join(SUBSETS)})")
+    source.add_argument(
+        "--download_dir",
+        type=Path,
+        help="download the subsets into this folder first (.../LibriSpeech inside)",
+    )
+    parser.add_argument(
+        "--subsets",
+        nargs="+",
+        default=DEFAULT_SUBSETS,
+        choices=SUBSETS,
+        metavar="SUBSET",
+        help=f"subsets to prepare (default: %(default)s; known: {' '.join(SUBSETS)})",
+    )
     parser.add_argument("--out_dir", type=Path, required=True, help="where the data dirs are written")
-    parser.add_argument("--skip_bad", action="store_true",
-                        help="skip and count bad inputs (missing text/audio, unreadable audio) instead of failing")
+    parser.add_argument(
+        "--skip_bad",
+        action="store_true",
+        help="skip and count bad inputs (missing text/audio, unreadable audio) instead of failing",
+    )
     return parser
 
 
@@ -50,7 +63,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for subset, result in prepared.items():
-        print(f"{subset}: {result.num_utterances} utterances -> {result.path} (skipped {len(result.skipped)})")
+        print(
+            f"{subset}: {result.num_utterances} utterances -> {result.path} (skipped {len(result.skipped)})"
+        )
     return 0
 
 

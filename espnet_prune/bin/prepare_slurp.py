@@ -28,20 +28,35 @@ def get_parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--slurp_dir", type=Path, help="SLURP root (dataset/slurp/ and audio/ inside)")
-    parser.add_argument("--annotations_dir", type=Path,
-                        help="folder with the jsonl files (default: <slurp_dir>/dataset/slurp)")
-    parser.add_argument("--audio_dir", type=Path,
-                        help="folder with slurp_real/ and slurp_synth/ (default: <slurp_dir>/audio)")
-    parser.add_argument("--metadata", type=Path,
-                        help="speaker metadata.json (default: <annotations_dir>/metadata.json when present)")
-    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS, help="sets (default: %(default)s)")
+    parser.add_argument(
+        "--annotations_dir",
+        type=Path,
+        help="folder with the jsonl files (default: <slurp_dir>/dataset/slurp)",
+    )
+    parser.add_argument(
+        "--audio_dir", type=Path, help="folder with slurp_real/ and slurp_synth/ (default: <slurp_dir>/audio)"
+    )
+    parser.add_argument(
+        "--metadata",
+        type=Path,
+        help="speaker metadata.json (default: <annotations_dir>/metadata.json when present)",
+    )
+    parser.add_argument(
+        "--sets", nargs="+", default=list(SETS), choices=SETS, help="sets (default: %(default)s)"
+    )
     parser.add_argument("--out_dir", type=Path, required=True, help="where the data dirs are written")
-    parser.add_argument("--skip_bad", action="store_true",
-                        help="skip and count bad inputs (bad jsonl lines, missing/unreadable audio) instead of failing")
+    parser.add_argument(
+        "--skip_bad",
+        action="store_true",
+        help="skip and count bad inputs (bad jsonl lines, missing/unreadable audio) instead of failing",
+    )
     parser.add_argument("--download", action="store_true", help="download SLURP into --slurp_dir first")
-    parser.add_argument("--entity", action="store_true",
-                        help="entity mode: text '<intent> sep [type] fill WORDS ... sep TRANSCRIPT' from "
-                             "sentence_annotation (checked against 'entities'), scored with SLU-F1")
+    parser.add_argument(
+        "--entity",
+        action="store_true",
+        help="entity mode: text '<intent> sep [type] fill WORDS ... sep TRANSCRIPT' from "
+        "sentence_annotation (checked against 'entities'), scored with SLU-F1",
+    )
     return parser
 
 

@@ -40,25 +40,44 @@ Rows = List[Tuple[str, List[int], Optional[List[int]]]]
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--asr_train_config", type=Path, help="config.yaml of an ESPnet run (gated or removed)")
+    source.add_argument(
+        "--asr_train_config", type=Path, help="config.yaml of an ESPnet run (gated or removed)"
+    )
     source.add_argument("--model_config", type=Path, help="a Wav2Vec2Config YAML file")
     source.add_argument("--preset", choices=sorted(PRESETS), help="a named geometry")
     parser.add_argument("--asr_model_file", type=Path, default=None, help="weights for --asr_train_config")
     reference = parser.add_mutually_exclusive_group()
     reference.add_argument("--reference_config", type=Path, help="dense Wav2Vec2Config YAML to compare with")
-    reference.add_argument("--reference_preset", choices=sorted(PRESETS), help="dense geometry to compare with")
+    reference.add_argument(
+        "--reference_preset", choices=sorted(PRESETS), help="dense geometry to compare with"
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="audio duration for MACs and latency")
-    parser.add_argument("--num_threads", "--threads", type=int, default=torch.get_num_threads(),
-                        help="CPU threads for latency")
+    parser.add_argument(
+        "--num_threads",
+        "--threads",
+        type=int,
+        default=torch.get_num_threads(),
+        help="CPU threads for latency",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed forward passes (median reported)")
-    parser.add_argument("--png", type=Path, default=None, help="write a bar chart of the kept sizes per layer")
+    parser.add_argument(
+        "--png", type=Path, default=None, help="write a bar chart of the kept sizes per layer"
+    )
     add_trust_checkpoint(parser)
-    parser.add_argument("--latency_table", type=Path, default=None,
-                        help="measure the HJ-Latency table of the dense geometry on this machine and write it here")
+    parser.add_argument(
+        "--latency_table",
+        type=Path,
+        default=None,
+        help="measure the HJ-Latency table of the dense geometry on this machine and write it here",
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device of --latency_table")
-    parser.add_argument("--grid_points", type=int, default=6, help="grid points per size axis of --latency_table")
+    parser.add_argument(
+        "--grid_points", type=int, default=6, help="grid points per size axis of --latency_table"
+    )
     return parser
 
 
@@ -94,6 +113,7 @@ def measure_latency(model: Wav2Vec2Model, seconds: float, repeats: int) -> float
 
 def kept_rows(config: Wav2Vec2Config, reference: Optional[Wav2Vec2Config]) -> Rows:
     """(structure, kept per layer, reference per layer) for CNN channels, heads and FFN units."""
+
     def sizes(c: Wav2Vec2Config) -> List[List[int]]:
         return [[layer[0] for layer in c.conv_layers], c.num_heads, c.ffn_dims]
 
@@ -154,8 +174,10 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
         dense = exact_cost(reference, args.seconds)
         print(f"vs dense: params {cost.params / dense.params:.1%}, MACs {cost.macs / dense.macs:.1%}")
     latency = measure_latency(model, args.seconds, args.repeats)
-    print(f"CPU latency ({args.num_threads} threads, {args.seconds:g} s of audio): {latency * 1000:.1f} ms "
-          f"(real-time factor {latency / args.seconds:.3f})")
+    print(
+        f"CPU latency ({args.num_threads} threads, {args.seconds:g} s of audio): {latency * 1000:.1f} ms "
+        f"(real-time factor {latency / args.seconds:.3f})"
+    )
     rows = kept_rows(config, reference)
     for name, kept, ref in rows:
         shown = kept if ref is None else [f"{k}/{r}" for k, r in zip(kept, ref)]

@@ -53,14 +53,27 @@ TRAINING_FILES = ("checkpoint.pth", "latest.pth", "train.log")
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--asr_train_config", type=Path, required=True, help="config.yaml of the pruning run")
-    parser.add_argument("--asr_model_file", type=Path, required=True, help="its weights, e.g. exp/asr/latest.pth")
-    parser.add_argument("--out_dir", type=Path, required=True, help="where config.yaml and model.pth are written")
-    parser.add_argument("--seconds", type=float, default=None,
-                        help="duration for the MAC counts (default: the pruning block's reference_seconds)")
-    parser.add_argument("--allow_budget_miss", action="store_true",
-                        help=f"cut the trained masks even when they miss a target by more than {MAX_MISS * 100:g} points")
+    parser.add_argument(
+        "--asr_model_file", type=Path, required=True, help="its weights, e.g. exp/asr/latest.pth"
+    )
+    parser.add_argument(
+        "--out_dir", type=Path, required=True, help="where config.yaml and model.pth are written"
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="duration for the MAC counts (default: the pruning block's reference_seconds)",
+    )
+    parser.add_argument(
+        "--allow_budget_miss",
+        action="store_true",
+        help=f"cut the trained masks even when they miss a target by more than {MAX_MISS * 100:g} points",
+    )
     add_trust_checkpoint(parser)
     return parser
 
@@ -75,22 +88,28 @@ def check_out_dir(out_dir: Path, asr_train_config: Path) -> None:
     config = out_dir / "config.yaml"
     training = sorted(name for name in TRAINING_FILES if (out_dir / name).exists())
     if out_dir.resolve() == asr_train_config.resolve().parent or training:
-        raise ConfigError(f"--out_dir {out_dir}: is a training directory (holds {', '.join(training) or 'config.yaml'}), "
-                          f"which removal would replace; give a folder of its own, e.g. {out_dir / 'pruned'}")
+        raise ConfigError(
+            f"--out_dir {out_dir}: is a training directory (holds {', '.join(training) or 'config.yaml'}), "
+            f"which removal would replace; give a folder of its own, e.g. {out_dir / 'pruned'}"
+        )
     if not any(out_dir.iterdir()):
         return
     if not all((out_dir / name).is_file() for name in REMOVAL_FILES):
         found = sorted(p.name for p in out_dir.iterdir())
-        raise ConfigError(f"--out_dir {out_dir}: holds other files ({', '.join(found[:5])}), which removal would "
-                          "replace; give a new or empty folder")
+        raise ConfigError(
+            f"--out_dir {out_dir}: holds other files ({', '.join(found[:5])}), which removal would "
+            "replace; give a new or empty folder"
+        )
     run = read_train_config(asr_train_config).get("output_dir")
     try:
         previous_run = read_yaml_mapping(config).get("output_dir")
     except ConfigError:  # unreadable: not a removal of this run either
         previous_run = None
     if previous_run != run:
-        raise ConfigError(f"--out_dir {out_dir}: holds the config.yaml of another run (output_dir {previous_run}, "
-                          f"this run's is {run}); give a new or empty folder")
+        raise ConfigError(
+            f"--out_dir {out_dir}: holds the config.yaml of another run (output_dir {previous_run}, "
+            f"this run's is {run}); give a new or empty folder"
+        )
 
 
 def _summary(before, after, n_before: int, n_after: int) -> str:
@@ -122,27 +141,41 @@ def budget_report(ssl, allow_budget_miss: bool) -> List[str]:
     lines = []
     for quantity, target in cfg.targets():
         dense = exact_quantity(ssl.config, quantity, seconds, table)
-        expected_sparsity = 1.0 - float(expected_quantity(ssl.model, quantity, seconds, table).detach()) / dense
-        lines.append(f"{quantity} @ {seconds:g} s: target {target:.1%}, expected {expected_sparsity:.1%}, "
-                     f"exact (trained masks) {trained[quantity]:.1%}")
+        expected_sparsity = (
+            1.0 - float(expected_quantity(ssl.model, quantity, seconds, table).detach()) / dense
+        )
+        lines.append(
+            f"{quantity} @ {seconds:g} s: target {target:.1%}, expected {expected_sparsity:.1%}, "
+            f"exact (trained masks) {trained[quantity]:.1%}"
+        )
     if misses:
         why = ", ".join(f"{q} {trained[q]:.1%} for a target of {t:.1%}" for q, t in misses)
         cause = ""
         if controller.num_updates < cfg.warmup_updates:
-            cause = (f" Training stopped at update {controller.num_updates}, before the target's warm-up ended "
-                     f"(update {cfg.warmup_updates}): train longer or shorten warmup_updates.")
+            cause = (
+                f" Training stopped at update {controller.num_updates}, before the target's warm-up ended "
+                f"(update {cfg.warmup_updates}): train longer or shorten warmup_updates."
+            )
         message = f"the trained masks miss the budget by more than {MAX_MISS * 100:g} points: {why}.{cause}"
         if not allow_budget_miss:
             raise ConfigError(message + " Pass --allow_budget_miss to cut them as they are.")
         logging.warning(message + " Cutting them as they are (--allow_budget_miss).")
         return lines
     for fit in fit_to_targets(ssl.model, cfg.targets(), seconds, table):
-        lines.append(f"{fit.quantity}: cut at {fit.fitted:.1%} (every controlled log_alpha shifted by {fit.shift:+.3f})")
+        lines.append(
+            f"{fit.quantity}: cut at {fit.fitted:.1%} (every controlled log_alpha shifted by {fit.shift:+.3f})"
+        )
     return lines
 
 
-def run(asr_train_config: Path, asr_model_file: Path, out_dir: Path, seconds: Optional[float] = None,
-        allow_budget_miss: bool = False, trust_checkpoint: bool = False) -> None:
+def run(
+    asr_train_config: Path,
+    asr_model_file: Path,
+    out_dir: Path,
+    seconds: Optional[float] = None,
+    allow_budget_miss: bool = False,
+    trust_checkpoint: bool = False,
+) -> None:
     """Check the output folder and the budget, fit, remove, verify, report, then write the folder atomically."""
     check_out_dir(out_dir, asr_train_config)
     model, args = load_asr_model(asr_train_config, asr_model_file, trust_checkpoint)
@@ -155,7 +188,9 @@ def run(asr_train_config: Path, asr_model_file: Path, out_dir: Path, seconds: Op
     removed, new_args = remove_asr_masks(model, args)
     difference = max_encode_difference(model, removed)
     if difference > TOLERANCE:
-        raise RuntimeError(f"the removed model's encoder output differs from the gated model's by {difference:.2e}")
+        raise RuntimeError(
+            f"the removed model's encoder output differs from the gated model's by {difference:.2e}"
+        )
     removed_config = removed.get_submodule(name).config
     seconds = seconds or ssl.controller.cfg.reference_seconds
     before, after = exact_cost(dense_config, seconds), exact_cost(removed_config, seconds)
@@ -167,15 +202,25 @@ def run(asr_train_config: Path, asr_model_file: Path, out_dir: Path, seconds: Op
         torch.save(removed.state_dict(), staging / "model.pth")
         with (staging / "config.yaml").open("w", encoding="utf-8") as f:
             yaml_no_alias_safe_dump(vars(new_args), f, indent=4, sort_keys=False)
-    print(f"wrote {out_dir / 'config.yaml'} and {out_dir / 'model.pth'} (encoder outputs agree to {difference:.1e})")
+    print(
+        f"wrote {out_dir / 'config.yaml'} and {out_dir / 'model.pth'} (encoder outputs agree to {difference:.1e})"
+    )
 
 
 def main(cmd: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(cmd)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
+    )
     with exit_on_error("remove_masks"):
-        run(args.asr_train_config, args.asr_model_file, args.out_dir, args.seconds, args.allow_budget_miss,
-            args.trust_checkpoint)
+        run(
+            args.asr_train_config,
+            args.asr_model_file,
+            args.out_dir,
+            args.seconds,
+            args.allow_budget_miss,
+            args.trust_checkpoint,
+        )
 
 
 if __name__ == "__main__":

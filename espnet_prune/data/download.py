@@ -102,7 +102,9 @@ def download_file(url: str, dest: Path, md5: Optional[str] = None, opener: Opene
         actual = md5sum(part)
         if actual != md5:
             part.unlink()
-            raise DataPrepError(f"{url}: md5 {actual} differs from the published {md5}; removed {part}, rerun")
+            raise DataPrepError(
+                f"{url}: md5 {actual} differs from the published {md5}; removed {part}, rerun"
+            )
     os.replace(part, dest)
     return dest
 

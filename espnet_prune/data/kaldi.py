@@ -114,7 +114,11 @@ def write_data_dir(path: Path, utterances: Iterable[Utterance]) -> int:
 
 
 def read_table(
-    path: Path, *, values_required: bool = True, c_sorted: bool = True, skip_blank: bool = False,
+    path: Path,
+    *,
+    values_required: bool = True,
+    c_sorted: bool = True,
+    skip_blank: bool = False,
     duplicate: str = "key",
 ) -> list[tuple[str, str, int]]:
     """Read a Kaldi table of ``<key> <value>`` lines as (key, value, line number), keys unique.
@@ -170,8 +174,7 @@ def read_data_dir(path: Path) -> list[Utterance]:
     if spk2utt:
         raise DataPrepError(f"{path / 'spk2utt'}: speakers missing: {sorted(spk2utt)[:5]}")
     return [
-        Utterance(k, spks[k], wav, texts[k], source=f"{path / 'wav.scp'}:{lineno}")
-        for k, wav, lineno in wavs
+        Utterance(k, spks[k], wav, texts[k], source=f"{path / 'wav.scp'}:{lineno}") for k, wav, lineno in wavs
     ]
 
 

@@ -57,7 +57,9 @@ def _chapter_utterances(chapter_dir: Path, bad: BadInputs) -> list[Utterance]:
     trans = chapter_dir / f"{spk}-{chapter}.trans.txt"
     audio = {p.stem: p for p in chapter_dir.glob("*.flac")}
     if not trans.is_file():
-        bad.report(f"{trans}: transcript file missing ({len(audio)} audio files in {chapter_dir} have no text)")
+        bad.report(
+            f"{trans}: transcript file missing ({len(audio)} audio files in {chapter_dir} have no text)"
+        )
         return []
     id_pattern = re.compile(rf"{re.escape(spk)}-{re.escape(chapter)}-\d+")
     first_line: dict[str, int] = {}
@@ -68,7 +70,9 @@ def _chapter_utterances(chapter_dir: Path, bad: BadInputs) -> list[Utterance]:
         where = f"{trans}:{lineno}"
         parts = line.split(maxsplit=1)
         if len(parts) != 2 or not id_pattern.fullmatch(parts[0]):
-            bad.report(f"{where}: malformed transcript line, expected '{spk}-{chapter}-NNNN TEXT': {line[:80]!r}")
+            bad.report(
+                f"{where}: malformed transcript line, expected '{spk}-{chapter}-NNNN TEXT': {line[:80]!r}"
+            )
             continue
         utt_id, text = parts
         if utt_id in first_line:

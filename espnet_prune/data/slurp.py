@@ -103,8 +103,12 @@ def _parse_entities(obj: dict, where: str) -> tuple[Entity, ...]:
     annotation, listed = obj["sentence_annotation"], obj["entities"]
     if not isinstance(annotation, str):
         raise DataPrepError(f"{where}: key 'sentence_annotation' has a bad value {annotation!r}")
-    if not isinstance(listed, list) or not all(isinstance(e, dict) and isinstance(e.get("type"), str) for e in listed):
-        raise DataPrepError(f"{where}: key 'entities' must be a list of {{\"type\": ..., \"span\": [...]}} objects")
+    if not isinstance(listed, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("type"), str) for e in listed
+    ):
+        raise DataPrepError(
+            f'{where}: key \'entities\' must be a list of {{"type": ..., "span": [...]}} objects'
+        )
     try:
         entities = parse_sentence_annotation(annotation)
     except ValueError as exc:
@@ -116,7 +120,9 @@ def _parse_entities(obj: dict, where: str) -> tuple[Entity, ...]:
         )
     for entity in entities:
         if not normalize_transcript(entity.filler):
-            raise DataPrepError(f"{where}: entity [{entity.type} : {entity.filler}] is empty after normalisation")
+            raise DataPrepError(
+                f"{where}: entity [{entity.type} : {entity.filler}] is empty after normalisation"
+            )
     return tuple(entities)
 
 
@@ -138,9 +144,12 @@ def _parse_record(line: str, where: str, entity: bool = False) -> SlurpRecord:
             raise DataPrepError(f"{where}: key {key!r} has a bad value {value!r}")
     recordings = obj["recordings"]
     if not isinstance(recordings, list) or not all(
-        isinstance(r, dict) and isinstance(r.get("file"), str) and r["file"].endswith(".flac") for r in recordings
+        isinstance(r, dict) and isinstance(r.get("file"), str) and r["file"].endswith(".flac")
+        for r in recordings
     ):
-        raise DataPrepError(f"{where}: key 'recordings' must be a list of {{\"file\": \"<name>.flac\"}} objects")
+        raise DataPrepError(
+            f'{where}: key \'recordings\' must be a list of {{"file": "<name>.flac"}} objects'
+        )
     return SlurpRecord(
         slurp_id=obj["slurp_id"],
         sentence=obj["sentence"],
@@ -195,8 +204,12 @@ def read_speakers(metadata: Path) -> dict[str, str]:
 
 
 def _utterances(
-    records: Iterable[SlurpRecord], audio_dir: Path, speakers: Optional[dict[str, str]], synthetic: bool,
-    bad: BadInputs, entity: bool = False,
+    records: Iterable[SlurpRecord],
+    audio_dir: Path,
+    speakers: Optional[dict[str, str]],
+    synthetic: bool,
+    bad: BadInputs,
+    entity: bool = False,
 ) -> list[Utterance]:
     """One utterance per recording (ids, speakers and text as described in the module docstring)."""
     utts = []
@@ -264,8 +277,9 @@ def prepare_slurp(
         synthetic = annotations_dir / SYNTHETIC_JSONL
         if name == "train" and synthetic.is_file():
             logger.info("adding %s to train", synthetic)
-            utts += _utterances(read_jsonl(synthetic, bad, entity), audio_dir / "slurp_synth", speakers, True, bad,
-                                entity)
+            utts += _utterances(
+                read_jsonl(synthetic, bad, entity), audio_dir / "slurp_synth", speakers, True, bad, entity
+            )
         utts = keep_good_audio(_drop_duplicates(utts, seen, bad), bad, sample_rate)
         if not utts:
             raise DataPrepError(f"{annotations_dir / (name + '.jsonl')}: no usable utterances")
@@ -273,12 +287,14 @@ def prepare_slurp(
         collected[name] = (utts, bad)
     write_data_dirs({out_dir / name: utts for name, (utts, _) in collected.items()})
     return {
-        name: PreparedSet(name, out_dir / name, len(utts), bad.messages) for name, (utts, bad) in collected.items()
+        name: PreparedSet(name, out_dir / name, len(utts), bad.messages)
+        for name, (utts, bad) in collected.items()
     }
 
 
-def download_slurp(dest: Path, synthetic: bool = True, keep_archives: bool = False,
-                   opener: Opener = default_opener) -> Path:
+def download_slurp(
+    dest: Path, synthetic: bool = True, keep_archives: bool = False, opener: Opener = default_opener
+) -> Path:
     """Download SLURP into ``dest`` in the layout above (annotations from GitHub, audio from Zenodo).
 
     No md5 is published for the Zenodo archives: downloads are checked against Content-Length and

@@ -87,7 +87,9 @@ def parse_sentence_annotation(annotation: str) -> List[Entity]:
         if not colon or not words:
             raise ValueError(f"span {match.group(0)!r} is not '[type : words]'")
         if _TYPE_NAME.fullmatch(entity_type) is None:
-            raise ValueError(f"span {match.group(0)!r}: entity type {entity_type!r} is not lowercase letters and '_'")
+            raise ValueError(
+                f"span {match.group(0)!r}: entity type {entity_type!r} is not lowercase letters and '_'"
+            )
         entities.append(Entity(entity_type, words))
     outside = _ANNOTATED_SPAN.sub(" ", annotation)
     if "[" in outside or "]" in outside:

@@ -3,7 +3,8 @@
 Importing it registers the encoder/frontend ``pruned_wav2vec2`` and the model ``pruned_espnet`` in ESPnet's
 ASR class choices and installs the pruning behaviour on ESPnet's ``ASRTask`` (see ``task.py``). The import
 hook installed with the package (``espnet_prune/_espnet_hook.py``) does it whenever ``espnet2.tasks.asr`` is
-imported, so stock ``python -m espnet2.bin.asr_train`` and ``Speech2Text`` know the names. A training config needs only the encoder block; a ``pruning`` block selects ``model: pruned_espnet``
+imported, so stock ``python -m espnet2.bin.asr_train`` and ``Speech2Text`` know the names. A training config
+needs only the encoder block; a ``pruning`` block selects ``model: pruned_espnet``
 by itself (writing it explicitly is equivalent)::
 
     input_size: 1                  # raw waveforms: no frontend, no normalize layer

@@ -58,7 +58,9 @@ def ctc_export_model(model: ESPnetASRModel, config_file: str) -> CTCExportModel:
     the model is gated or not a ``pruned_wav2vec2`` encoder on raw waveforms with a CTC head."""
     encoder = getattr(model, "encoder", None)
     if not isinstance(encoder, PrunedWav2Vec2Encoder):
-        raise ConfigError(f"{config_file}: export needs `encoder: pruned_wav2vec2`, got {type(encoder).__name__}")
+        raise ConfigError(
+            f"{config_file}: export needs `encoder: pruned_wav2vec2`, got {type(encoder).__name__}"
+        )
     ssl = encoder.ssl
     if ssl.controller is not None or any(True for _ in iter_gates(ssl.model)):
         raise ConfigError(
@@ -68,8 +70,10 @@ def ctc_export_model(model: ESPnetASRModel, config_file: str) -> CTCExportModel:
         )
     for key in ("frontend", "normalize", "preencoder", "postencoder"):
         if getattr(model, key, None) is not None:
-            raise ConfigError(f"{config_file}: export supports `{key}: null` only (the encoder reads raw "
-                              f"waveforms), got {type(getattr(model, key)).__name__}")
+            raise ConfigError(
+                f"{config_file}: export supports `{key}: null` only (the encoder reads raw "
+                f"waveforms), got {type(getattr(model, key)).__name__}"
+            )
     if getattr(model, "ctc", None) is None:
         raise ConfigError(f"{config_file}: the model has no CTC head (model_conf.ctc_weight is 0)")
     ctc_lo = nn.Linear(model.ctc.ctc_lo.in_features, model.ctc.ctc_lo.out_features)

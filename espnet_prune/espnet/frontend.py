@@ -25,7 +25,9 @@ class PrunedWav2Vec2Frontend(AbsFrontend):
     """
 
     @with_ssl_options
-    def __init__(self, fs: Union[int, str] = SAMPLE_RATE, multilayer_feature: bool = False, **options: Any) -> None:
+    def __init__(
+        self, fs: Union[int, str] = SAMPLE_RATE, multilayer_feature: bool = False, **options: Any
+    ) -> None:
         super().__init__()
         if isinstance(fs, str):
             fs = humanfriendly.parse_size(fs)
@@ -34,7 +36,9 @@ class PrunedWav2Vec2Frontend(AbsFrontend):
         self.options = SSLOptions.from_conf(options, "frontend_conf")
         self.ssl = PrunableSSL("frontend_conf", self.options)
         self.multilayer_feature = multilayer_feature
-        self.layer_weights = nn.Parameter(torch.zeros(self.ssl.config.num_layers + 1)) if multilayer_feature else None
+        self.layer_weights = (
+            nn.Parameter(torch.zeros(self.ssl.config.num_layers + 1)) if multilayer_feature else None
+        )
 
     def output_size(self) -> int:
         return self.ssl.config.embed_dim

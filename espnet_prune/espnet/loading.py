@@ -35,7 +35,9 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     return f"not valid YAML{where} ({getattr(error, 'problem', None) or ' '.join(str(error).split())})"
 
 
-def read_yaml_mapping(path: PathLike, what: str = "an ESPnet training config.yaml (a YAML mapping)") -> Dict[str, Any]:
+def read_yaml_mapping(
+    path: PathLike, what: str = "an ESPnet training config.yaml (a YAML mapping)"
+) -> Dict[str, Any]:
     """The mapping a YAML config file holds; ConfigError naming the file when it is missing, empty, not
     YAML or not a mapping (``what`` says what was expected)."""
     path = Path(path)
@@ -76,9 +78,16 @@ def load_asr_model(
         model, args = PrunedASRTask.build_model_from_file(config_file, None)
     except ValueError as exc:  # our config errors name the key; this names the file too
         raise ConfigError(f"{config_file}: {one_line(exc)}") from None
-    except (TypeError, AttributeError, KeyError, RuntimeError) as exc:  # ESPnet's, for values of the wrong kind
-        raise ConfigError(f"{config_file}: ESPnet cannot build the model it describes "
-                          f"({type(exc).__name__}: {one_line(exc)})") from None
+    except (
+        TypeError,
+        AttributeError,
+        KeyError,
+        RuntimeError,
+    ) as exc:  # ESPnet's, for values of the wrong kind
+        raise ConfigError(
+            f"{config_file}: ESPnet cannot build the model it describes "
+            f"({type(exc).__name__}: {one_line(exc)})"
+        ) from None
     if model_file is not None:
         state = load_state_dict(model_file, trust=trust_checkpoint)
         check_weights(model, state, model_file, config_file)
@@ -86,12 +95,18 @@ def load_asr_model(
     return model, args
 
 
-def check_sound_inputs(data_path_and_name_and_type: Sequence[Tuple[str, str, str]], key_file: Optional[str]) -> None:
+def check_sound_inputs(
+    data_path_and_name_and_type: Sequence[Tuple[str, str, str]], key_file: Optional[str]
+) -> None:
     """Check the audio of every ``sound`` input (a wav.scp) that decoding will read, only the keys of
     ``key_file`` when given; DataPrepError naming the wav.scp line and the file."""
     keys = None
     if key_file is not None:
-        keys = {line.split(maxsplit=1)[0] for line in Path(key_file).read_text(encoding="utf-8").splitlines() if line.strip()}
+        keys = {
+            line.split(maxsplit=1)[0]
+            for line in Path(key_file).read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        }
     for path, _, kind in data_path_and_name_and_type:
         if kind == "sound":
             check_scp_audio(Path(path), keys)

@@ -19,7 +19,8 @@ class PrunedESPnetASRModel(ESPnetASRModel):
     ``expected_gmacs`` / ``exact_gmacs`` (at the pruning block's reference duration) and, per controlled
     quantity, ``expected_sparsity_*`` (under the gates' distribution), ``exact_sparsity_*`` (of the model
     mask removal would cut now, which the controller steers), ``target_*``, ``lambda1_*`` and
-    ``lambda2_*``; ``loss`` is the sum of the two losses, in training and validation alike. Without a gated module it behaves exactly like ``ESPnetASRModel``.
+    ``lambda2_*``; ``loss`` is the sum of the two losses, in training and validation alike. Without a gated
+    module it behaves exactly like ``ESPnetASRModel``.
     """
 
     def gated_ssl(self) -> Optional[PrunableSSL]:

@@ -17,7 +17,9 @@ from espnet_prune.pruning.removal import remove_masks
 
 
 @torch.no_grad()
-def remove_asr_masks(model: ESPnetASRModel, args: argparse.Namespace) -> Tuple[ESPnetASRModel, argparse.Namespace]:
+def remove_asr_masks(
+    model: ESPnetASRModel, args: argparse.Namespace
+) -> Tuple[ESPnetASRModel, argparse.Namespace]:
     """The ESPnet model with its gated SSL module replaced by the removed one, and its training args.
 
     The new args describe the removed model explicitly (``model_config`` with the kept sizes, no

@@ -119,8 +119,10 @@ def build_ssl_model(source: str, options: SSLOptions) -> Wav2Vec2Model:
     geometry = [key for key in ("model_config", "preset") if getattr(options, key) is not None]
     if len(geometry) > 1 or (options.ssl_checkpoint is None and not geometry):
         given = geometry + (["ssl_checkpoint"] if options.ssl_checkpoint is not None else [])
-        raise ConfigError(f"{source}: give exactly one of ssl_checkpoint, model_config, preset (a torchaudio checkpoint with "
-                          f"model_config or preset; got {given or 'none'})")
+        raise ConfigError(
+            f"{source}: give exactly one of ssl_checkpoint, model_config, preset (a torchaudio checkpoint with "
+            f"model_config or preset; got {given or 'none'})"
+        )
     config: Optional[Wav2Vec2Config] = None
     if options.model_config is not None:
         data = load_mapping(options.model_config, f"{source}.model_config")
@@ -140,22 +142,30 @@ def build_ssl_model(source: str, options: SSLOptions) -> Wav2Vec2Model:
         if not Path(checkpoint).exists():
             raise ConfigError(f"{source}.ssl_checkpoint: {checkpoint!r} does not exist")
         try:
-            pretrained, config = load_pretrained(checkpoint, config, trust_checkpoint=options.trust_checkpoint)
+            pretrained, config = load_pretrained(
+                checkpoint, config, trust_checkpoint=options.trust_checkpoint
+            )
         except (CheckpointError, ValueError, KeyError, RuntimeError, FileNotFoundError) as exc:
-            raise ConfigError(f"{source}.ssl_checkpoint: {checkpoint!r} is not a supported wav2vec2/HuBERT "
-                              f"checkpoint: {exc}") from exc
+            raise ConfigError(
+                f"{source}.ssl_checkpoint: {checkpoint!r} is not a supported wav2vec2/HuBERT "
+                f"checkpoint: {exc}"
+            ) from exc
     assert config is not None
 
     overrides: Dict[str, Any] = dict(options.model_overrides or {})
     bad = sorted(set(overrides) - set(OVERRIDABLE))
     if bad:
-        raise ConfigError(f"{source}.model_overrides: {bad} cannot be overridden; allowed keys are {list(OVERRIDABLE)}")
+        raise ConfigError(
+            f"{source}.model_overrides: {bad} cannot be overridden; allowed keys are {list(OVERRIDABLE)}"
+        )
     if options.normalize_waveform is not None:
         overrides["normalize_waveform"] = options.normalize_waveform
     output_layer = options.output_layer
     if output_layer is not None:
         if not 1 <= output_layer <= config.num_layers:
-            raise ConfigError(f"{source}.output_layer: must be in [1, {config.num_layers}], got {output_layer}")
+            raise ConfigError(
+                f"{source}.output_layer: must be in [1, {config.num_layers}], got {output_layer}"
+            )
         overrides.update(num_heads=config.num_heads[:output_layer], ffn_dims=config.ffn_dims[:output_layer])
     try:
         config = config.replace(**overrides)
@@ -195,7 +205,9 @@ class PrunableSSL(nn.Module):
                 raise ConfigError(str(exc)) from exc
             if cfg.distill is not None:  # the teacher is the model as built: before any gate, any update
                 try:
-                    self.distiller = LayerDistiller(copy.deepcopy(self.model), cfg.distill, f"{source}.pruning.distill")
+                    self.distiller = LayerDistiller(
+                        copy.deepcopy(self.model), cfg.distill, f"{source}.pruning.distill"
+                    )
                 except ValueError as exc:
                     raise ConfigError(str(exc)) from exc
             attach_gates(self.model, cfg.gates)
@@ -255,7 +267,9 @@ class PrunableSSL(nn.Module):
         term, stats = self.controller(self.model, task_loss)
         if self.distiller is not None:
             if self._distill_inputs is None:
-                raise RuntimeError("pruning_loss(): distillation needs the forward pass of the same batch first")
+                raise RuntimeError(
+                    "pruning_loss(): distillation needs the forward pass of the same batch first"
+                )
             distill = self.distiller(*self._distill_inputs)
             self._distill_inputs = None
             scale = stats["task_loss_scale"].to(distill.device)
@@ -308,4 +322,3 @@ def find_ssl(model: nn.Module, source: str = "model", gated: bool = False) -> Tu
             )
         raise ConfigError(f"{source}: expected one pruned_wav2vec2 encoder/frontend, found {len(found)}")
     return found[0]
-

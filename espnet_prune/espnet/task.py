@@ -75,7 +75,9 @@ def _optimizer_with_gate_groups(
     args: argparse.Namespace, model: torch.nn.Module, groups: List[Dict[str, Any]]
 ) -> torch.optim.Optimizer:
     if args.sharded_ddp:
-        raise ConfigError("sharded_ddp: not supported with a pruning block (its optimizer ignores param groups)")
+        raise ConfigError(
+            "sharded_ddp: not supported with a pruning block (its optimizer ignores param groups)"
+        )
     optim_class = optim_classes.get(args.optim)
     if optim_class is None:
         raise ConfigError(f"optim: must be one of {list(optim_classes)}, got {args.optim!r}")
@@ -128,7 +130,9 @@ class _PruningTask:
                 f"normalize: the pruned_wav2vec2 encoder reads raw waveforms; set `normalize: null` (got "
                 f"{args.normalize!r}); use encoder_conf.normalize_waveform for per-utterance normalisation"
             )
-        nbest = args.keep_nbest_models if isinstance(args.keep_nbest_models, list) else [args.keep_nbest_models]
+        nbest = (
+            args.keep_nbest_models if isinstance(args.keep_nbest_models, list) else [args.keep_nbest_models]
+        )
         if _has_pruning(args) and not args.collect_stats and max(nbest) > 1:
             raise ConfigError(
                 f"keep_nbest_models: {args.keep_nbest_models} would average gated checkpoints, whose averaged "
@@ -144,7 +148,9 @@ class _PruningTask:
                 logging.info(f"A pruning block is present: using model {MODEL_NAME!r}")
                 args.model = MODEL_NAME
             elif model_name != MODEL_NAME:
-                raise ConfigError(f"model: a pruning block needs {MODEL_NAME!r} (or 'espnet'), got {model_name!r}")
+                raise ConfigError(
+                    f"model: a pruning block needs {MODEL_NAME!r} (or 'espnet'), got {model_name!r}"
+                )
         model = _PruningTask.ORIGINAL["build_model"](cls, args)
         owners = {"encoder_conf": model.encoder, "frontend_conf": model.frontend}
         for key, _ in _ssl_confs(args):
@@ -152,7 +158,9 @@ class _PruningTask:
         return model
 
     @staticmethod
-    def build_optimizers(cls, args: argparse.Namespace, model: torch.nn.Module) -> List[torch.optim.Optimizer]:
+    def build_optimizers(
+        cls, args: argparse.Namespace, model: torch.nn.Module
+    ) -> List[torch.optim.Optimizer]:
         prunable = [ssl for _, ssl in find_prunable(model)]
         groups = [group for ssl in prunable for group in ssl.param_groups()]
         if groups:
@@ -194,11 +202,17 @@ def _model_weights(ssl: PrunableSSL, state: Dict[str, torch.Tensor]) -> Dict[str
 
 
 def check_weights(
-    model: torch.nn.Module, state: Dict[str, torch.Tensor], model_file: Union[Path, str], config_file: Union[Path, str]
+    model: torch.nn.Module,
+    state: Dict[str, torch.Tensor],
+    model_file: Union[Path, str],
+    config_file: Union[Path, str],
 ) -> None:
     """CheckpointError naming both files and the keys unless ``state`` fits ``model`` exactly."""
     check_keys(
-        model.state_dict(), state, str(model_file), f"the model that {config_file} describes "
+        model.state_dict(),
+        state,
+        str(model_file),
+        f"the model that {config_file} describes "
         "(use the config.yaml written next to these weights; mask removal writes one for the removed model)",
     )
 
@@ -213,7 +227,9 @@ def _checked_load_pretrained_model(load: Callable[..., None]) -> Callable[..., N
     loaded weights, the model training starts from.
     """
 
-    def checked(init_param: str, model: torch.nn.Module, ignore_init_mismatch: bool, map_location: str = "cpu"):
+    def checked(
+        init_param: str, model: torch.nn.Module, ignore_init_mismatch: bool, map_location: str = "cpu"
+    ):
         path, src_key, dst_key, excludes = (init_param.split(":", 4) + [None] * 3)[:4]
         state = load_state_dict(path)
         for exclude in (excludes or "").split(","):
@@ -224,7 +240,9 @@ def _checked_load_pretrained_model(load: Callable[..., None]) -> Callable[..., N
         target = model.get_submodule(dst_key) if dst_key else model
         for name, ssl in find_prunable(target):
             prefix = f"{name}."
-            given = _model_weights(ssl, {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+            given = _model_weights(
+                ssl, {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            )
             if given and not ignore_init_mismatch:
                 expected = _model_weights(ssl, ssl.state_dict())
                 check_keys(expected, given, f"--init_param {init_param}", f"{prefix[:-1]} of the model")

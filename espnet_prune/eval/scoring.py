@@ -43,7 +43,9 @@ def _paired(ref_path: Path, hyp_path: Path) -> Tuple[List[str], List[str], List[
     refs, hyps = read_text_table(ref_path), read_text_table(hyp_path)
     missing = sorted(set(refs) - set(hyps))
     if missing:
-        raise ValueError(f"{hyp_path}: no hypothesis for {len(missing)} reference utterance(s), e.g. {missing[0]!r}")
+        raise ValueError(
+            f"{hyp_path}: no hypothesis for {len(missing)} reference utterance(s), e.g. {missing[0]!r}"
+        )
     keys = sorted(refs)
     return keys, [refs[k] for k in keys], [hyps[k] for k in keys]
 
@@ -80,9 +82,7 @@ def score(ref_path: Path, hyp_path: Path, intent_first: bool = False, entity: bo
     if intent_first:
         ref_intents = [r.split(maxsplit=1) for r in refs]
         hyp_intents = [h.split(maxsplit=1) for h in hyps]
-        accuracy = sum(
-            bool(h) and h[0] == r[0] for r, h in zip(ref_intents, hyp_intents)
-        ) / len(refs)
+        accuracy = sum(bool(h) and h[0] == r[0] for r, h in zip(ref_intents, hyp_intents)) / len(refs)
         refs = [r[1] if len(r) > 1 else "" for r in ref_intents]
         hyps = [h[1] if len(h) > 1 else "" for h in hyp_intents]
     wer, cer = _error_rates(refs, hyps)

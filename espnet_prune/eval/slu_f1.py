@@ -102,7 +102,9 @@ def span_distance_counts(gold: Sequence[Entity], predicted: Sequence[Entity], di
     unmatched = list(gold)
     counts = Counts()
     for entity in predicted:
-        candidates = [(distance(g.filler, entity.filler), i) for i, g in enumerate(unmatched) if g.type == entity.type]
+        candidates = [
+            (distance(g.filler, entity.filler), i) for i, g in enumerate(unmatched) if g.type == entity.type
+        ]
         if not candidates:
             counts.fp += 1
             continue
@@ -156,8 +158,12 @@ class SluScores:
 
     def metrics(self) -> List[Tuple[str, Counts]]:
         """(name, counts) of the entity metrics, in the order tables show them."""
-        return [("SLU-F1", self.slu), ("span F1", self.span), ("span F1 (word distance)", self.word),
-                ("span F1 (char distance)", self.char)]
+        return [
+            ("SLU-F1", self.slu),
+            ("span F1", self.span),
+            ("span F1 (word distance)", self.word),
+            ("span F1 (char distance)", self.char),
+        ]
 
 
 def score_slu(pairs: Iterable[Tuple[SluText, SluText]]) -> SluScores:

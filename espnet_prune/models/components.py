@@ -13,8 +13,10 @@ A gate is a module with ``sample()`` (a training mask, one value per unit), ``de
 channel gates), and ``branch_masks`` combines the unit and layer gates of a branch. With no gate
 attached the blocks run the plain dense computation, the only code ``torch.jit.script`` compiles for an
 ungated (e.g. mask-removed) model: its gate slots, absent norms and removed branches are None there.
-A mask scales the weights that consume the gated units (the input channels of the next conv, the columns of an output projection) rather than the activations:
-the same function, at the cost of a weight-sized product instead of an activation-sized one. Two rules keep the later physical removal of zero units exact:
+A mask scales the weights that consume the gated units (the input channels of the next conv, the columns of
+an output projection) rather than the activations:
+the same function, at the cost of a weight-sized product instead of an activation-sized one. Two rules keep
+the later physical removal of zero units exact:
 where a gate meets a LayerNorm, the norm's statistics are taken over the kept units only (mask > 0);
 and a branch whose units are all zero contributes nothing, its output bias included.
 
@@ -45,7 +47,9 @@ def normalize_waveform(waveform: Tensor, lengths: Optional[Tensor], eps: float =
     padding stays zero, so a padded batch gives each utterance what it gets alone."""
     if lengths is None:
         lengths = torch.full(waveform.shape[:1], waveform.shape[1], device=waveform.device)
-    valid = (torch.arange(waveform.shape[1], device=waveform.device)[None, :] < lengths[:, None]).to(waveform.dtype)
+    valid = (torch.arange(waveform.shape[1], device=waveform.device)[None, :] < lengths[:, None]).to(
+        waveform.dtype
+    )
     count = valid.sum(1, keepdim=True).clamp(min=1.0)
     mean = (waveform * valid).sum(1, keepdim=True) / count
     var = ((waveform - mean).square() * valid).sum(1, keepdim=True) / count
@@ -65,7 +69,9 @@ def masked_layer_norm(x: Tensor, keep: Tensor, weight: Tensor, bias: Tensor, eps
     return centred * torch.rsqrt(var + eps) * weight + bias
 
 
-def _time_group_norm(x: Tensor, lengths: Optional[Tensor], weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+def _time_group_norm(
+    x: Tensor, lengths: Optional[Tensor], weight: Tensor, bias: Tensor, eps: float
+) -> Tensor:
     """Per-channel normalisation over time (GroupNorm with one group per channel).
 
     The statistics cover only the valid frames of each utterance, so a padded batch gives the same
@@ -86,7 +92,14 @@ class ConvLayerBlock(nn.Module):
     """Conv1d -> optional norm (group: per channel over time, layer: over channels) -> GELU."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel: int, stride: int, bias: bool, norm: Optional[str], eps: float
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        stride: int,
+        bias: bool,
+        norm: Optional[str],
+        eps: float,
     ) -> None:
         super().__init__()
         self.kernel, self.stride, self.norm_type, self.eps = kernel, stride, norm, eps
@@ -149,7 +162,9 @@ class FeatureExtractor(nn.Module):
             in_channels = channels
         self.conv_layers = nn.ModuleList(blocks)
 
-    def forward(self, waveform: Tensor, lengths: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    def forward(
+        self, waveform: Tensor, lengths: Optional[Tensor]
+    ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
         """waveform: (B, T) -> features (B, frames, C), frame lengths, and the last layer's channel mask.
 
         The last layer's mask is returned rather than applied: the feature projection's LayerNorm
@@ -179,7 +194,10 @@ class FeatureProjection(nn.Module):
             x = self.layer_norm(x)
         else:
             keep = (channel_mask > 0).to(x.dtype)
-            x = masked_layer_norm(x, keep, self.layer_norm.weight, self.layer_norm.bias, self.eps) * channel_mask
+            x = (
+                masked_layer_norm(x, keep, self.layer_norm.weight, self.layer_norm.bias, self.eps)
+                * channel_mask
+            )
         return self.dropout(self.projection(x))
 
 
@@ -220,7 +238,9 @@ def branch_masks(
     if deterministic is None:
         deterministic = not gate.training
     if not deterministic:
-        return (None if unit_gate is None else unit_gate.sample()), (None if layer_gate is None else layer_gate.sample())
+        return (None if unit_gate is None else unit_gate.sample()), (
+            None if layer_gate is None else layer_gate.sample()
+        )
     if unit_gate is None or layer_gate is None:
         return (None if unit_gate is None else unit_gate.deterministic()), (
             None if layer_gate is None else layer_gate.deterministic().squeeze(0)
@@ -261,7 +281,9 @@ class SelfAttention(nn.Module):
         self.head_gate: Optional[nn.Module] = None
         self.layer_gate: Optional[nn.Module] = None
 
-    def forward(self, x: Tensor, attention_mask: Optional[Tensor], position_bias: Optional[Tensor] = None) -> Tensor:
+    def forward(
+        self, x: Tensor, attention_mask: Optional[Tensor], position_bias: Optional[Tensor] = None
+    ) -> Tensor:
         """x: (B, T, C); attention_mask: (B, 1, 1, T) bool, True where a key may be attended;
         position_bias: WavLM's relative position bias (see ``WavLMSelfAttention``), unused here."""
         batch, frames, _ = x.shape
@@ -297,7 +319,9 @@ def relative_position_buckets(offsets: Tensor, num_buckets: int, max_distance: i
     exact = half // 2
     distance = offsets.abs()
     # clamp: no log(0) for the distances below ``exact``, which the where takes from ``distance``
-    scaled = torch.log(distance.clamp(min=exact).float() / exact) / math.log(max_distance / exact) * (half - exact)
+    scaled = (
+        torch.log(distance.clamp(min=exact).float() / exact) / math.log(max_distance / exact) * (half - exact)
+    )
     far = torch.clamp(exact + scaled.long(), max=half - 1)
     return torch.where(distance < exact, distance, far) + (offsets > 0).long() * half
 
@@ -312,7 +336,9 @@ class RelativePositionBias(nn.Module):
     def __init__(self, num_buckets: int, max_distance: int, num_heads: int) -> None:
         super().__init__()
         self.num_buckets, self.max_distance = num_buckets, max_distance
-        self.weight = nn.Parameter(nn.init.xavier_normal_(torch.empty(num_buckets, num_heads)))  # WavLM's init
+        self.weight = nn.Parameter(
+            nn.init.xavier_normal_(torch.empty(num_buckets, num_heads))
+        )  # WavLM's init
 
     def forward(self, frames: int) -> Tensor:
         """(num_heads, frames, frames): the bias of each head for every (query, key) pair."""
@@ -407,7 +433,9 @@ class EncoderLayer(nn.Module):
         self.final_layer_norm = nn.LayerNorm(embed_dim, eps=eps) if keep_ffn_norm else None
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, attention_mask: Optional[Tensor], position_bias: Optional[Tensor] = None) -> Tensor:
+    def forward(
+        self, x: Tensor, attention_mask: Optional[Tensor], position_bias: Optional[Tensor] = None
+    ) -> Tensor:
         """x: (B, T, C); attention_mask, position_bias: see ``SelfAttention.forward``."""
         if self.layer_norm_first:
             if self.attention is not None:

@@ -107,7 +107,9 @@ class Wav2Vec2Config:
             raise ValueError("conv_layers: at least one CNN layer is required")
         for i, layer in enumerate(self.conv_layers):
             if len(layer) != 3 or min(layer) < 1:
-                raise ValueError(f"conv_layers[{i}]: expected (channels >= 1, kernel >= 1, stride >= 1), got {layer}")
+                raise ValueError(
+                    f"conv_layers[{i}]: expected (channels >= 1, kernel >= 1, stride >= 1), got {layer}"
+                )
         if len(self.ffn_dims) != len(self.num_heads):
             raise ValueError(
                 f"ffn_dims: {len(self.ffn_dims)} entries but num_heads has {len(self.num_heads)}; "
@@ -121,7 +123,9 @@ class Wav2Vec2Config:
             if getattr(self, key) < 1:
                 raise ValueError(f"{key}: must be >= 1, got {getattr(self, key)}")
         if self.embed_dim % self.pos_conv_groups:
-            raise ValueError(f"pos_conv_groups: {self.pos_conv_groups} does not divide embed_dim {self.embed_dim}")
+            raise ValueError(
+                f"pos_conv_groups: {self.pos_conv_groups} does not divide embed_dim {self.embed_dim}"
+            )
         for key in ("dropout", "attention_dropout", "activation_dropout", "projection_dropout", "layer_drop"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ValueError(f"{key}: must be in [0, 1), got {getattr(self, key)}")
@@ -130,7 +134,9 @@ class Wav2Vec2Config:
         if self.model_type == "wavlm":
             self._validate_wavlm()
         elif self.head_ids is not None:
-            raise ValueError(f"head_ids: only WavLM heads have an identity; model_type is {self.model_type!r}")
+            raise ValueError(
+                f"head_ids: only WavLM heads have an identity; model_type is {self.model_type!r}"
+            )
 
     def _validate_wavlm(self) -> None:
         if self.num_buckets < 4 or self.max_distance <= self.num_buckets // 4:

@@ -55,7 +55,10 @@ def _encoder_layer(config: Wav2Vec2Config, index: int) -> EncoderLayer:
         )
     elif num_heads:
         attention = SelfAttention(
-            embed_dim=config.embed_dim, num_heads=num_heads, head_dim=config.head_dim, dropout=config.attention_dropout
+            embed_dim=config.embed_dim,
+            num_heads=num_heads,
+            head_dim=config.head_dim,
+            dropout=config.attention_dropout,
         )
     feed_forward = None
     if ffn_dim:
@@ -81,9 +84,14 @@ class Wav2Vec2Model(nn.Module):
     def __init__(self, config: Wav2Vec2Config) -> None:
         super().__init__()
         self.config = config
-        self.normalize_waveform = config.normalize_waveform  # a plain attribute: TorchScript reads no dataclass
+        self.normalize_waveform = (
+            config.normalize_waveform
+        )  # a plain attribute: TorchScript reads no dataclass
         self.feature_extractor = FeatureExtractor(
-            conv_layers=config.conv_layers, mode=config.extractor_mode, bias=config.conv_bias, eps=config.layer_norm_eps
+            conv_layers=config.conv_layers,
+            mode=config.extractor_mode,
+            bias=config.conv_bias,
+            eps=config.layer_norm_eps,
         )
         self.feature_projection = FeatureProjection(
             in_features=config.conv_layers[-1][0],
@@ -103,7 +111,9 @@ class Wav2Vec2Model(nn.Module):
             dropout=config.dropout,
             layer_drop=config.layer_drop,
             rel_attn_embed=RelativePositionBias(
-                num_buckets=config.num_buckets, max_distance=config.max_distance, num_heads=len(bias_table_heads)
+                num_buckets=config.num_buckets,
+                max_distance=config.max_distance,
+                num_heads=len(bias_table_heads),
             )
             if bias_table_heads
             else None,

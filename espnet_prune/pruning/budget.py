@@ -27,8 +27,9 @@ FIT_TOLERANCE = 0.005
 MAX_SHIFT = 8.0
 
 
-def exact_sparsity(model: Wav2Vec2Model, quantity: str, seconds: float,
-                   latency_table: Optional[LatencyTable] = None) -> float:
+def exact_sparsity(
+    model: Wav2Vec2Model, quantity: str, seconds: float, latency_table: Optional[LatencyTable] = None
+) -> float:
     """1 - cost / dense cost of ``quantity`` for the model the eval masks would cut now."""
     dense = exact_quantity(model.config, quantity, seconds, latency_table)
     return 1.0 - exact_quantity(pruned_config(model), quantity, seconds, latency_table) / dense
@@ -37,6 +38,7 @@ def exact_sparsity(model: Wav2Vec2Model, quantity: str, seconds: float,
 def controlled_gates(model: Wav2Vec2Model, quantity: str) -> List[torch.nn.Parameter]:
     """The log_alpha of the gates whose eval masks decide ``quantity``: the CNN's for ``cnn_*``, the
     Transformer's for ``transformer_*``, all of them otherwise."""
+
     def selected(name: str) -> bool:
         if quantity.startswith("cnn_"):
             return name.startswith("feature_extractor.")
@@ -59,8 +61,9 @@ class Fit:
 
 
 @torch.no_grad()
-def fit_to_targets(model: Wav2Vec2Model, targets: List[tuple], seconds: float,
-                   latency_table: Optional[LatencyTable] = None) -> List[Fit]:
+def fit_to_targets(
+    model: Wav2Vec2Model, targets: List[tuple], seconds: float, latency_table: Optional[LatencyTable] = None
+) -> List[Fit]:
     """Shift the gates of each (quantity, target) so that the eval masks cut closest to the target.
 
     Modifies the model's ``log_alpha`` in place. The exact sparsity falls monotonically as the shift

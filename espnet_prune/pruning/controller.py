@@ -123,15 +123,20 @@ class PruningConfig:
         if (self.latency_table is None) == (self.variant == "latency"):
             raise ValueError(
                 "latency_table: variant 'latency' needs the path of a table built by "
-                "`python -m espnet_prune.bin.profile --latency_table`" if self.latency_table is None
+                "`python -m espnet_prune.bin.profile --latency_table`"
+                if self.latency_table is None
                 else f"latency_table: only variant 'latency' uses it (variant {self.variant!r})"
             )
         cnn_gated = self.variant != "transformer_only"
         if self.gates.conv_channels is None:
             self.gates.conv_channels = cnn_gated
         elif self.gates.conv_channels != cnn_gated:
-            why = "keeps the CNN whole" if not cnn_gated else "prunes the CNN (use transformer_only to keep it)"
-            raise ValueError(f"gates.conv_channels: variant {self.variant!r} {why}; leave conv_channels unset")
+            why = (
+                "keeps the CNN whole" if not cnn_gated else "prunes the CNN (use transformer_only to keep it)"
+            )
+            raise ValueError(
+                f"gates.conv_channels: variant {self.variant!r} {why}; leave conv_channels unset"
+            )
         if self.warmup_updates < 0:
             raise ValueError(f"warmup_updates: must be >= 0, got {self.warmup_updates}")
         for key in ("reference_seconds", "gate_lr", "lambda_lr"):
@@ -164,7 +169,8 @@ class PruningController(nn.Module):
     unpruned geometry). Variant latency reads its table here: a missing file or a table of another
     geometry or reference duration is an error, one measured on another machine a warning.
     Training needs ``attach(optimizer)`` (or a call of ``update()`` after every optimizer step): the
-    update hook advances the target warm-up and takes the lambdas' dual step. All state is in buffers, so checkpoints resume it exactly.
+    update hook advances the target warm-up and takes the lambdas' dual step. All state is in buffers, so
+    checkpoints resume it exactly.
     """
 
     def __init__(self, model: Wav2Vec2Model, cfg: PruningConfig) -> None:
@@ -176,11 +182,14 @@ class PruningController(nn.Module):
             self.latency_table = LatencyTable.load(cfg.latency_table)
             self.latency_table.check_geometry(model.config)
             if self.latency_table.seconds != cfg.reference_seconds:
-                raise ValueError(f"reference_seconds: {cfg.reference_seconds:g}, but latency table {cfg.latency_table} "
-                                 f"was measured at {self.latency_table.seconds:g} s; set reference_seconds to it")
+                raise ValueError(
+                    f"reference_seconds: {cfg.reference_seconds:g}, but latency table {cfg.latency_table} "
+                    f"was measured at {self.latency_table.seconds:g} s; set reference_seconds to it"
+                )
             self.latency_table.warn_machine_mismatch()
         self.dense_costs = [
-            exact_quantity(model.config, quantity, cfg.reference_seconds, self.latency_table) for quantity, _ in self.targets
+            exact_quantity(model.config, quantity, cfg.reference_seconds, self.latency_table)
+            for quantity, _ in self.targets
         ]
         self.register_buffer("lambdas", torch.zeros(len(self.targets), 2))
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
@@ -250,12 +259,19 @@ class PruningController(nn.Module):
                 self.loss_scale.lerp_(magnitude, LOSS_SCALE_MOMENTUM)
         return self.loss_scale.clone() if float(self.loss_scale) > 0 else magnitude
 
-    def forward(self, model: Wav2Vec2Model, task_loss: Optional[Tensor] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
+    def forward(
+        self, model: Wav2Vec2Model, task_loss: Optional[Tensor] = None
+    ) -> Tuple[Tensor, Dict[str, Tensor]]:
         """The Lagrangian term for ``model``'s gates and the statistics to log.
 
         ``task_loss`` (the loss the pruning term is added to) sets the term's scale S.
         """
-        if self.training and not self._optimizers and self.num_updates == 0 and self.pending_passes >= UNATTACHED_PASSES:
+        if (
+            self.training
+            and not self._optimizers
+            and self.num_updates == 0
+            and self.pending_passes >= UNATTACHED_PASSES
+        ):
             raise RuntimeError(
                 "PruningController: no optimizer update reached the controller; call controller.attach(optimizer) "
                 "(or controller.update() after each optimizer step)"
@@ -279,7 +295,10 @@ class PruningController(nn.Module):
             expected_value = expected_quantity(model, quantity, reference, self.latency_table)
             exact_value = exact_quantity(exact_config, quantity, reference, self.latency_table)
             if quantity == LATENCY:
-                stats["expected_latency_ms"], stats["exact_latency_ms"] = expected_value.detach(), torch.tensor(exact_value)
+                stats["expected_latency_ms"], stats["exact_latency_ms"] = (
+                    expected_value.detach(),
+                    torch.tensor(exact_value),
+                )
             expected_sparsity = 1.0 - expected_value / dense
             exact_sparsity = 1.0 - exact_value / dense
             exact_gaps.append(exact_sparsity - target)
@@ -294,6 +313,8 @@ class PruningController(nn.Module):
         loss = scale * term
         stats["loss_pruning"] = loss.detach()
         if self.training:
-            self.pending_gaps += torch.tensor(exact_gaps, dtype=torch.float64, device=self.pending_gaps.device)
+            self.pending_gaps += torch.tensor(
+                exact_gaps, dtype=torch.float64, device=self.pending_gaps.device
+            )
             self.pending_passes += 1
         return loss, stats

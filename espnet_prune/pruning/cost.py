@@ -123,7 +123,10 @@ class CostBreakdown:
         ]
         header = f"{'component':<20}{'params (M)':>12}{f'GMACs @ {self.seconds:g} s':>16}"
         lines = [header, "-" * len(header)]
-        lines += [f"{name:<20}{_plain(params) / 1e6:>12.3f}{_plain(macs) / 1e9:>16.3f}" for name, params, macs in rows]
+        lines += [
+            f"{name:<20}{_plain(params) / 1e6:>12.3f}{_plain(macs) / 1e9:>16.3f}"
+            for name, params, macs in rows
+        ]
         return "\n".join(lines)
 
 
@@ -171,7 +174,9 @@ class UnitCounts:
             probs = _keep_probs(block.channel_gate)
             conv_channels.append(channels if probs is None else probs.sum())
         heads, attention_kept, ffn_units, ffn_kept = [], [], [], []
-        head_keep: Dict[int, List[Number]] = {}  # WavLM: per pretrained head, P(kept) in each layer that has it
+        head_keep: Dict[
+            int, List[Number]
+        ] = {}  # WavLM: per pretrained head, P(kept) in each layer that has it
         wavlm = config.model_type == "wavlm"
         for layer, num_heads, ffn_dim, head_ids in zip(
             model.encoder.layers, config.num_heads, config.ffn_dims, config.layer_head_ids()
@@ -185,7 +190,9 @@ class UnitCounts:
             heads.append(units)
             attention_kept.append(kept)
             if wavlm and attention is not None:
-                for head, prob in zip(head_ids, _head_keep_probs(num_heads, attention.head_gate, attention.layer_gate)):
+                for head, prob in zip(
+                    head_ids, _head_keep_probs(num_heads, attention.head_gate, attention.layer_gate)
+                ):
                     head_keep.setdefault(head, []).append(prob)
             feed_forward = layer.feed_forward
             units, kept = _expected_branch(
@@ -195,7 +202,9 @@ class UnitCounts:
             )
             ffn_units.append(units)
             ffn_kept.append(kept)
-        return cls(conv_channels, heads, attention_kept, ffn_units, ffn_kept, _expected_table_columns(head_keep))
+        return cls(
+            conv_channels, heads, attention_kept, ffn_units, ffn_kept, _expected_table_columns(head_keep)
+        )
 
 
 def _keep_probs(gate: Optional[nn.Module]) -> Optional[Tensor]:
@@ -220,7 +229,9 @@ def _expected_branch(
     return layer_prob * unit_probs.sum(), layer_prob * (1 - torch.prod(1 - unit_probs))
 
 
-def _head_keep_probs(num_heads: int, head_gate: Optional[nn.Module], layer_gate: Optional[nn.Module]) -> List[Number]:
+def _head_keep_probs(
+    num_heads: int, head_gate: Optional[nn.Module], layer_gate: Optional[nn.Module]
+) -> List[Number]:
     """P(head kept) for each head of an attention branch: its own gate's times the layer gate's."""
     layer_probs = _keep_probs(layer_gate)
     layer_prob: Number = 1 if layer_probs is None else layer_probs.squeeze(0)
@@ -276,7 +287,9 @@ def component_costs(config: Wav2Vec2Config, units: UnitCounts, frames: List[int]
 
     time = frames[-1]
     projection_weights = in_channels * embed
-    feature_projection = ComponentCost(2 * in_channels + projection_weights + embed, projection_weights * time)
+    feature_projection = ComponentCost(
+        2 * in_channels + projection_weights + embed, projection_weights * time
+    )
 
     kernel, groups = config.pos_conv_kernel, config.pos_conv_groups
     pos_weights = embed * (embed // groups) * kernel
@@ -294,7 +307,9 @@ def component_costs(config: Wav2Vec2Config, units: UnitCounts, frames: List[int]
         inner = heads * config.head_dim
         attention_params = attention_params + 4 * embed * inner + 3 * inner + embed * kept + branch_norm(kept)
         attention_macs = attention_macs + 4 * time * embed * inner + 2 * time * time * inner
-        if wavlm:  # gated-relative-position unit: Linear(head_dim, 8) on every head's slice, a constant per head
+        if (
+            wavlm
+        ):  # gated-relative-position unit: Linear(head_dim, 8) on every head's slice, a constant per head
             attention_params = attention_params + (8 * config.head_dim + 8) * kept + heads
             attention_macs = attention_macs + 8 * inner * time
 
@@ -316,11 +331,15 @@ def component_costs(config: Wav2Vec2Config, units: UnitCounts, frames: List[int]
 
 def exact_cost(config: Wav2Vec2Config, seconds: float = 10.0, sample_rate: int = SAMPLE_RATE) -> ExactCost:
     """Exact params and MACs of a model built from ``config``, MACs for one ``seconds``-long input."""
-    costs = component_costs(config, UnitCounts.from_config(config), frame_counts(config, seconds, sample_rate))
+    costs = component_costs(
+        config, UnitCounts.from_config(config), frame_counts(config, seconds, sample_rate)
+    )
     return ExactCost(**costs, seconds=seconds, sample_rate=sample_rate)
 
 
-def expected_cost(model: Wav2Vec2Model, seconds: float = 10.0, sample_rate: int = SAMPLE_RATE) -> ExpectedCost:
+def expected_cost(
+    model: Wav2Vec2Model, seconds: float = 10.0, sample_rate: int = SAMPLE_RATE
+) -> ExpectedCost:
     """Expected params and MACs of a gated model; gradients flow to every gate's log_alpha.
 
     With every gate fully open this equals ``exact_cost(model.config)``.
@@ -344,7 +363,11 @@ def _plain(value: Number) -> Union[int, float]:
 
 
 def _attention_flops(
-    query_shape: Sequence[int], key_shape: Sequence[int], value_shape: Sequence[int], *args: Any, **kwargs: Any
+    query_shape: Sequence[int],
+    key_shape: Sequence[int],
+    value_shape: Sequence[int],
+    *args: Any,
+    **kwargs: Any,
 ) -> int:
     """FLOPs of softmax(QK^T)V: two batched matmuls (torch's formula for the GPU kernels).
 
@@ -371,7 +394,9 @@ def make_flop_counter() -> FlopCounterMode:
 def measure_macs(model: nn.Module, seconds: float = 10.0, sample_rate: int = SAMPLE_RATE) -> int:
     """MACs (FLOPs / 2) that torch's flop counter sees in an eval-mode forward of one random waveform."""
     parameter = next(model.parameters())
-    waveform = torch.randn(1, int(round(seconds * sample_rate)), dtype=parameter.dtype, device=parameter.device)
+    waveform = torch.randn(
+        1, int(round(seconds * sample_rate)), dtype=parameter.dtype, device=parameter.device
+    )
     was_training = model.training
     model.eval()
     try:

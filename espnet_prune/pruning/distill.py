@@ -75,7 +75,9 @@ class LayerDistiller(nn.Module):
         super().__init__()
         num_layers = len(teacher.encoder.layers)
         if max(cfg.layers) > num_layers:
-            raise ValueError(f"{source}.layers: the model has {num_layers} Transformer layers, got {cfg.layers}")
+            raise ValueError(
+                f"{source}.layers: the model has {num_layers} Transformer layers, got {cfg.layers}"
+            )
         self.cfg = cfg
         dim = teacher.config.embed_dim
         # Identity at the start: the student begins as a copy of the teacher.
@@ -100,8 +102,9 @@ class LayerDistiller(nn.Module):
             target = teacher(waveform, lengths)
         valid = None if student.padding_mask is None else ~student.padding_mask
         losses = [
-            frame_distillation_loss(projection(student.hidden_states[layer]), target.hidden_states[layer], valid,
-                                    self.cfg.loss)
+            frame_distillation_loss(
+                projection(student.hidden_states[layer]), target.hidden_states[layer], valid, self.cfg.loss
+            )
             for layer, projection in zip(self.cfg.layers, self.projections)
         ]
         return torch.stack(losses).mean()

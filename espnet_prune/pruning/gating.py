@@ -57,8 +57,14 @@ GATE_SLOTS = ("channel_gate", "head_gate", "unit_gate", "layer_gate")
 
 
 def _gate(cfg: GateConfig, num_units: int, min_keep: int = 0, multiple_of: int = 1) -> HardConcrete:
-    return HardConcrete(num_units, cfg.init_keep_prob, cfg.temperature, cfg.stretch, min_keep=min_keep,
-                        multiple_of=multiple_of)
+    return HardConcrete(
+        num_units,
+        cfg.init_keep_prob,
+        cfg.temperature,
+        cfg.stretch,
+        min_keep=min_keep,
+        multiple_of=multiple_of,
+    )
 
 
 def attach_gates(model: Wav2Vec2Model, cfg: Optional[GateConfig] = None) -> Wav2Vec2Model:

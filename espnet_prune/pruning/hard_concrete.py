@@ -109,4 +109,3 @@ class HardConcrete(nn.Module):
     def forward(self, count_scale: Optional[Tensor] = None) -> Tensor:
         """A training sample, or the eval mask (``count_scale``: see ``num_kept``)."""
         return self.sample() if self.training else self.deterministic(count_scale)
-

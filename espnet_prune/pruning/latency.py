@@ -45,8 +45,18 @@ LATENCY = "latency"  # the controlled quantity of variant "latency"
 TABLE_FORMAT = "espnet_prune.latency_table/1"
 # The Wav2Vec2Config keys a table is measured for (regularisation does not change eval latency).
 GEOMETRY_KEYS = (
-    "conv_layers", "extractor_mode", "conv_bias", "embed_dim", "num_heads", "head_dim", "ffn_dims",
-    "layer_norm_first", "pos_conv_kernel", "pos_conv_groups", "model_type", "normalize_waveform",
+    "conv_layers",
+    "extractor_mode",
+    "conv_bias",
+    "embed_dim",
+    "num_heads",
+    "head_dim",
+    "ffn_dims",
+    "layer_norm_first",
+    "pos_conv_kernel",
+    "pos_conv_groups",
+    "model_type",
+    "normalize_waveform",
 )
 
 
@@ -200,8 +210,10 @@ class LatencyTable:
         if self.alignment < 1:
             raise ValueError(f"alignment: must be >= 1, got {self.alignment}")
         if len(self.cnn) != len(self.geometry.get("conv_layers", [])):
-            raise ValueError(f"cnn: {len(self.cnn)} layers, but geometry.conv_layers has "
-                             f"{len(self.geometry.get('conv_layers', []))}")
+            raise ValueError(
+                f"cnn: {len(self.cnn)} layers, but geometry.conv_layers has "
+                f"{len(self.geometry.get('conv_layers', []))}"
+            )
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any], source: str) -> LatencyTable:
@@ -241,8 +253,10 @@ class LatencyTable:
         differing = [k for k in GEOMETRY_KEYS if mine[k] != self.geometry.get(k)]
         if differing:
             details = "; ".join(f"{k}: table {self.geometry.get(k)!r}, model {mine[k]!r}" for k in differing)
-            raise ValueError(f"{key}: the table was measured for another geometry ({details}); "
-                             "build a table for this model")
+            raise ValueError(
+                f"{key}: the table was measured for another geometry ({details}); "
+                "build a table for this model"
+            )
 
     def machine_mismatches(self) -> List[str]:
         """How this machine differs from the one the table was measured on (empty when it matches)."""
@@ -261,8 +275,11 @@ class LatencyTable:
     def warn_machine_mismatch(self, key: str = "latency_table") -> None:
         differences = self.machine_mismatches()
         if differences:
-            warnings.warn(f"{key}: measured on another machine ({'; '.join(differences)}): the latencies "
-                          "the pruning targets are those of the table's machine", stacklevel=2)
+            warnings.warn(
+                f"{key}: measured on another machine ({'; '.join(differences)}): the latencies "
+                "the pruning targets are those of the table's machine",
+                stacklevel=2,
+            )
 
     def latency_ms(self, units: UnitCounts) -> Number:
         """Latency of a model with ``units`` kept (exact for python numbers, expected for tensors)."""
@@ -302,8 +319,9 @@ def expected_latency_ms(table: LatencyTable, model: Wav2Vec2Model) -> Tensor:
     return torch.as_tensor(table.latency_ms(UnitCounts.expected(model)), dtype=torch.float32, device=device)
 
 
-def exact_quantity(config: Wav2Vec2Config, quantity: str, seconds: float,
-                   table: Optional[LatencyTable] = None) -> float:
+def exact_quantity(
+    config: Wav2Vec2Config, quantity: str, seconds: float, table: Optional[LatencyTable] = None
+) -> float:
     """A controlled quantity of a model built from ``config``: a cost-report attribute (params, macs,
     cnn_params, ...) at ``seconds``, or ``latency`` from ``table``."""
     if quantity == LATENCY:
@@ -311,8 +329,9 @@ def exact_quantity(config: Wav2Vec2Config, quantity: str, seconds: float,
     return float(getattr(exact_cost(config, seconds), quantity))
 
 
-def expected_quantity(model: Wav2Vec2Model, quantity: str, seconds: float,
-                      table: Optional[LatencyTable] = None) -> Tensor:
+def expected_quantity(
+    model: Wav2Vec2Model, quantity: str, seconds: float, table: Optional[LatencyTable] = None
+) -> Tensor:
     """``exact_quantity``'s expectation under the model's gates (differentiable in log_alpha)."""
     if quantity == LATENCY:
         return expected_latency_ms(_needs(table), model)

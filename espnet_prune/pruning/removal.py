@@ -67,7 +67,9 @@ def _plan(model: Wav2Vec2Model) -> Tuple[List[_Kept], List[Optional[Tuple[_Kept,
             if module is None:
                 out.append(None)
                 continue
-            unit_mask, layer_value = branch_masks(getattr(module, unit_slot), module.layer_gate, deterministic=True)
+            unit_mask, layer_value = branch_masks(
+                getattr(module, unit_slot), module.layer_gate, deterministic=True
+            )
             kept = _kept_units(unit_mask, num_units(module))
             removed = kept.index.numel() == 0 or (layer_value is not None and float(layer_value) == 0.0)
             out.append(None if removed else (kept, layer_value))
@@ -84,7 +86,9 @@ def _config_from_plan(config: Wav2Vec2Config, conv, attention, ffn) -> Wav2Vec2C
     head_ids = None
     if config.model_type == "wavlm":  # the pretrained index of each kept head
         layer_ids = config.layer_head_ids()
-        head_ids = [[] if a is None else [ids[j] for j in a[0].index.tolist()] for a, ids in zip(attention, layer_ids)]
+        head_ids = [
+            [] if a is None else [ids[j] for j in a[0].index.tolist()] for a, ids in zip(attention, layer_ids)
+        ]
     return config.replace(
         conv_layers=[(kept.index.numel(), k, s) for kept, (_, k, s) in zip(conv, config.conv_layers)],
         num_heads=[0 if a is None else a[0].index.numel() for a in attention],
@@ -139,11 +143,15 @@ def remove_masks(model: Wav2Vec2Model) -> Tuple[Wav2Vec2Model, Wav2Vec2Config]:
         if attn is not None:
             heads, layer_value = attn
             rows = (heads.index[:, None] * head_dim + torch.arange(head_dim)).flatten()
-            head_kept = _Kept(rows, None if heads.values is None else heads.values.repeat_interleave(head_dim))
+            head_kept = _Kept(
+                rows, None if heads.values is None else heads.values.repeat_interleave(head_dim)
+            )
             for proj in ("q_proj", "k_proj", "v_proj"):
                 state[f"{branch}{proj}.weight"] = source.pop(f"{branch}{proj}.weight")[rows]
                 state[f"{branch}{proj}.bias"] = source.pop(f"{branch}{proj}.bias")[rows]
-            state[f"{branch}out_proj.weight"] = _fold(source.pop(f"{branch}out_proj.weight"), head_kept, layer_value)
+            state[f"{branch}out_proj.weight"] = _fold(
+                source.pop(f"{branch}out_proj.weight"), head_kept, layer_value
+            )
             bias = source.pop(f"{branch}out_proj.bias")
             state[f"{branch}out_proj.bias"] = bias if layer_value is None else bias * layer_value
             if f"{branch}gru_rel_pos_const" in source:  # WavLM
@@ -151,9 +159,15 @@ def remove_masks(model: Wav2Vec2Model) -> Tuple[Wav2Vec2Model, Wav2Vec2Config]:
         branch = prefix + "feed_forward."
         if ff is not None:
             units, layer_value = ff
-            state[f"{branch}intermediate_dense.weight"] = source.pop(f"{branch}intermediate_dense.weight")[units.index]
-            state[f"{branch}intermediate_dense.bias"] = source.pop(f"{branch}intermediate_dense.bias")[units.index]
-            state[f"{branch}output_dense.weight"] = _fold(source.pop(f"{branch}output_dense.weight"), units, layer_value)
+            state[f"{branch}intermediate_dense.weight"] = source.pop(f"{branch}intermediate_dense.weight")[
+                units.index
+            ]
+            state[f"{branch}intermediate_dense.bias"] = source.pop(f"{branch}intermediate_dense.bias")[
+                units.index
+            ]
+            state[f"{branch}output_dense.weight"] = _fold(
+                source.pop(f"{branch}output_dense.weight"), units, layer_value
+            )
             bias = source.pop(f"{branch}output_dense.bias")
             state[f"{branch}output_dense.bias"] = bias if layer_value is None else bias * layer_value
 

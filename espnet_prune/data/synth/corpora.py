@@ -45,15 +45,21 @@ def build_librispeech_corpus(
     one chapter per speaker and subset). Returns the LibriSpeech folder and the synthesis stats.
     """
     if not 1 <= num_speakers <= len(VOICES) or not 1 <= utts_per_sentence <= num_speakers:
-        raise ValueError(f"need 1 <= utts_per_sentence ({utts_per_sentence}) <= num_speakers "
-                         f"({num_speakers}) <= {len(VOICES)}")
+        raise ValueError(
+            f"need 1 <= utts_per_sentence ({utts_per_sentence}) <= num_speakers "
+            f"({num_speakers}) <= {len(VOICES)}"
+        )
     root = Path(root)
     target = root / "LibriSpeech"
     _check_new(target, overwrite)
     rng = random.Random(seed)
     sentences = generate_sentences(n_train + n_dev + n_test, seed)
-    splits = dict(zip(LIBRISPEECH_SUBSETS, (sentences[:n_train], sentences[n_train:n_train + n_dev],
-                                            sentences[n_train + n_dev:])))
+    splits = dict(
+        zip(
+            LIBRISPEECH_SUBSETS,
+            (sentences[:n_train], sentences[n_train : n_train + n_dev], sentences[n_train + n_dev :]),
+        )
+    )
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".LibriSpeech.tmp-", dir=root) as tmp:
         work = Path(tmp) / "LibriSpeech"
@@ -71,7 +77,9 @@ def build_librispeech_corpus(
             for spk_id, lines in transcripts.items():
                 folder = work / subset / spk_id / str(chapter)
                 folder.mkdir(parents=True, exist_ok=True)
-                (folder / f"{spk_id}-{chapter}.trans.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+                (folder / f"{spk_id}-{chapter}.trans.txt").write_text(
+                    "\n".join(lines) + "\n", encoding="utf-8"
+                )
         stats = synthesize_many(jobs, workers)
         replace_dir(work, target)
     return target, stats
@@ -104,10 +112,12 @@ def _write_slurp_corpus(
             with open(annotations / f"{split}.jsonl", "w", encoding="utf-8") as f:
                 for record in records:
                     f.write(json.dumps(record) + "\n")
-                    metadata[str(record["slurp_id"])] = {"recordings": {
-                        r["file"]: {"usrid": f"demo-{VOICES.index(voices[r['file']]) + 1:02d}"}
-                        for r in record["recordings"]
-                    }}
+                    metadata[str(record["slurp_id"])] = {
+                        "recordings": {
+                            r["file"]: {"usrid": f"demo-{VOICES.index(voices[r['file']]) + 1:02d}"}
+                            for r in record["recordings"]
+                        }
+                    }
         (annotations / "metadata.json").write_text(json.dumps(metadata), encoding="utf-8")
         jobs = [SynthJob(texts[name], audio / name, voices[name]) for name in sorted(texts)]
         stats = synthesize_many(jobs, workers)
@@ -128,7 +138,9 @@ def build_slurp_corpus(
 ) -> tuple[Path, SynthStats]:
     """SLURP-layout demo corpus of template commands (see module docstring); returns root and stats."""
     if not 1 <= recordings_per_sentence <= len(VOICES):
-        raise ValueError(f"recordings_per_sentence must be in 1..{len(VOICES)}, got {recordings_per_sentence}")
+        raise ValueError(
+            f"recordings_per_sentence must be in 1..{len(VOICES)}, got {recordings_per_sentence}"
+        )
     rng = random.Random(seed)
     texts: dict[str, str] = {}
     voices: dict[str, Voice] = {}
@@ -142,12 +154,19 @@ def build_slurp_corpus(
             for name, voice in zip(files, rng.sample(VOICES, recordings_per_sentence)):
                 texts[name], voices[name] = command.sentence, voice
             tokens, entities = tokens_and_entities(command.annotation)
-            records.append({
-                "slurp_id": next(slurp_ids), "sentence": command.sentence,
-                "sentence_annotation": command.annotation, "tokens": tokens, "scenario": command.scenario,
-                "action": command.action, "intent": f"{command.scenario}_{command.action}", "entities": entities,
-                "recordings": [{"file": f} for f in files],
-            })
+            records.append(
+                {
+                    "slurp_id": next(slurp_ids),
+                    "sentence": command.sentence,
+                    "sentence_annotation": command.annotation,
+                    "tokens": tokens,
+                    "scenario": command.scenario,
+                    "action": command.action,
+                    "intent": f"{command.scenario}_{command.action}",
+                    "entities": entities,
+                    "recordings": [{"file": f} for f in files],
+                }
+            )
         splits[split] = records
     return Path(root), _write_slurp_corpus(root, splits, texts, voices, workers, overwrite)
 

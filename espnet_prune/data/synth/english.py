@@ -9,14 +9,38 @@ from typing import Callable
 _NAMES = "ALICE BOB CAROL DAVID EMMA FRANK GRACE HENRY IRIS JACK LUCY MARTIN".split()
 _PEOPLE = "TEACHER FARMER DOCTOR SAILOR BAKER DRIVER PAINTER SOLDIER CHILD WOMAN MAN KING QUEEN".split()
 _ANIMALS = [
-    ("DOG", "DOGS"), ("CAT", "CATS"), ("HORSE", "HORSES"), ("BIRD", "BIRDS"), ("FOX", "FOXES"),
-    ("RABBIT", "RABBITS"), ("COW", "COWS"), ("DUCK", "DUCKS"), ("WOLF", "WOLVES"), ("BEAR", "BEARS"),
+    ("DOG", "DOGS"),
+    ("CAT", "CATS"),
+    ("HORSE", "HORSES"),
+    ("BIRD", "BIRDS"),
+    ("FOX", "FOXES"),
+    ("RABBIT", "RABBITS"),
+    ("COW", "COWS"),
+    ("DUCK", "DUCKS"),
+    ("WOLF", "WOLVES"),
+    ("BEAR", "BEARS"),
 ]
 _THINGS = [
-    ("BOOK", "BOOKS"), ("LETTER", "LETTERS"), ("APPLE", "APPLES"), ("BOX", "BOXES"), ("CHAIR", "CHAIRS"),
-    ("TABLE", "TABLES"), ("LAMP", "LAMPS"), ("KEY", "KEYS"), ("COAT", "COATS"), ("HAT", "HATS"),
-    ("BASKET", "BASKETS"), ("CUP", "CUPS"), ("RING", "RINGS"), ("MAP", "MAPS"), ("BOAT", "BOATS"),
-    ("CART", "CARTS"), ("CANDLE", "CANDLES"), ("STONE", "STONES"), ("BELL", "BELLS"), ("ROPE", "ROPES"),
+    ("BOOK", "BOOKS"),
+    ("LETTER", "LETTERS"),
+    ("APPLE", "APPLES"),
+    ("BOX", "BOXES"),
+    ("CHAIR", "CHAIRS"),
+    ("TABLE", "TABLES"),
+    ("LAMP", "LAMPS"),
+    ("KEY", "KEYS"),
+    ("COAT", "COATS"),
+    ("HAT", "HATS"),
+    ("BASKET", "BASKETS"),
+    ("CUP", "CUPS"),
+    ("RING", "RINGS"),
+    ("MAP", "MAPS"),
+    ("BOAT", "BOATS"),
+    ("CART", "CARTS"),
+    ("CANDLE", "CANDLES"),
+    ("STONE", "STONES"),
+    ("BELL", "BELLS"),
+    ("ROPE", "ROPES"),
 ]
 _PLACES = (
     "GARDEN KITCHEN MARKET RIVER FOREST VILLAGE CHURCH STATION HARBOR SCHOOL FIELD BRIDGE HILL LIBRARY BARN"
@@ -26,17 +50,37 @@ _ADJECTIVES = (
     "GENTLE BRAVE STRANGE"
 ).split()
 _VERBS = [  # (base, past) transitive
-    ("FIND", "FOUND"), ("CARRY", "CARRIED"), ("OPEN", "OPENED"), ("BRING", "BROUGHT"), ("WATCH", "WATCHED"),
-    ("PAINT", "PAINTED"), ("CLEAN", "CLEANED"), ("SELL", "SOLD"), ("BUY", "BOUGHT"), ("MOVE", "MOVED"),
-    ("DROP", "DROPPED"), ("HIDE", "HID"), ("LOSE", "LOST"), ("MEND", "MENDED"), ("PUSH", "PUSHED"),
+    ("FIND", "FOUND"),
+    ("CARRY", "CARRIED"),
+    ("OPEN", "OPENED"),
+    ("BRING", "BROUGHT"),
+    ("WATCH", "WATCHED"),
+    ("PAINT", "PAINTED"),
+    ("CLEAN", "CLEANED"),
+    ("SELL", "SOLD"),
+    ("BUY", "BOUGHT"),
+    ("MOVE", "MOVED"),
+    ("DROP", "DROPPED"),
+    ("HIDE", "HID"),
+    ("LOSE", "LOST"),
+    ("MEND", "MENDED"),
+    ("PUSH", "PUSHED"),
     ("PULL", "PULLED"),
 ]
 _MOTIONS = "WALKED RAN SLEPT WAITED SANG LAUGHED STAYED WORKED ARRIVED RESTED".split()
 _PREPOSITIONS = "IN NEAR BEHIND INTO ACROSS BESIDE UNDER OVER THROUGH TOWARD".split()
 _NUMBERS = "TWO THREE FOUR FIVE SIX SEVEN EIGHT NINE TEN ELEVEN TWELVE TWENTY".split()
 _TIMES = [
-    "IN THE MORNING", "AT NOON", "IN THE EVENING", "AT NIGHT", "YESTERDAY", "TODAY", "ON MONDAY",
-    "ON FRIDAY", "ON SUNDAY", "LAST WEEK",
+    "IN THE MORNING",
+    "AT NOON",
+    "IN THE EVENING",
+    "AT NIGHT",
+    "YESTERDAY",
+    "TODAY",
+    "ON MONDAY",
+    "ON FRIDAY",
+    "ON SUNDAY",
+    "LAST WEEK",
 ]
 _ADVERBS = "SLOWLY QUICKLY CAREFULLY SILENTLY GLADLY".split()
 
@@ -52,23 +96,37 @@ def _subject(rng: random.Random) -> str:
 
 
 _SENTENCE_TEMPLATES: tuple[Callable[[random.Random], str], ...] = (
-    lambda r: f"{_subject(r)} {r.choice(_VERBS)[1]} THE {r.choice(_ADJECTIVES)} {r.choice(_THINGS)[0]} "
-    f"{r.choice(_PREPOSITIONS)} THE {r.choice(_PLACES)}",
-    lambda r: f"{_subject(r)} {r.choice(_MOTIONS)} {r.choice(_PREPOSITIONS)} THE {r.choice(_PLACES)} "
-    f"{r.choice(_TIMES)}",
-    lambda r: f"{r.choice(_NAMES)} AND {r.choice(_NAMES)} {r.choice(_VERBS)[1]} {r.choice(_NUMBERS)} "
-    f"{r.choice(_ADJECTIVES)} {r.choice(_THINGS)[1]}",
+    lambda r: (
+        f"{_subject(r)} {r.choice(_VERBS)[1]} THE {r.choice(_ADJECTIVES)} {r.choice(_THINGS)[0]} "
+        f"{r.choice(_PREPOSITIONS)} THE {r.choice(_PLACES)}"
+    ),
+    lambda r: (
+        f"{_subject(r)} {r.choice(_MOTIONS)} {r.choice(_PREPOSITIONS)} THE {r.choice(_PLACES)} "
+        f"{r.choice(_TIMES)}"
+    ),
+    lambda r: (
+        f"{r.choice(_NAMES)} AND {r.choice(_NAMES)} {r.choice(_VERBS)[1]} {r.choice(_NUMBERS)} "
+        f"{r.choice(_ADJECTIVES)} {r.choice(_THINGS)[1]}"
+    ),
     lambda r: f"DID {_subject(r)} {r.choice(_VERBS)[0]} THE {r.choice(_THINGS)[0]} {r.choice(_TIMES)}",
-    lambda r: f"{_subject(r)} WILL {r.choice(_VERBS)[0]} THE {r.choice(_ADJECTIVES)} {r.choice(_THINGS)[0]} "
-    f"{r.choice(_ADVERBS)}",
+    lambda r: (
+        f"{_subject(r)} WILL {r.choice(_VERBS)[0]} THE {r.choice(_ADJECTIVES)} {r.choice(_THINGS)[0]} "
+        f"{r.choice(_ADVERBS)}"
+    ),
     lambda r: f"WHERE DID {_subject(r)} {r.choice(_VERBS)[0]} THE {r.choice(_THINGS)[1]}",
-    lambda r: f"THE {r.choice(_ADJECTIVES)} {r.choice(_ANIMALS)[0]} {r.choice(_MOTIONS)} {r.choice(_ADVERBS)} "
-    f"{r.choice(_PREPOSITIONS)} THE {r.choice(_PLACES)}",
+    lambda r: (
+        f"THE {r.choice(_ADJECTIVES)} {r.choice(_ANIMALS)[0]} {r.choice(_MOTIONS)} {r.choice(_ADVERBS)} "
+        f"{r.choice(_PREPOSITIONS)} THE {r.choice(_PLACES)}"
+    ),
     lambda r: f"{r.choice(_NAMES)} SAID THAT THE {r.choice(_THINGS)[0]} WAS VERY {r.choice(_ADJECTIVES)}",
-    lambda r: f"{_subject(r)} CAN NOT {r.choice(_VERBS)[0]} THE {r.choice(_THINGS)[1]} "
-    f"{r.choice(_PREPOSITIONS)} THE {r.choice(_PLACES)}",
-    lambda r: f"{r.choice(_NUMBERS)} {r.choice(_ANIMALS)[1]} {r.choice(_MOTIONS)} {r.choice(_PREPOSITIONS)} "
-    f"THE {r.choice(_ADJECTIVES)} {r.choice(_PLACES)} {r.choice(_TIMES)}",
+    lambda r: (
+        f"{_subject(r)} CAN NOT {r.choice(_VERBS)[0]} THE {r.choice(_THINGS)[1]} "
+        f"{r.choice(_PREPOSITIONS)} THE {r.choice(_PLACES)}"
+    ),
+    lambda r: (
+        f"{r.choice(_NUMBERS)} {r.choice(_ANIMALS)[1]} {r.choice(_MOTIONS)} {r.choice(_PREPOSITIONS)} "
+        f"THE {r.choice(_ADJECTIVES)} {r.choice(_PLACES)} {r.choice(_TIMES)}"
+    ),
 )
 
 

@@ -73,7 +73,9 @@ class SynthStats:
         )
 
 
-def trim_trailing_silence(audio: np.ndarray, sample_rate: int, keep_seconds: float = 0.1, threshold: float = 0.01) -> np.ndarray:
+def trim_trailing_silence(
+    audio: np.ndarray, sample_rate: int, keep_seconds: float = 0.1, threshold: float = 0.01
+) -> np.ndarray:
     """Cut espeak-ng's trailing silence (about 0.3 s, 12% of a demo utterance, all of it training compute)
     down to ``keep_seconds`` after the last sample above ``threshold`` x the peak."""
     magnitude = np.abs(audio)
@@ -84,7 +86,11 @@ def trim_trailing_silence(audio: np.ndarray, sample_rate: int, keep_seconds: flo
 
 
 def synthesize(
-    text: str, out_path: Path, voice: str = "en-us", speed: int = 160, pitch: int = 50,
+    text: str,
+    out_path: Path,
+    voice: str = "en-us",
+    speed: int = 160,
+    pitch: int = 50,
     sample_rate: int = SAMPLE_RATE,
 ) -> float:
     """Speak ``text`` with espeak-ng into a mono 16-bit file at ``sample_rate``; returns its duration (s)."""

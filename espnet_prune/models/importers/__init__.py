@@ -71,5 +71,7 @@ def load_pretrained(
             "('model_cfg', 'model_weight') or torchaudio ('encoder.transformer.*') checkpoint"
         )
     if config is not None:
-        raise ValueError(f"{path}: a fairseq / S3PRL / WavLM checkpoint records its own config; do not pass one")
+        raise ValueError(
+            f"{path}: a fairseq / S3PRL / WavLM checkpoint records its own config; do not pass one"
+        )
     return import_fairseq_checkpoint(checkpoint, path)

@@ -32,7 +32,8 @@ _PLACEHOLDERS = {"i": r"\d+", "wb": "weight|bias", "proj": "q|k|v|out", "rest": 
 def _template_regex(template: str) -> re.Pattern[str]:
     parts = re.split(r"\{(\w+)\}", template)
     regex = "".join(
-        re.escape(part) if n % 2 == 0 else f"(?P<{part}>{_PLACEHOLDERS[part]})" for n, part in enumerate(parts)
+        re.escape(part) if n % 2 == 0 else f"(?P<{part}>{_PLACEHOLDERS[part]})"
+        for n, part in enumerate(parts)
     )
     return re.compile(regex)
 
@@ -88,7 +89,9 @@ class KeyMap:
     other key must match a rule, and the first rule that matches renames it.
     """
 
-    def __init__(self, rules: Sequence[KeyRule], dropped: Sequence[str] = (), prefixes: Sequence[str] = ()) -> None:
+    def __init__(
+        self, rules: Sequence[KeyRule], dropped: Sequence[str] = (), prefixes: Sequence[str] = ()
+    ) -> None:
         self.rules = tuple(rules)
         self.prefixes = tuple(prefixes)
         self.dropped = re.compile("|".join(f"(?:{pattern})" for pattern in dropped)) if dropped else None
@@ -127,11 +130,15 @@ def build_model(
         try:
             target = key_map.target_name(key)
         except KeyError:
-            raise ValueError(f"{source}: unknown parameter {key!r}; this checkpoint is not a supported model") from None
+            raise ValueError(
+                f"{source}: unknown parameter {key!r}; this checkpoint is not a supported model"
+            ) from None
         if target is None:
             continue
         if target in renamed:
-            raise ValueError(f"{source}: parameters {origin[target]!r} and {key!r} are the same weight; keep one")
+            raise ValueError(
+                f"{source}: parameters {origin[target]!r} and {key!r} are the same weight; keep one"
+            )
         renamed[target], origin[target] = value, key
     model = Wav2Vec2Model(config)
     expected = model.state_dict()
@@ -144,7 +151,9 @@ def build_model(
         )
     for key, value in renamed.items():
         if key not in expected:
-            raise ValueError(f"{source}: parameter {origin[key]!r} has no place in the model its config describes")
+            raise ValueError(
+                f"{source}: parameter {origin[key]!r} has no place in the model its config describes"
+            )
         if value.shape != expected[key].shape:
             raise ValueError(
                 f"{source}: parameter {origin[key]!r} has shape {tuple(value.shape)}, but its config needs "
@@ -193,7 +202,12 @@ def _checkpoint_safe_globals() -> List[Any]:
         import omegaconf.nodes
     except ImportError:  # without omegaconf a checkpoint that pickles it needs the fallback below
         return allowed
-    allowed += [omegaconf.DictConfig, omegaconf.ListConfig, omegaconf.base.ContainerMetadata, omegaconf.base.Metadata]
+    allowed += [
+        omegaconf.DictConfig,
+        omegaconf.ListConfig,
+        omegaconf.base.ContainerMetadata,
+        omegaconf.base.Metadata,
+    ]
     node_names = ("AnyNode", "BooleanNode", "BytesNode", "FloatNode", "IntegerNode", "PathNode", "StringNode")
     allowed += [getattr(omegaconf.nodes, name) for name in node_names if hasattr(omegaconf.nodes, name)]
     return allowed

@@ -35,7 +35,9 @@ _LAYER = "encoder.layers.{i}"
 _RULES = (
     KeyRule(_CONV + ".0.{wb}", _CONV + ".conv.{wb}"),
     KeyRule(_CONV + ".2.{wb}", _CONV + ".layer_norm.{wb}"),  # GroupNorm ("default" mode, first layer)
-    KeyRule(_CONV + ".2.1.{wb}", _CONV + ".layer_norm.{wb}"),  # LayerNorm inside TransposeLast ("layer_norm" mode)
+    KeyRule(
+        _CONV + ".2.1.{wb}", _CONV + ".layer_norm.{wb}"
+    ),  # LayerNorm inside TransposeLast ("layer_norm" mode)
     KeyRule("layer_norm.{wb}", "feature_projection.layer_norm.{wb}"),
     KeyRule("post_extract_proj.{wb}", "feature_projection.projection.{wb}"),
     *pos_conv_rules("encoder.pos_conv.0"),
@@ -136,7 +138,9 @@ def _literal(node: ast.AST, spec: str, source: PathLike) -> Any:
             return left + right
         if isinstance(node.op, ast.Mult) and {type(left), type(right)} == {list, int}:
             return left * right
-    raise ValueError(f"{source}: conv_feature_layers {spec!r} is not a list of (channels, kernel, stride) tuples")
+    raise ValueError(
+        f"{source}: conv_feature_layers {spec!r} is not a list of (channels, kernel, stride) tuples"
+    )
 
 
 def parse_conv_feature_layers(spec: Any, source: PathLike) -> List[Tuple[int, int, int]]:
@@ -153,7 +157,9 @@ def parse_conv_feature_layers(spec: Any, source: PathLike) -> List[Tuple[int, in
     layers = []
     for layer in spec:
         if not isinstance(layer, (list, tuple)) or len(layer) != 3 or any(type(v) is not int for v in layer):
-            raise ValueError(f"{source}: conv_feature_layers entry {layer!r} is not (channels, kernel, stride)")
+            raise ValueError(
+                f"{source}: conv_feature_layers entry {layer!r} is not (channels, kernel, stride)"
+            )
         layers.append(tuple(layer))
     return layers
 
@@ -173,7 +179,9 @@ def _pretraining_model_cfg(model_cfg: Mapping[str, Any], source: PathLike) -> Di
         return dict(model_cfg)
     w2v_args = _plain(model_cfg.get("w2v_args"))
     if not isinstance(w2v_args, Mapping):
-        raise ValueError(f"{source}: fine-tuned checkpoint without the pretraining config (cfg.model.w2v_args)")
+        raise ValueError(
+            f"{source}: fine-tuned checkpoint without the pretraining config (cfg.model.w2v_args)"
+        )
     inner = dict(_plain(w2v_args.get("model", w2v_args)))  # a full cfg (new) or flat args (old)
     _model_name(inner, source)  # e.g. data2vec_audio is fine-tuned as wav2vec_ctc too
     for outer_key, inner_key in _FINETUNING_OVERRIDES.items():
@@ -199,10 +207,14 @@ def convert_config(model_cfg: Mapping[str, Any], source: PathLike, normalize: bo
             raise ValueError(f"{source}: {key}={cfg[key]!r} is not supported (only {supported!r})")
     extractor_modes = {"default": "group_norm", "layer_norm": "layer_norm"}
     if cfg["extractor_mode"] not in extractor_modes:
-        raise ValueError(f"{source}: extractor_mode={cfg['extractor_mode']!r} is not one of {sorted(extractor_modes)}")
+        raise ValueError(
+            f"{source}: extractor_mode={cfg['extractor_mode']!r} is not one of {sorted(extractor_modes)}"
+        )
     embed_dim, heads = int(cfg["encoder_embed_dim"]), int(cfg["encoder_attention_heads"])
     if heads < 1 or embed_dim % heads:
-        raise ValueError(f"{source}: encoder_attention_heads={heads} does not divide encoder_embed_dim={embed_dim}")
+        raise ValueError(
+            f"{source}: encoder_attention_heads={heads} does not divide encoder_embed_dim={embed_dim}"
+        )
     layers = int(cfg["encoder_layers"])
     params = dict(
         conv_layers=parse_conv_feature_layers(cfg["conv_feature_layers"], source),
@@ -229,7 +241,11 @@ def convert_config(model_cfg: Mapping[str, Any], source: PathLike, normalize: bo
 
 
 def is_fairseq_checkpoint(checkpoint: Any) -> bool:
-    return isinstance(checkpoint, Mapping) and "model" in checkpoint and ("cfg" in checkpoint or "args" in checkpoint)
+    return (
+        isinstance(checkpoint, Mapping)
+        and "model" in checkpoint
+        and ("cfg" in checkpoint or "args" in checkpoint)
+    )
 
 
 def is_s3prl_checkpoint(checkpoint: Any) -> bool:
@@ -245,7 +261,9 @@ def _task_normalize(task_cfg: Any, model_cfg: Mapping[str, Any]) -> bool:
     return bool(inner_task.get("normalize", False)) if isinstance(inner_task, Mapping) else False
 
 
-def import_fairseq_checkpoint(checkpoint: Mapping[str, Any], source: PathLike) -> Tuple[Wav2Vec2Model, Wav2Vec2Config]:
+def import_fairseq_checkpoint(
+    checkpoint: Mapping[str, Any], source: PathLike
+) -> Tuple[Wav2Vec2Model, Wav2Vec2Config]:
     """Build our model from an already loaded fairseq, S3PRL or WavLM checkpoint dict (``source`` names it in
     errors)."""
     if is_s3prl_checkpoint(checkpoint):
@@ -262,14 +280,18 @@ def import_fairseq_checkpoint(checkpoint: Mapping[str, Any], source: PathLike) -
             model_cfg = task_cfg = _plain(checkpoint.get("args"))
         state_dict = checkpoint["model"]
     else:
-        raise ValueError(f"{source}: not a fairseq checkpoint (no 'model' with 'cfg'/'args') nor an S3PRL one")
+        raise ValueError(
+            f"{source}: not a fairseq checkpoint (no 'model' with 'cfg'/'args') nor an S3PRL one"
+        )
     if not isinstance(model_cfg, Mapping):
         raise ValueError(f"{source}: checkpoint has no model config (cfg.model, a WavLM cfg, or args)")
     normalize = _task_normalize(task_cfg, model_cfg)
     return build_model(convert_config(model_cfg, source, normalize), state_dict, KEY_MAP, source)
 
 
-def load_fairseq_checkpoint(path: PathLike, trust_checkpoint: bool = False) -> Tuple[Wav2Vec2Model, Wav2Vec2Config]:
+def load_fairseq_checkpoint(
+    path: PathLike, trust_checkpoint: bool = False
+) -> Tuple[Wav2Vec2Model, Wav2Vec2Config]:
     """Load a fairseq or S3PRL wav2vec2 / HuBERT checkpoint file, or a WavLM one, into our model (eval mode)
     and config."""
     return import_fairseq_checkpoint(load_torch_file(path, trust_checkpoint), path)

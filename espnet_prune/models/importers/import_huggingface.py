@@ -103,7 +103,9 @@ def convert_config(hf_config: Mapping[str, Any], source: PathLike) -> Wav2Vec2Co
     layers = int(_require(hf_config, "num_hidden_layers", source))
     eps = float(hf_config.get("layer_norm_eps", 1e-5))
     if eps != 1e-5:
-        logger.warning("%s: layer_norm_eps=%g; transformers keeps 1e-5 in the CNN norms, we use %g", source, eps, eps)
+        logger.warning(
+            "%s: layer_norm_eps=%g; transformers keeps 1e-5 in the CNN norms, we use %g", source, eps, eps
+        )
     params = dict(
         conv_layers=list(zip(conv_dim, conv_kernel, conv_stride)),
         extractor_mode=norms[feat_extract_norm],
@@ -173,7 +175,9 @@ def load_huggingface_checkpoint(directory: PathLike) -> Tuple[Wav2Vec2Model, Wav
         hf_config = json.loads(config_path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{config_path}: not valid JSON ({exc})") from None
-    config = convert_config(hf_config, config_path).replace(normalize_waveform=_feature_extractor_normalizes(directory))
+    config = convert_config(hf_config, config_path).replace(
+        normalize_waveform=_feature_extractor_normalizes(directory)
+    )
     return build_model(config, read_state_dict(directory), KEY_MAP, directory)
 
 

@@ -48,7 +48,8 @@ def _indices(state_dict: Mapping[str, Tensor], pattern: str) -> List[int]:
 
 def is_torchaudio_state_dict(obj: object) -> bool:
     return isinstance(obj, Mapping) and any(
-        isinstance(k, str) and k.startswith(("encoder.transformer.", "encoder.feature_projection.")) for k in obj
+        isinstance(k, str) and k.startswith(("encoder.transformer.", "encoder.feature_projection."))
+        for k in obj
     )
 
 
@@ -69,7 +70,9 @@ def infer_torchaudio_config(
     num_convs = len(_indices(state_dict, r"feature_extractor\.conv_layers\.(\d+)\.conv\.weight"))
     num_layers = len(_indices(state_dict, r"encoder\.transformer\.layers\.(\d+)\.final_layer_norm\.weight"))
     if not num_convs or not num_layers:
-        raise ValueError(f"{source}: no CNN or Transformer layers found; not a torchaudio wav2vec2 state dict")
+        raise ValueError(
+            f"{source}: no CNN or Transformer layers found; not a torchaudio wav2vec2 state dict"
+        )
     convs = [weight(f"feature_extractor.conv_layers.{i}.conv.weight") for i in range(num_convs)]
     kernels = [int(w.shape[2]) for w in convs]
     if conv_strides is None:
@@ -129,7 +132,9 @@ def import_torchaudio_state_dict(
     """
     hints = (num_heads, layer_norm_first, conv_strides)
     if config is not None and any(hint is not None for hint in hints):
-        raise ValueError(f"{source}: give either a config or num_heads/layer_norm_first/conv_strides, not both")
+        raise ValueError(
+            f"{source}: give either a config or num_heads/layer_norm_first/conv_strides, not both"
+        )
     if config is None:
         if num_heads is None or layer_norm_first is None:
             raise ValueError(
@@ -152,7 +157,14 @@ def load_torchaudio_state_dict(
     ``import_torchaudio_state_dict`` for the arguments."""
     state_dict = load_torch_file(path)
     if not is_torchaudio_state_dict(state_dict):
-        raise ValueError(f"{path}: not a torchaudio wav2vec2 state dict (no 'encoder.transformer.*' parameters)")
+        raise ValueError(
+            f"{path}: not a torchaudio wav2vec2 state dict (no 'encoder.transformer.*' parameters)"
+        )
     return import_torchaudio_state_dict(
-        state_dict, path, config, num_heads=num_heads, layer_norm_first=layer_norm_first, conv_strides=conv_strides
+        state_dict,
+        path,
+        config,
+        num_heads=num_heads,
+        layer_norm_first=layer_norm_first,
+        conv_strides=conv_strides,
     )
