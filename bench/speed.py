@@ -17,6 +17,7 @@ import copy
 import hashlib
 import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
+    REPO_ROOT,
     RESULTS_DIR,
     WORK_DIR,
     Stopwatch,
@@ -49,6 +51,7 @@ from espnet_prune.pruning import (
     gate_parameters,
     pruned_config,
 )
+from espnet_prune.pruning.distill import LayerDistiller
 
 LATENCY_GOAL_AT_HALF_MACS = 0.55
 TRAIN_OVERHEAD_GOAL = 1.15
@@ -243,28 +246,68 @@ def component_medians(
     return {name: {c: 1e3 * statistics.median(v) for c, v in per.items()} for name, per in samples.items()}
 
 
-def train_step_runs(batch: int, seconds: float) -> Dict[str, Callable[[], None]]:
-    """A forward+backward step of dense wav2vec2-base and of the same model with HJ-MAC gates and controller."""
+TRAIN_STEPS = ("dense", "gated", "gated + distillation")
+
+
+def train_step_runs(
+    batch: int, seconds: float, kinds: Tuple[str, ...] = TRAIN_STEPS
+) -> Dict[str, Callable[[], None]]:
+    """A forward+backward step of dense wav2vec2-base, of the same model with HJ-MAC gates and controller,
+    and of that gated model distilled from the dense one (layers 4, 8, 12, DPHuBERT-style); only ``kinds``
+    are built."""
     torch.manual_seed(0)
     dense = Wav2Vec2Model(timing_config()).train()
-    cfg = PruningConfig.from_dict({"variant": "mac", "target_sparsity": 0.5})
-    gated = attach_gates(copy.deepcopy(dense), cfg.gates).train()
-    controller = PruningController(gated, cfg).train()
     waves = torch.randn(batch, int(seconds * SAMPLE_RATE))
     lengths = torch.full((batch,), waves.shape[1])
+    runs: Dict[str, Callable[[], None]] = {}
 
     def dense_step() -> None:
         dense.zero_grad(set_to_none=True)
         dense(waves, lengths).last_hidden_state.square().mean().backward()
 
-    def gated_step() -> None:
-        gated.zero_grad(set_to_none=True)
-        controller.zero_grad(set_to_none=True)
-        task = gated(waves, lengths).last_hidden_state.square().mean()
-        (task + controller(gated, task)[0]).backward()
-        controller.update()  # what the optimizer's step hook does
+    def gated_step_of(distill: Optional[Dict[str, Any]]) -> Callable[[], None]:
+        cfg = PruningConfig.from_dict({"variant": "mac", "target_sparsity": 0.5, "distill": distill})
+        distiller = None if distill is None else LayerDistiller(copy.deepcopy(dense).eval(), cfg.distill)
+        gated = attach_gates(copy.deepcopy(dense), cfg.gates).train()
+        controller = PruningController(gated, cfg).train()
 
-    return {"dense": dense_step, "gated": gated_step}
+        def step() -> None:
+            gated.zero_grad(set_to_none=True)
+            controller.zero_grad(set_to_none=True)
+            output = gated(waves, lengths)
+            task = output.last_hidden_state.square().mean()
+            loss = task + controller(gated, task)[0]
+            if distiller is not None:
+                loss = loss + distiller(waves, lengths, output)
+            loss.backward()
+            controller.update()  # what the optimizer's step hook does
+
+        return step
+
+    if "dense" in kinds:
+        runs["dense"] = dense_step
+    if "gated" in kinds:
+        runs["gated"] = gated_step_of(None)
+    if "gated + distillation" in kinds:
+        runs["gated + distillation"] = gated_step_of({"layers": [4, 8, 12]})
+    return runs
+
+
+def step_memory_mb(kind: str, batch: int, seconds: float) -> Tuple[float, float]:
+    """Resident memory (MB) of a fresh process that builds what one ``kind`` of training step needs, after
+    building and at its peak over two such steps (CPU; the peak includes the allocator's caching, so only
+    differences larger than a few tens of MB mean something)."""
+    code = (
+        "import re, resource; from bench.speed import train_step_runs; "
+        f"step = train_step_runs({batch}, {seconds}, ({kind!r},))[{kind!r}]; "
+        "built = re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read()).group(1); step(); step(); "
+        "print(built, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT
+    )
+    built, peak = done.stdout.split()[-2:]
+    return int(built) / 1024, int(peak) / 1024
 
 
 def profile_difference(runs: Dict[str, Callable[[], None]], top: int = 15) -> str:
@@ -442,11 +485,27 @@ def main() -> None:
     train_times = interleaved_medians(train_runs, args.train_rounds)
     loads["after the training steps"] = load_average()
     overhead = train_times["gated"] / train_times["dense"]
+    memory = {kind: step_memory_mb(kind, args.train_batch, args.train_seconds) for kind in TRAIN_STEPS}
+    loads["after the memory runs"] = load_average()
+    labels = {
+        "gated": "gated (HJ-MAC gates + controller)",
+        "gated + distillation": "gated + distillation (4, 8, 12)",
+    }
     train_table = markdown_table(
-        ["model", f"train step ms ({args.train_batch} x {args.train_seconds:g} s, fwd+bwd, median)", "ratio"],
         [
-            ("dense", f"{train_times['dense'] * 1e3:.0f}", "1.000"),
-            ("gated (HJ-MAC gates + controller)", f"{train_times['gated'] * 1e3:.0f}", f"{overhead:.3f}"),
+            "model",
+            f"train step ms ({args.train_batch} x {args.train_seconds:g} s, fwd+bwd, median)",
+            "ratio",
+            "memory MB built / peak (own process)",
+        ],
+        [
+            (
+                labels.get(kind, kind),
+                f"{train_times[kind] * 1e3:.0f}",
+                f"{train_times[kind] / train_times['dense']:.3f}",
+                f"{memory[kind][0]:.0f} / {memory[kind][1]:.0f}",
+            )
+            for kind in TRAIN_STEPS
         ],
     )
     half_row = next(r for r in rows if r["name"] == half)
@@ -490,6 +549,7 @@ def main() -> None:
                 "latency": rows,
                 "breakdown_ms": breakdown,
                 "train_step_s": train_times,
+                "train_step_peak_memory_mb": memory,
                 "overhead": overhead,
                 "load": loads,
             },
