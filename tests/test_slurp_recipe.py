@@ -24,6 +24,7 @@ import torch
 import yaml
 
 from espnet_prune.bin import compare, score
+from espnet_prune.models import Wav2Vec2Config
 
 from conftest import REPO, TINY_MODEL, tiny_config
 
@@ -261,6 +262,7 @@ VARIANTS = {
     "hj_sep_size_50": "sep_size",
     "transformer_only_50": "transformer_only",
     "hj_mac_50_att": "mac",
+    "hj_latency_50": "latency",
 }
 
 
@@ -291,8 +293,14 @@ def test_tuning_config_builds_and_trains_a_step(config: Path, tmp_path: Path) ->
             str(tmp_path / "exp"),
         ]
     )
-    model = PrunedASRTask.build_model(args)
     variant = VARIANTS[config.stem.replace("train_wav2vec2_base_", "")]
+    if variant == "latency":  # a table as profile would measure for this geometry
+        from test_latency import synthetic_table
+
+        seconds = raw["encoder_conf"]["pruning"]["reference_seconds"]
+        synthetic_table(Wav2Vec2Config.load_yaml(TINY_MODEL), seconds).save(tmp_path / "table.json")
+        args.encoder_conf["pruning"]["latency_table"] = str(tmp_path / "table.json")
+    model = PrunedASRTask.build_model(args)
     controller = model.encoder.ssl.controller
     if variant is None:
         assert controller is None
