@@ -161,7 +161,8 @@ def test_demo_runs_every_stage_and_prints_the_table(demo) -> None:
     # (100 / the number of intents); test_full_demo_is_well_above_chance does that on the full demo.
     for r, run in zip(rows, (dense, pruned)):
         accuracy = _intent_accuracy(
-            recipe / "dump" / "raw" / "test" / "text", run / "decode_ctc" / "test" / "1best_recog" / "text"
+            recipe / "dump" / "raw" / "test" / "text",
+            run / "decode_ctc_greedy" / "test" / "1best_recog" / "text",
         )
         assert float(r["test intent acc %"]) == pytest.approx(accuracy, abs=0.051), (r, accuracy)
 
