@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format-check demo clean
+.PHONY: install bench-install test lint format-check demo clean
 
 install: $(STAMP)
 
@@ -29,6 +29,10 @@ lint: $(STAMP)
 
 format-check: $(STAMP)
 	$(RUFF) format --check .
+
+# What the benchmarks need besides the package (Torch-Pruning for the L1 baseline), at the tested pins.
+bench-install: $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,bench]'
 
 demo: $(STAMP)
 	cd egs2/librispeech/asr1 && ./run.sh --demo true

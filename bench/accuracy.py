@@ -43,7 +43,7 @@ from bench.common import (
     use_cpu_threads,
 )
 from bench.data import Example, load_task, read_extra_test
-from bench.magnitude import config_at_mac_ratio, magnitude_prune
+from bench.magnitude import config_at_mac_ratio, magnitude_prune, torch_pruning
 from bench.training import Schedule, TaskModel, evaluate, tiny_config, train
 from espnet_prune.models import Wav2Vec2Config, Wav2Vec2Model
 from espnet_prune.pruning import PruningConfig, PruningController, attach_gates, exact_cost, remove_masks
@@ -381,6 +381,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="smoke run on subsets with few updates")
     args = parser.parse_args()
+    torch_pruning()  # the L1 baseline's package: fail now, not an hour in
     settings = Settings(
         pretrain_updates=args.pretrain_updates,
         prune_updates=args.prune_updates,

@@ -16,15 +16,24 @@ channels, not MACs. Heads are pruned whole: a head's score is the mean of its ch
 from __future__ import annotations
 
 import copy
+from types import ModuleType
 from typing import Callable
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
 from espnet_prune.constants import SAMPLE_RATE
 from espnet_prune.models import Wav2Vec2Config, Wav2Vec2Model
 from espnet_prune.pruning import exact_cost
+
+
+def torch_pruning() -> ModuleType:
+    """The Torch-Pruning package (the L1 baseline), or an exit naming the command that installs it."""
+    try:
+        import torch_pruning as tp
+    except ImportError:
+        raise SystemExit("bench: Torch-Pruning is not installed; run `make bench-install`") from None
+    return tp
 
 
 def uniform_config(config: Wav2Vec2Config, keep: float) -> Wav2Vec2Config:
@@ -52,6 +61,7 @@ def magnitude_prune(encoder: Wav2Vec2Model, target: Wav2Vec2Config) -> Wav2Vec2M
 
     The result is rebuilt from ``target`` and loaded strictly, which proves the shapes Torch-Pruning left.
     """
+    tp = torch_pruning()
     model = copy.deepcopy(encoder).eval()
     graph = tp.DependencyGraph().build_dependency(
         model,

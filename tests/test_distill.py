@@ -109,7 +109,7 @@ def _batch():
 
 def test_espnet_training_adds_the_weighted_loss_and_keeps_the_teacher_out_of_checkpoints(tmp_path) -> None:
     from espnet_prune.espnet import PrunedASRTask
-    from espnet_prune.espnet.removal import remove_asr_masks
+    from espnet_prune.espnet.asr_removal import remove_asr_masks
 
     model, args = _espnet_model(tmp_path, "--encoder_conf", "pruning.distill={weight: 2.0, layers: [1, 2]}")
     ssl = model.encoder.ssl

@@ -331,7 +331,7 @@ def test_bad_configs_fail_at_build_time_with_one_message(base_args, tmp_path, ex
 
 
 def test_remove_masks_of_a_gated_frontend_keeps_the_encoder_output(base_args, tmp_path) -> None:
-    from espnet_prune.espnet.removal import max_encode_difference, remove_asr_masks
+    from espnet_prune.espnet.asr_removal import max_encode_difference, remove_asr_masks
 
     config = yaml.safe_load(TINY_TRAIN_CONFIG.read_text())
     del config["input_size"], config["encoder_conf"]
@@ -592,4 +592,45 @@ def test_init_param_is_read_safely_and_must_cover_the_ssl_module(base_args, tmp_
     torch.save({"x": Payload()}, crafted)
     with pytest.raises(CheckpointError, match="refused"):
         abs_task.load_pretrained_model(str(crafted), target, False)
+    assert not marker.exists()
+
+
+def test_resume_reads_checkpoint_pth_safely(base_args, tmp_path) -> None:
+    """Stage 11 reruns resume through ESPnet's Trainer.resume, which unpickles checkpoint.pth freely: the
+    plugin reads it with the safe loader first. A checkpoint as ESPnet writes it (numpy scalars and timedeltas
+    in the reporter) resumes; a crafted one is refused before anything runs."""
+    import datetime
+
+    import numpy
+    from espnet2.train.reporter import Reporter
+    from espnet2.train.trainer import Trainer
+
+    from espnet_prune.checkpoints import CheckpointError
+
+    model, args = _build(base_args)
+    optimizer = PrunedASRTask.build_optimizers(args, model)[0]
+    reporter = Reporter()
+    good = tmp_path / "checkpoint.pth"
+    state = {
+        "model": model.state_dict(),
+        "reporter": reporter.state_dict(),
+        "optimizers": [optimizer.state_dict()],
+        "schedulers": [None],
+        "scaler": None,
+        "extra": [numpy.float64(1.5), datetime.timedelta(seconds=3)],
+    }
+    torch.save(state, good)
+    Trainer.resume(good, model, reporter, [optimizer], [None], None)
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (__import__("os").system, (f"touch {marker}",))
+
+    crafted = tmp_path / "crafted" / "checkpoint.pth"
+    crafted.parent.mkdir()
+    torch.save({**state, "reporter": Payload()}, crafted)
+    with pytest.raises(CheckpointError, match="refused"):
+        Trainer.resume(crafted, model, reporter, [optimizer], [None], None)
     assert not marker.exists()

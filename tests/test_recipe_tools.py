@@ -386,7 +386,7 @@ def test_tuning_configs_carry_their_pruning_preset():
             config
         )
         checked += 1
-    assert checked == 11
+    assert checked == 13  # every gated tuning config of both recipes
 
 
 def test_demo_configs_live_once_in_the_template():

@@ -33,8 +33,8 @@ from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
 
 from espnet_prune.cli import add_trust_checkpoint, exit_on_error
 from espnet_prune.espnet import ConfigError
+from espnet_prune.espnet.asr_removal import max_encode_difference, remove_asr_masks
 from espnet_prune.espnet.loading import load_asr_model, read_train_config, read_yaml_mapping
-from espnet_prune.espnet.removal import max_encode_difference, remove_asr_masks
 from espnet_prune.espnet.ssl import find_ssl
 from espnet_prune.io import atomic_dir
 from espnet_prune.pruning.budget import exact_sparsity, fit_to_targets

@@ -1,7 +1,7 @@
 """Recipe scoring stage: WER (and intent accuracy, or SLURP's SLU metrics) per test set, written like
 ESPnet's RESULTS.md.
 
-    python -m espnet_prune.bin.score --dump_dir dump/raw --decode_dir exp/asr/pruned/decode_ctc \
+    python -m espnet_prune.bin.score --dump_dir dump/raw --decode_dir exp/asr/pruned/decode_ctc_greedy \
         --sets test_clean test_other --asr_train_config exp/asr/pruned/config.yaml \
         --asr_model_file exp/asr/pruned/model.pth [--intent_first | --entity] --out exp/asr/pruned/RESULTS.md
 

@@ -8,7 +8,8 @@ own ASR task in place:
   choices, so ``python -m espnet2.bin.asr_train``, ``Speech2Text`` and DDP workers know them;
 - the task's class methods gain the pruning behaviour (see ``_PruningTask``). Every addition applies only
   when the config names ``pruned_wav2vec2``; any other ESPnet model goes through ESPnet's code unchanged;
-- ``--init_param`` files are read by the safe loader first, and must cover an SSL module completely.
+- ``--init_param`` files are read by the safe loader first, and must cover an SSL module completely; so is
+  ``checkpoint.pth`` before ESPnet's trainer resumes from it.
 
 ``PrunedASRTask`` is ESPnet's ``ASRTask`` itself, kept as the name our tools use.
 """
@@ -16,10 +17,12 @@ own ASR task in place:
 from __future__ import annotations
 
 import argparse
+import datetime
 import logging
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
+import numpy
 import torch
 import yaml
 from espnet2.asr.espnet_model import ESPnetASRModel
@@ -29,8 +32,14 @@ from espnet2.tasks.abs_task import optim_classes
 from espnet2.tasks.asr import ASRTask
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 from espnet2.train.class_choices import ClassChoices
+from espnet2.train.trainer import Trainer
 
-from espnet_prune.checkpoints import check_keys, load_state_dict
+try:
+    from numpy._core.multiarray import scalar as numpy_scalar
+except ImportError:  # numpy < 2
+    from numpy.core.multiarray import scalar as numpy_scalar
+
+from espnet_prune.checkpoints import check_keys, load_checkpoint, load_state_dict
 from espnet_prune.espnet.encoder import PrunedWav2Vec2Encoder
 from espnet_prune.espnet.frontend import PrunedWav2Vec2Frontend
 from espnet_prune.espnet.model import PrunedESPnetASRModel
@@ -38,6 +47,14 @@ from espnet_prune.espnet.ssl import ConfigError, PrunableSSL, find_prunable
 from espnet_prune.pruning.gating import ungated_state_dict
 
 NAME = "pruned_wav2vec2"
+# What ESPnet's trainer pickles into checkpoint.pth besides tensors and plain data: the reporter's numpy
+# scalars (rebuilt from a dtype and bytes) and timedeltas; data only, nothing that runs code.
+RESUME_GLOBALS: List[Any] = [
+    numpy_scalar,
+    numpy.dtype,
+    *(getattr(numpy.dtypes, name) for name in dir(numpy.dtypes) if name.endswith("DType")),
+    datetime.timedelta,
+]
 MODEL_NAME = "pruned_espnet"
 
 
@@ -253,6 +270,17 @@ def _checked_load_pretrained_model(load: Callable[..., None]) -> Callable[..., N
     return checked
 
 
+def _checked_resume(resume: Callable[..., None]) -> Callable[..., None]:
+    """ESPnet's ``Trainer.resume`` (stage 11 rerun, ``--resume true``), preceded by the safe loader: ESPnet
+    unpickles ``checkpoint.pth`` with ``weights_only=False``, so a crafted file there could run code."""
+
+    def checked(checkpoint: Union[str, Path], *args: Any, **kwargs: Any) -> None:
+        load_checkpoint(checkpoint, safe_globals=RESUME_GLOBALS)
+        resume(checkpoint, *args, **kwargs)
+
+    return checked
+
+
 def install(task: type = ASRTask) -> None:
     """Register the names and install the behaviours on ``task`` (once per interpreter)."""
     _register(espnet_asr.frontend_choices, NAME, PrunedWav2Vec2Frontend)
@@ -264,6 +292,7 @@ def install(task: type = ASRTask) -> None:
         _PruningTask.ORIGINAL[name] = getattr(task, name).__func__
         setattr(task, name, classmethod(getattr(_PruningTask, name)))
     abs_task.load_pretrained_model = _checked_load_pretrained_model(abs_task.load_pretrained_model)
+    Trainer.resume = staticmethod(_checked_resume(Trainer.resume))
 
 
 install()
