@@ -4,13 +4,30 @@ test needs) or through the ESPnet configs of the repository (``TINY_MODEL``, ``T
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, List, Sequence
 
 from espnet_prune.models import Wav2Vec2Config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = REPO / "conf" / "model" / "tiny_wav2vec2.yaml"  # the tiny geometry of the ESPnet tests and demo
 TINY_TRAIN_CONFIG = REPO / "conf" / "train" / "tiny_hj_mac_50.yaml"  # HJ-MAC at 50% for that model
+TINY_TOKENS = ["<blank>", "<unk>", "<space>", "A", "B", "C", "<sos/eos>"]
+
+
+def tiny_asr_args(root: Path, tokens: Sequence[str] = TINY_TOKENS) -> List[str]:
+    """ESPnet asr_train arguments of the tiny HJ-MAC model (TINY_TRAIN_CONFIG with TINY_MODEL): the token list
+    is written into ``root``, the output dir is ``root/exp``."""
+    (root / "tokens.txt").write_text("\n".join(tokens) + "\n")
+    return [
+        "--config",
+        str(TINY_TRAIN_CONFIG),
+        "--encoder_conf",
+        f"model_config={TINY_MODEL}",
+        "--token_list",
+        str(root / "tokens.txt"),
+        "--output_dir",
+        str(root / "exp"),
+    ]
 
 
 def tiny_config(**overrides: Any) -> Wav2Vec2Config:

@@ -13,7 +13,7 @@ from espnet_prune.models import Wav2Vec2Model
 from espnet_prune.pruning.controller import PruningConfig
 from espnet_prune.pruning.distill import DistillConfig, LayerDistiller, frame_distillation_loss
 
-from conftest import TINY_MODEL, TINY_TRAIN_CONFIG, tiny_config
+from conftest import tiny_asr_args, tiny_config
 
 
 def test_frame_loss_matches_a_loop_over_valid_frames() -> None:
@@ -79,21 +79,7 @@ def test_layers_beyond_the_model_are_refused_naming_the_key() -> None:
 def _espnet_model(tmp_path: Path, *overrides: str):
     from espnet_prune.espnet import PrunedASRTask
 
-    tokens = tmp_path / "tokens.txt"
-    tokens.write_text("\n".join(["<blank>", "<unk>", "<space>", "A", "B", "C", "<sos/eos>"]) + "\n")
-    args = PrunedASRTask.get_parser().parse_args(
-        [
-            "--config",
-            str(TINY_TRAIN_CONFIG),
-            "--encoder_conf",
-            f"model_config={TINY_MODEL}",
-            "--token_list",
-            str(tokens),
-            "--output_dir",
-            str(tmp_path / "exp"),
-            *overrides,
-        ]
-    )
+    args = PrunedASRTask.get_parser().parse_args([*tiny_asr_args(tmp_path), *overrides])
     return PrunedASRTask.build_model(args), args
 
 

@@ -15,25 +15,12 @@ from espnet_prune.espnet import PrunableSSL, PrunedASRTask, PrunedESPnetASRModel
 from espnet_prune.espnet.ssl import SSLOptions
 from espnet_prune.models import Wav2Vec2Config
 
-from conftest import REPO, TINY_MODEL, TINY_TRAIN_CONFIG
-
-TOKENS = ["<blank>", "<unk>", "<space>", "A", "B", "C", "<sos/eos>"]
+from conftest import REPO, TINY_MODEL, TINY_TRAIN_CONFIG, tiny_asr_args
 
 
 @pytest.fixture
 def base_args(tmp_path) -> List[str]:
-    tokens = tmp_path / "tokens.txt"
-    tokens.write_text("\n".join(TOKENS) + "\n")
-    return [
-        "--config",
-        str(TINY_TRAIN_CONFIG),
-        "--encoder_conf",
-        f"model_config={TINY_MODEL}",
-        "--token_list",
-        str(tokens),
-        "--output_dir",
-        str(tmp_path / "exp"),
-    ]
+    return tiny_asr_args(tmp_path)
 
 
 def _build(args: List[str]):

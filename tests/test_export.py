@@ -31,7 +31,7 @@ from espnet_prune.export import (
     random_batches,
 )
 
-from conftest import TINY_MODEL, TINY_TRAIN_CONFIG
+from conftest import tiny_asr_args
 
 TOKENS = ["<blank>", "<unk>", "<space>", "A", "B", "C", "D", "E", "<sos/eos>"]
 TOLERANCE = 1e-4
@@ -52,20 +52,7 @@ class Exp:
         from espnet_prune.bin import remove_masks
 
         self.root = root
-        tokens = root / "tokens.txt"
-        tokens.write_text("\n".join(TOKENS) + "\n")
-        args = PrunedASRTask.get_parser().parse_args(
-            [
-                "--config",
-                str(TINY_TRAIN_CONFIG),
-                "--encoder_conf",
-                f"model_config={TINY_MODEL}",
-                "--token_list",
-                str(tokens),
-                "--output_dir",
-                str(root / "exp"),
-            ]
-        )
+        args = PrunedASRTask.get_parser().parse_args(tiny_asr_args(root, TOKENS))
         torch.manual_seed(0)
         model = PrunedASRTask.build_model(args)
         ssl = model.encoder.ssl.model

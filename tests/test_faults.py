@@ -24,10 +24,7 @@ import yaml
 
 from espnet_prune.data.kaldi import Utterance, write_data_dir
 
-REPO = Path(__file__).resolve().parents[1]
-TINY_CONFIG = REPO / "conf" / "train" / "tiny_hj_mac_50.yaml"
-TINY_MODEL = REPO / "conf" / "model" / "tiny_wav2vec2.yaml"
-TOKENS = ["<blank>", "<unk>", "<space>", "A", "B", "C", "<sos/eos>"]
+from conftest import REPO, TINY_MODEL, TINY_TOKENS, TINY_TRAIN_CONFIG, tiny_asr_args
 
 
 @dataclass
@@ -69,22 +66,8 @@ def run(tmp_path_factory) -> Run:
     from espnet_prune.pruning.budget import fit_to_targets
 
     root = tmp_path_factory.mktemp("faults")
-    (root / "tokens.txt").write_text("\n".join(TOKENS) + "\n")
     exp = root / "exp"
-    args = PrunedASRTask.get_parser().parse_args(
-        [
-            "--config",
-            str(TINY_CONFIG),
-            "--encoder_conf",
-            f"model_config={TINY_MODEL}",
-            "--token_list",
-            str(root / "tokens.txt"),
-            "--token_type",
-            "char",
-            "--output_dir",
-            str(exp),
-        ]
-    )
+    args = PrunedASRTask.get_parser().parse_args([*tiny_asr_args(root), "--token_type", "char"])
     torch.manual_seed(0)
     model = PrunedASRTask.build_model(args)
     fit_to_targets(model.encoder.ssl.model, [("macs", 0.5)], 10.0)
@@ -435,12 +418,12 @@ def test_inference_refuses_a_bad_config_yaml(run: Run, tmp_path, capsys, kind, c
 def test_training_refuses_a_bad_encoder_conf(tmp_path, capsys, extra, culprit) -> None:
     from espnet_prune.bin import asr_train
 
-    (tmp_path / "tokens.txt").write_text("\n".join(TOKENS) + "\n")
+    (tmp_path / "tokens.txt").write_text("\n".join(TINY_TOKENS) + "\n")
     expect_error(
         asr_train.main,
         [
             "--config",
-            TINY_CONFIG,
+            TINY_TRAIN_CONFIG,
             "--encoder_conf",
             f"model_config={TINY_MODEL}",
             "--token_list",
@@ -471,7 +454,7 @@ def test_training_refuses_an_unreadable_config_file(tmp_path, capsys, content, c
 
     config = tmp_path / "train.yaml"
     config.write_text(content)
-    (tmp_path / "tokens.txt").write_text("\n".join(TOKENS) + "\n")
+    (tmp_path / "tokens.txt").write_text("\n".join(TINY_TOKENS) + "\n")
     expect_error(
         asr_train.main,
         [
