@@ -114,6 +114,19 @@ class Run:
             ]
         return args
 
+    def stats_args(self) -> List[str]:
+        """ESPnet's statistics collection (shape files) into ``self.stats``."""
+        return self.common() + [
+            "--collect_stats",
+            "true",
+            "--output_dir",
+            str(self.stats),
+            "--train_shape_file",
+            str(self.train / "wav.scp"),
+            "--valid_shape_file",
+            str(self.valid / "wav.scp"),
+        ]
+
     def train_args(self, out: Path, *extra: str) -> List[str]:
         return self.common() + [
             "--train_shape_file",
@@ -161,19 +174,7 @@ def run(tmp_path_factory) -> Run:
     run = Run(tmp_path_factory.mktemp("espnet_e2e"))
     from espnet_prune.bin import asr_train
 
-    asr_train.main(
-        run.common()
-        + [
-            "--collect_stats",
-            "true",
-            "--output_dir",
-            str(run.stats),
-            "--train_shape_file",
-            str(run.train / "wav.scp"),
-            "--valid_shape_file",
-            str(run.valid / "wav.scp"),
-        ]
-    )
+    asr_train.main(run.stats_args())
     (run.root / "exp").mkdir()
     _stock(
         "espnet2.bin.asr_train",

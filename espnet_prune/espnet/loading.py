@@ -16,11 +16,10 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import yaml
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 
-from espnet_prune.checkpoints import load_state_dict
 from espnet_prune.cli import one_line
 from espnet_prune.data.audio import check_scp_audio
 from espnet_prune.espnet.ssl import ConfigError
-from espnet_prune.espnet.task import PrunedASRTask, check_weights
+from espnet_prune.espnet.task import PrunedASRTask, load_weights
 
 PathLike = Union[str, Path]
 
@@ -89,9 +88,7 @@ def load_asr_model(
             f"({type(exc).__name__}: {one_line(exc)})"
         ) from None
     if model_file is not None:
-        state = load_state_dict(model_file, trust=trust_checkpoint)
-        check_weights(model, state, model_file, config_file)
-        model.load_state_dict(state)
+        load_weights(model, model_file, config_file, trust_checkpoint)
     return model, args
 
 

@@ -204,9 +204,7 @@ class _PruningTask:
             return original(cls, config_file, model_file, device)
         model, args = original(cls, config_file, None, device)
         if model_file is not None:
-            state = load_state_dict(model_file)
-            check_weights(model, state, model_file, config_file)
-            model.load_state_dict(state)
+            load_weights(model, model_file, config_file)
         return model, args
 
 
@@ -218,13 +216,15 @@ def _model_weights(ssl: PrunableSSL, state: Dict[str, torch.Tensor]) -> Dict[str
     return {k: v for k, v in state.items() if k not in pruning_state}
 
 
-def check_weights(
+def load_weights(
     model: torch.nn.Module,
-    state: Dict[str, torch.Tensor],
     model_file: Union[Path, str],
     config_file: Union[Path, str],
+    trust_checkpoint: bool = False,
 ) -> None:
-    """CheckpointError naming both files and the keys unless ``state`` fits ``model`` exactly."""
+    """Load ``model_file`` into ``model`` through the safe loader; CheckpointError naming both files and the keys
+    unless the weights fit the model that ``config_file`` describes exactly."""
+    state = load_state_dict(model_file, trust=trust_checkpoint)
     check_keys(
         model.state_dict(),
         state,
@@ -232,6 +232,7 @@ def check_weights(
         f"the model that {config_file} describes "
         "(use the config.yaml written next to these weights; mask removal writes one for the removed model)",
     )
+    model.load_state_dict(state)
 
 
 def _checked_load_pretrained_model(load: Callable[..., None]) -> Callable[..., None]:
