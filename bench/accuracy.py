@@ -1,20 +1,31 @@
-"""Accuracy versus MACs on real speech: HJ-Pruning variants against Torch-Pruning and dense-from-scratch.
+"""The evidence benchmark: accuracy versus exact MACs on real and SLURP-shaped speech, several seeds.
 
-For each task (``cathy``: character CTC, WER; ``fsdd``: digit classification, accuracy) a tiny wav2vec2 is
-first trained densely (the stand-in for a pre-trained model; cached under bench/work/). From it, with the
-same number of updates and the same batches, at each MAC budget:
+A stand-in for wav2vec2-base with base's cost proportions (bench/training.py) is pre-trained once on a
+broad multi-voice corpus (bench/pretrain.py). Every method then fine-tunes it on a task for the same
+number of updates over the same batches (per seed), as in the paper, where pruning happens while a
+pre-trained model is fine-tuned:
 
-- HJ-MAC, HJ-Size, HJ-SepSize, Transformer-only: gates and the Lagrangian controller train with the model;
-  the target sparsity is 1 - budget on each variant's own quantity (MACs; all params; CNN and Transformer
-  params apart; Transformer params), as in the paper, so the size variants land where their shapes put
-  them in MACs. The removed model (``remove_masks``) is evaluated; its MACs are counted exactly.
-- Torch-Pruning: L1-magnitude structured pruning to the budget's MACs (see bench/magnitude.py), then the
-  same fine-tuning.
-- Dense from scratch: a uniformly narrowed model of the budget's MACs trained for pretrain + prune updates.
-- Dense: the start model trained for the prune updates more (the unpruned reference).
+- Dense: plain fine-tuning (the unpruned reference).
+- HJ-MAC, HJ-SepSize, HJ-Size, Transformer-only: the library's gates and ``PruningController`` with its
+  defaults; the target rises over the first third of the updates and is held for the rest; at the end
+  the masks are fitted to the exact budget and removed, as ``espnet_prune.bin.remove_masks`` does, and the
+  removed model is scored. Targets: HJ-MAC 1 - budget of the MACs; HJ-Size 1 - budget of all params and
+  HJ-SepSize 1 - budget of CNN and of Transformer params (a uniform cut at those sparsities lands near the
+  budget's MACs); Transformer-only (1 - budget) / the Transformer's share of the MACs of its
+  Transformer params, so that it also lands near the budget (unreachable below the CNN's share).
+- HJ-MAC + distillation: HJ-MAC with the library's layer-to-layer distillation from the pre-trained model.
+- Torch-Pruning (L1): the pre-trained encoder cut by group L1 magnitude to the budget's MACs, then
+  fine-tuned (bench/magnitude.py).
+- From scratch: the same uniformly narrowed geometry, random init, fine-tuned for the same updates.
 
-Run: ``python -m bench.accuracy`` (full), ``--quick`` (a few minutes), ``--datasets cathy``,
-``--extra_test DIR`` (score every model on a further folder in a task's layout). Results go to bench/results/.
+Tasks: ``cathy`` (real read speech, character CTC; WER and CER), ``fsdd`` (real spoken digits; accuracy),
+``slurp`` (real SLURP sentences and intents, synthesized, held-out phrasings; intent accuracy). MACs are
+exact (``exact_cost``) at the stand-in's reference length (1.875 s, T/D as base's at 10 s).
+
+Each (task, method, budget, seed) result is cached in bench/work/evidence/, so a rerun only adds what is
+missing. Tables report mean and standard deviation over the seeds, and the paper's claims C1-C3 are
+checked per task. Run: ``python -m bench.accuracy`` (all tasks, all methods), ``--tasks fsdd``,
+``--methods dense hj_mac``, ``--budgets 0.5``, ``--seeds 0 1 2``, ``--quick`` (smoke run on subsets).
 """
 
 from __future__ import annotations
@@ -23,10 +34,11 @@ import argparse
 import copy
 import hashlib
 import json
+import statistics
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -42,326 +54,404 @@ from bench.common import (
     markdown_table,
     use_cpu_threads,
 )
-from bench.data import Example, load_task, read_extra_test
+from bench.data import NUM_DIGITS, Example, Splits, load_task
 from bench.magnitude import config_at_mac_ratio, magnitude_prune, torch_pruning
-from bench.training import Schedule, TaskModel, evaluate, tiny_config, train
-from espnet_prune.models import Wav2Vec2Config, Wav2Vec2Model
+from bench.pretrain import PretrainSettings, pretrained_encoder
+from bench.speech import SLURP_DIR, load_slurp_task
+from bench.training import (
+    REFERENCE_SECONDS,
+    Schedule,
+    TaskModel,
+    cost_proportions,
+    evaluate,
+    standin_config,
+    train,
+)
+from espnet_prune.io import atomic_write
+from espnet_prune.models import Wav2Vec2Model
 from espnet_prune.pruning import PruningConfig, PruningController, attach_gates, exact_cost, remove_masks
+from espnet_prune.pruning.budget import exact_sparsity, fit_to_targets
+from espnet_prune.pruning.distill import DistillConfig, LayerDistiller
 
-TASKS = {"cathy": "ctc", "fsdd": "classify"}
+TASKS = ("fsdd", "slurp", "cathy")
+METRICS = {"cathy": ("wer", "cer"), "fsdd": ("accuracy",), "slurp": ("accuracy",)}
+HIGHER_IS_BETTER = {"wer": False, "cer": False, "accuracy": True}
 HJ_VARIANTS = {
     "hj_mac": "mac",
-    "hj_size": "size",
+    "hj_mac_distill": "mac",
     "hj_sep_size": "sep_size",
+    "hj_size": "size",
     "transformer_only": "transformer_only",
 }
 LABELS = {
-    "dense": "Dense (start + prune updates)",
+    "dense": "Dense fine-tuning",
     "hj_mac": "HJ-MAC",
-    "hj_size": "HJ-Size",
+    "hj_mac_distill": "HJ-MAC + distillation",
     "hj_sep_size": "HJ-SepSize",
+    "hj_size": "HJ-Size",
     "transformer_only": "Transformer-only",
     "torch_pruning": "Torch-Pruning (L1)",
-    "scratch": "Dense from scratch",
+    "scratch": "From scratch (same geometry)",
 }
-METHODS = ("hj_mac", "hj_size", "hj_sep_size", "transformer_only", "torch_pruning", "scratch")
-REFERENCE_SECONDS = 10.0
+METHODS = tuple(LABELS)
+DISTILL = DistillConfig(weight=1.0, layers=[2, 4], loss="l1_cos")  # DPHuBERT's every third layer, for 4
 
 
 @dataclass
 class Settings:
-    """Everything that decides a trained model (and so its cache key)."""
+    """Everything that decides a run's result (and so its cache key), besides task, method, budget, seed."""
 
-    pretrain_updates: int = 1200
-    prune_updates: int = 300
-    budgets: List[float] = field(default_factory=lambda: [0.8, 0.5])
+    updates: int = 300
     batch_size: int = 8
-    peak_lr: float = 2e-3
-    warmup: int = 300
-    gate_lr: float = 0.05
-    lambda_lr: float = 1.0
-    target_warmup: float = 1 / 3  # fraction of the prune updates over which HJ targets rise
-    seed: int = 0
+    peak_lr: float = 1e-3
+    warmup: int = 50
+    target_warmup: float = 1 / 3  # fraction of the updates over which HJ targets rise; the rest holds them
     max_train: Optional[int] = None  # quick runs train and score on subsets
     max_eval: Optional[int] = None
+    pretrain: PretrainSettings = field(default_factory=PretrainSettings)
 
-    def schedule(self) -> Schedule:
-        return Schedule(self.peak_lr, self.warmup)
-
-    def pretrain_key(self, dataset: str) -> str:
-        fields = {
-            k: v
-            for k, v in asdict(self).items()
-            if k in ("pretrain_updates", "batch_size", "peak_lr", "warmup", "seed", "max_train")
-        }
-        return _digest({"dataset": dataset, "config": tiny_config().to_dict(), **fields})
-
-    def run_key(self, dataset: str, method: str) -> str:
-        """Cache key of a model trained from the start model; only the HJ variants use the gate settings."""
-        fields = {"pretrain": self.pretrain_key(dataset), "prune_updates": self.prune_updates}
-        if method in HJ_VARIANTS:
-            fields.update(gate_lr=self.gate_lr, lambda_lr=self.lambda_lr, target_warmup=self.target_warmup)
-        return _digest(fields)
+    def run_key(self, task: str, method: str, budget: float, seed: int) -> str:
+        data = {**asdict(self), "task": task, "method": method, "budget": budget, "seed": seed}
+        return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _digest(data: Dict) -> str:
-    return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+def transformer_mac_share() -> float:
+    return 1.0 - cost_proportions(standin_config(), REFERENCE_SECONDS)["CNN share of MACs"]
 
 
-def pruning_config(method: str, budget: float, settings: Settings) -> PruningConfig:
-    """HJ variant ``method`` with sparsity 1 - budget on its own quantity."""
+def targets_for(method: str, budget: float) -> Optional[Dict[str, float]]:
+    """The pruning block's target keys for ``method`` at MAC ``budget``; None when it cannot get there."""
     sparsity = 1.0 - budget
-    data: Dict = {
-        "variant": HJ_VARIANTS[method],
-        "warmup_updates": int(settings.target_warmup * settings.prune_updates),
-        "reference_seconds": REFERENCE_SECONDS,
-        "gate_lr": settings.gate_lr,
-        "lambda_lr": settings.lambda_lr,
-    }
     if method == "hj_sep_size":
-        data.update(cnn_target_sparsity=sparsity, transformer_target_sparsity=sparsity)
-    else:
-        data["target_sparsity"] = sparsity
-    return PruningConfig.from_dict(data)
+        return {"cnn_target_sparsity": sparsity, "transformer_target_sparsity": sparsity}
+    if method == "transformer_only":
+        transformer = sparsity / transformer_mac_share()
+        return {"target_sparsity": round(transformer, 3)} if transformer <= 0.9 else None
+    return {"target_sparsity": sparsity}
 
 
-# --- model cache ------------------------------------------------------------------------------------
-
-
-def save_model(path: Path, model: TaskModel, train_seconds: float) -> None:
-    """Write atomically, so that an interrupted run never leaves a half-written cache entry."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {
-        "config": model.encoder.config.to_dict(),
-        "task": model.task,
-        "state": model.state_dict(),
-        "train_seconds": train_seconds,
-    }
-    partial = path.with_suffix(".partial")
-    torch.save(state, partial)
-    partial.replace(path)
-
-
-def load_model(path: Path) -> Tuple[TaskModel, float]:
-    saved = torch.load(path, weights_only=True)
-    model = TaskModel(
-        Wav2Vec2Model(Wav2Vec2Config.from_dict(saved["config"], source=str(path))), saved["task"]
+def pruning_config(method: str, budget: float, s: Settings) -> PruningConfig:
+    """The library's defaults, with the variant, its targets and the target warm-up of this benchmark."""
+    return PruningConfig.from_dict(
+        {
+            "variant": HJ_VARIANTS[method],
+            "warmup_updates": int(s.target_warmup * s.updates),
+            "reference_seconds": REFERENCE_SECONDS,
+            **targets_for(method, budget),
+        }
     )
-    model.load_state_dict(saved["state"])
-    return model, saved["train_seconds"]
 
 
-def cached(path: Path, build: Callable[[], Tuple[TaskModel, float]]) -> Tuple[TaskModel, float]:
-    """The model saved at ``path``, or ``build()`` it (model, training seconds) and save it there."""
-    if path.is_file():
-        print(f"  (cached: {path.relative_to(WORK_DIR)})")
-        return load_model(path)
-    model, seconds = build()
-    save_model(path, model, seconds)
-    return model, seconds
+# --- one run --------------------------------------------------------------------------------------------
 
 
-# --- methods ----------------------------------------------------------------------------------------
+def task_model(task: str, classes: int, pretrained: TaskModel) -> TaskModel:
+    """The pre-trained encoder with the task's head: the pre-trained CTC head for ASR, a new one otherwise."""
+    if task == "cathy":
+        return copy.deepcopy(pretrained)
+    return TaskModel(copy.deepcopy(pretrained.encoder), "classify", classes)
 
 
-def train_from_scratch(
-    task: str, config: Wav2Vec2Config, train_set: List[Example], updates: int, s: Settings
-) -> Tuple[TaskModel, float]:
-    torch.manual_seed(s.seed)
-    model = TaskModel(Wav2Vec2Model(config), task)
-    return model, train(model, train_set, updates, s.schedule(), batch_size=s.batch_size, seed=s.seed)
-
-
-def continue_training(
-    model: TaskModel, train_set: List[Example], s: Settings, controller: Optional[PruningController] = None
-) -> float:
-    """The prune-stage updates: same batches for every method, the schedule continuing after pretraining."""
-    return train(
+def fine_tune(
+    task: str,
+    method: str,
+    budget: float,
+    seed: int,
+    train_set: List[Example],
+    classes: int,
+    pretrained: TaskModel,
+    s: Settings,
+) -> Tuple[TaskModel, Dict, float]:
+    """Fine-tune with ``method`` at ``budget``: the final (removed) model, the HJ sparsities (target, trained
+    masks, removed model; empty for the other methods) and the training seconds."""
+    torch.manual_seed(seed)  # the head and the gates' initial log_alpha are drawn from it
+    kind = "ctc" if task == "cathy" else "classify"
+    model = task_model(task, classes, pretrained)
+    dense_config = model.encoder.config
+    controller: Optional[PruningController] = None
+    distiller = None
+    sparsities: Dict = {}
+    if method == "scratch":
+        model = TaskModel(
+            Wav2Vec2Model(config_at_mac_ratio(dense_config, budget, REFERENCE_SECONDS)), kind, classes
+        )
+    elif method == "torch_pruning":
+        model.encoder = magnitude_prune(
+            model.encoder, config_at_mac_ratio(dense_config, budget, REFERENCE_SECONDS)
+        )
+    elif method in HJ_VARIANTS:
+        cfg = pruning_config(method, budget, s)
+        attach_gates(model.encoder, cfg.gates)
+        controller = PruningController(model.encoder, cfg)
+        if method == "hj_mac_distill":
+            model.distiller = LayerDistiller(copy.deepcopy(pretrained.encoder), DISTILL)
+            distiller = lambda: DISTILL.weight * model.distiller(*model.last_output)  # noqa: E731
+    seconds = train(
         model,
         train_set,
-        s.prune_updates,
-        s.schedule(),
-        first_update=s.pretrain_updates + 1,
+        s.updates,
+        Schedule(s.peak_lr, s.warmup),
         controller=controller,
         batch_size=s.batch_size,
-        seed=s.seed + 1,
+        seed=seed,
+        log_every=100,
+        distiller=distiller,
     )
+    model.last_output = None
+    if controller is not None:
+        targets = controller.cfg.targets()
+        sparsities["targets"] = {q: t for q, t in targets}
+        sparsities["trained_sparsity"] = {
+            q: exact_sparsity(model.encoder, q, REFERENCE_SECONDS) for q, _ in targets
+        }
+        fits = fit_to_targets(model.encoder, targets, REFERENCE_SECONDS)
+        sparsities["removed_sparsity"] = {fit.quantity: fit.fitted for fit in fits}
+        model.encoder, _ = remove_masks(model.encoder)
+        if method == "hj_mac_distill":
+            del model.distiller  # never part of the pruned model
+    return model, sparsities, seconds
 
 
-def run_method(
-    method: str, budget: float, start: TaskModel, train_set: List[Example], s: Settings
-) -> Tuple[TaskModel, float]:
-    """Train ``method`` at ``budget`` from the dense ``start`` model; returns the (removed) model and seconds.
-
-    The global generator is seeded first: the gates' initial log_alpha is drawn from it before ``train``
-    seeds it again, and must not depend on what ran before in this process (which jobs came from the cache).
-    """
-    torch.manual_seed(s.seed)
-    if method == "scratch":
-        config = config_at_mac_ratio(start.encoder.config, budget, REFERENCE_SECONDS)
-        return train_from_scratch(start.task, config, train_set, s.pretrain_updates + s.prune_updates, s)
-    model = copy.deepcopy(start)
-    if method == "dense":
-        return model, continue_training(model, train_set, s)
-    if method == "torch_pruning":
-        model.encoder = magnitude_prune(
-            model.encoder, config_at_mac_ratio(model.encoder.config, budget, REFERENCE_SECONDS)
-        )
-        return model, continue_training(model, train_set, s)
-    cfg = pruning_config(method, budget, s)
-    attach_gates(model.encoder, cfg.gates)
-    seconds = continue_training(model, train_set, s, PruningController(model.encoder, cfg))
-    model.encoder, _ = remove_masks(model.encoder)
-    return model, seconds
-
-
-# --- one dataset --------------------------------------------------------------------------------------
-
-
-def score(
-    name: str,
-    model: TaskModel,
-    label: str,
+def run(
+    task: str,
+    method: str,
     budget: float,
-    seconds: float,
-    test: List[Example],
-    extra: Dict[str, List[Example]],
+    seed: int,
+    data: Splits,
+    classes: int,
+    pretrained: TaskModel,
+    s: Settings,
 ) -> Dict:
-    """One result row: exact encoder cost at 10 s, test metrics, and the metrics on every extra folder."""
-    config = model.encoder.config
-    cost, dense = exact_cost(config, REFERENCE_SECONDS), exact_cost(tiny_config(), REFERENCE_SECONDS)
-    row = {
-        "dataset": name,
-        "method": label,
+    """Fine-tune with ``method`` at ``budget``; the test metrics and exact costs of the final model."""
+    model, sparsities, seconds = fine_tune(task, method, budget, seed, data["train"], classes, pretrained, s)
+    cost, dense = (
+        exact_cost(model.encoder.config, REFERENCE_SECONDS),
+        exact_cost(pretrained.encoder.config, REFERENCE_SECONDS),
+    )
+    return {
+        **sparsities,
+        "task": task,
+        "method": method,
         "budget": budget,
-        "gmacs": cost.macs / 1e9,
+        "seed": seed,
         "mac_ratio": cost.macs / dense.macs,
+        "param_ratio": cost.params / dense.params,
         "params_m": cost.params / 1e6,
         "train_min": seconds / 60,
-        **evaluate(model, test),
+        **evaluate(model, data["test"]),
     }
-    for folder, examples in extra.items():
-        for metric, value in evaluate(model, examples).items():
-            row[f"{metric} {folder}"] = value
-    print(
-        f"  -> {label} @ {budget:g}: MAC ratio {row['mac_ratio']:.3f}, "
-        + ", ".join(f"{k} {v:.1f}" for k, v in row.items() if k in ("wer", "cer", "accuracy"))
+
+
+def cached_run(task: str, method: str, budget: float, seed: int, load: TaskData, s: Settings) -> Dict:
+    path = (
+        WORK_DIR
+        / "evidence"
+        / task
+        / f"{method}-{budget:g}-seed{seed}-{s.run_key(task, method, budget, seed)}.json"
     )
+    if path.is_file():
+        return json.loads(path.read_text())
+    data, classes, pretrained = load.get()
+    print(f"{task}: {LABELS[method]} @ {budget:g}, seed {seed} (load {load_average()})", flush=True)
+    row = run(task, method, budget, seed, data, classes, pretrained, s)
+    metrics = ", ".join(f"{m} {row[m]:.1f}" for m in METRICS[task])
+    print(f"  -> MAC ratio {row['mac_ratio']:.3f}, {metrics} ({row['train_min']:.1f} min)", flush=True)
+    with atomic_write(path) as f:
+        json.dump(row, f)
     return row
 
 
-def run_dataset(name: str, s: Settings, extra_dirs: List[Path], suffix: str) -> List[Dict]:
-    stopwatch = Stopwatch()
-    limits = {"train": s.max_train, "dev": s.max_eval, "test": s.max_eval}
-    splits = load_task(name, DATA_DIR / name, {k: v for k, v in limits.items() if v is not None}, s.seed)
-    if splits is None:
-        return []
-    print(
-        f"{name}: "
-        + ", ".join(f"{k} {len(v)}" for k, v in splits.items())
-        + f" utterances; load {load_average()}"
-    )
-    extra: Dict[str, List[Example]] = {}
-    for folder in extra_dirs:
-        examples = read_extra_test(name, folder)
-        if examples:
-            extra[folder.name] = examples
-        else:
-            print(f"  extra test {folder}: nothing in the {name} layout, skipped for {name}")
-    task = TASKS[name]
-    workdir = WORK_DIR / "accuracy" / f"{name}-{s.pretrain_key(name)}"
-    print(f"dense start model: {s.pretrain_updates} updates")
-    start, pretrain_seconds = cached(
-        workdir / "dense_start.pt",
-        lambda: train_from_scratch(task, tiny_config(), splits["train"], s.pretrain_updates, s),
-    )
-    print(f"  dev: {evaluate(start, splits['dev'])}")
-    rows = [score(name, start, "Dense (start)", 1.0, pretrain_seconds, splits["test"], extra)]
-    jobs = [("dense", 1.0)] + [(method, budget) for budget in s.budgets for method in METHODS]
-    for method, budget in jobs:
-        print(f"{name}: {LABELS[method]} @ {budget:g} (load {load_average()})")
-        model, seconds = cached(
-            workdir / f"{method}-{budget:g}-{s.run_key(name, method)}.pt",
-            lambda method=method, budget=budget: run_method(method, budget, start, splits["train"], s),
-        )
-        rows.append(score(name, model, LABELS[method], budget, seconds, splits["test"], extra))
-    write_report(name, rows, s, suffix, stopwatch.elapsed())
-    return rows
+class TaskData:
+    """The task's splits, classes and the pre-trained model, read only when a run is not cached."""
+
+    def __init__(self, task: str, s: Settings) -> None:
+        self.task, self.s = task, s
+        self.loaded: Optional[Tuple[Splits, int, TaskModel]] = None
+
+    def available(self) -> bool:
+        folder = SLURP_DIR if self.task == "slurp" else DATA_DIR / self.task
+        if not folder.is_dir():
+            print(f"skipping {self.task}: {folder} not found (the shared data folder is not available)")
+        return folder.is_dir()
+
+    def get(self) -> Tuple[Splits, int, TaskModel]:
+        if self.loaded is None:
+            s = self.s
+            if self.task == "slurp":
+                intents, data = load_slurp_task()
+                classes = len(intents)
+            else:
+                data = load_task(self.task, DATA_DIR / self.task)
+                classes = NUM_DIGITS if self.task == "fsdd" else 0
+            data = {k: _subset(v, s.max_train if k == "train" else s.max_eval) for k, v in data.items()}
+            print(f"{self.task}: " + ", ".join(f"{k} {len(v)}" for k, v in data.items()) + " utterances")
+            self.loaded = (data, classes, pretrained_encoder(s.pretrain))
+        return self.loaded
 
 
-# --- reports ------------------------------------------------------------------------------------------
+def _subset(examples: List[Example], limit: Optional[int]) -> List[Example]:
+    return examples if limit is None else examples[:: max(1, len(examples) // limit)][:limit]
 
 
-def write_report(name: str, rows: List[Dict], s: Settings, suffix: str, took: str) -> None:
-    metrics = ["wer", "cer"] if TASKS[name] == "ctc" else ["accuracy"]
-    extra_columns = sorted({k for row in rows for k in row if " " in k})
+# --- summary and claims ------------------------------------------------------------------------------
+
+
+@dataclass
+class Point:
+    """One (method, budget) over its seeds."""
+
+    method: str
+    budget: float
+    rows: List[Dict]
+
+    def mean(self, key: str) -> float:
+        return statistics.fmean(row[key] for row in self.rows)
+
+    def std(self, key: str) -> float:
+        values = [row[key] for row in self.rows]
+        return statistics.stdev(values) if len(values) > 1 else 0.0
+
+    def sparsity(self, stage: str) -> str:
+        if stage not in self.rows[0]:
+            return "-"
+        quantities = self.rows[0][stage]
+        return " / ".join(f"{statistics.fmean(row[stage][q] for row in self.rows):.3f}" for q in quantities)
+
+
+def points(rows: List[Dict]) -> List[Point]:
+    grouped: Dict[Tuple[str, float], List[Dict]] = {}
+    for row in rows:
+        grouped.setdefault((row["method"], row["budget"]), []).append(row)
+    order = {m: i for i, m in enumerate(METHODS)}
+    return [
+        Point(m, b, r) for (m, b), r in sorted(grouped.items(), key=lambda kv: (-kv[0][1], order[kv[0][0]]))
+    ]
+
+
+def compare(a: Point, b: Point, metric: str) -> Tuple[float, float]:
+    """(a's advantage over b in the metric's better direction, the spread: the larger of the two stds)."""
+    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+    return sign * (a.mean(metric) - b.mean(metric)), max(a.std(metric), b.std(metric))
+
+
+def claims(task: str, pts: List[Point]) -> List[str]:
+    """C1-C3 for the task's first metric, stated with the numbers."""
+    metric = METRICS[task][0]
+    find = {(p.method, p.budget): p for p in pts}
+    dense = next((p for p in pts if p.method == "dense"), None)
+    lines = []
+
+    def show(p: Point) -> str:
+        where = f"{LABELS[p.method]} @ {p.budget:g} (MAC ratio {p.mean('mac_ratio'):.3f})"
+        return f"{where}: {p.mean(metric):.1f} ± {p.std(metric):.1f}"
+
+    hj70, hj50 = find.get(("hj_mac", 0.7)), find.get(("hj_mac", 0.5))
+    if dense and hj70:
+        gain, spread = compare(hj70, dense, metric)
+        verdict = "holds (beats dense)" if gain > spread else "holds (tie)" if gain >= -spread else "fails"
+        lines.append(f"C1 HJ-MAC at ~0.7 matches or beats dense: {verdict}. {show(hj70)} vs {show(dense)}.")
+    if dense and hj50:
+        gain, _ = compare(hj50, dense, metric)
+        verdict = "holds" if gain >= -dense.std(metric) else "fails"
+        lines.append(f"C2 HJ-MAC at ~0.5 within one std of dense: {verdict}. {show(hj50)} vs {show(dense)}.")
+    for budget in (0.5, 0.3):
+        hj = find.get(("hj_mac", budget))
+        for rival in ("transformer_only", "torch_pruning"):
+            other = find.get((rival, budget))
+            if hj and other:
+                gain, spread = compare(hj, other, metric)
+                verdict = (
+                    "holds"
+                    if gain > spread
+                    else "tie (inside the spread)"
+                    if gain >= -spread
+                    else "fails (rival better)"
+                )
+                lines.append(
+                    f"C3 HJ-MAC beats {LABELS[rival]} at {budget:g}: {verdict}. {show(hj)} vs {show(other)}."
+                )
+    return [f"- {line}" for line in lines]
+
+
+def write_report(
+    task: str, rows: List[Dict], s: Settings, seeds: List[int], took: str, suffix: str = ""
+) -> None:
+    metrics = METRICS[task]
+    pts = points(rows)
     header = [
         "method",
         "budget",
-        f"GMACs @ {REFERENCE_SECONDS:g} s",
+        "target sparsity",
+        "exact sparsity (trained masks)",
+        "exact sparsity (removed)",
         "MAC ratio",
         "params (M)",
-        *[f"test {m.upper() if m != 'accuracy' else m} %" for m in metrics],
-        *extra_columns,
+        *[f"test {m.upper() if m != 'accuracy' else m} % (mean ± std)" for m in metrics],
+        "seeds",
         "train min",
     ]
     table = markdown_table(
         header,
         [
             (
-                row["method"],
-                f"{row['budget']:g}",
-                f"{row['gmacs']:.3f}",
-                f"{row['mac_ratio']:.3f}",
-                f"{row['params_m']:.3f}",
-                *[f"{row[m]:.1f}" for m in metrics],
-                *[f"{row.get(c, float('nan')):.1f}" for c in extra_columns],
-                f"{row['train_min']:.1f}",
+                LABELS[p.method],
+                f"{p.budget:g}",
+                p.sparsity("targets"),
+                p.sparsity("trained_sparsity"),
+                p.sparsity("removed_sparsity"),
+                f"{p.mean('mac_ratio'):.3f}",
+                f"{p.mean('params_m'):.3f}",
+                *[f"{p.mean(m):.1f} ± {p.std(m):.1f}" for m in metrics],
+                len(p.rows),
+                f"{p.mean('train_min'):.1f}",
             )
-            for row in rows
+            for p in pts
         ],
     )
     text = "\n\n".join(
         [
-            f"# Accuracy versus MACs: {name}",
-            f"Settings: {json.dumps(asdict(s))}",
-            "Encoder MACs exact (`exact_cost`) for 10 s of audio; params of the encoder (the head is excluded). "
-            "Budget = target MAC ratio (HJ-Size/SepSize/Transformer-only: 1 - budget of their own quantity).",
+            f"# Evidence benchmark: {task}",
+            f"Settings: {json.dumps(asdict(s))}; seeds {seeds}.",
+            f"MACs exact (`exact_cost`) at the reference length {REFERENCE_SECONDS:g} s; params of the encoder. "
+            "Sparsities are of each variant's controlled quantities (sep_size: CNN / Transformer params).",
             table,
+            "Claims (first metric; spread = the larger standard deviation of the two points):",
+            "\n".join(claims(task, pts)),
             f"Took {took}; load average at the end {load_average()}.",
         ]
     )
     print(text)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / f"accuracy_{name}{suffix}.md").write_text(text + "\n")
-    (RESULTS_DIR / f"accuracy_{name}{suffix}.json").write_text(json.dumps(rows, indent=1))
-    plot(name, rows, metrics, RESULTS_DIR / f"accuracy_{name}{suffix}.png")
+    (RESULTS_DIR / f"evidence_{task}{suffix}.md").write_text(text + "\n")
+    (RESULTS_DIR / f"evidence_{task}{suffix}.json").write_text(json.dumps(rows, indent=1))
+    plot(task, pts, metrics, RESULTS_DIR / f"evidence_{task}{suffix}.png")
 
 
-def plot(name: str, rows: List[Dict], metrics: List[str], path: Path) -> None:
-    """One panel per metric, one line per method: the metric versus exact GMACs; the dense models as stars."""
+def plot(task: str, pts: List[Point], metrics: Tuple[str, ...], path: Path) -> None:
+    """One panel per metric: mean ± std versus the exact MAC ratio, one line per method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.5), squeeze=False)
+    figure, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 4.8), squeeze=False)
     for axis, metric in zip(axes[0], metrics):
-        for label in dict.fromkeys(row["method"] for row in rows):
-            points = sorted((row["gmacs"], row[metric]) for row in rows if row["method"] == label)
-            dense = label.startswith("Dense (")
-            axis.plot(
-                [p[0] for p in points],
-                [p[1] for p in points],
-                "*" if dense else "o-",
-                label=label,
-                markersize=10 if dense else 5,
+        for method in dict.fromkeys(p.method for p in pts):
+            mine = sorted((p for p in pts if p.method == method), key=lambda p: p.mean("mac_ratio"))
+            axis.errorbar(
+                [p.mean("mac_ratio") for p in mine],
+                [p.mean(metric) for p in mine],
+                yerr=[p.std(metric) for p in mine],
+                fmt="*" if method == "dense" else "o-",
+                markersize=11 if method == "dense" else 5,
+                capsize=3,
+                label=LABELS[method],
             )
-        axis.set_xlabel(f"encoder GMACs for {REFERENCE_SECONDS:g} s of audio")
-        axis.set_ylabel(f"test {metric.upper() if metric != 'accuracy' else metric} %")
-        axis.set_title(f"{name}: {metric.upper() if metric != 'accuracy' else metric} versus MACs")
+        axis.set_xlabel(f"exact MAC ratio (reference length {REFERENCE_SECONDS:g} s)")
+        axis.set_ylabel(f"test {metric} % (mean ± std over seeds)")
+        axis.set_title(f"{task}: {metric} versus MACs")
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
+        axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -371,43 +461,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--datasets", nargs="+", choices=sorted(TASKS), default=["cathy", "fsdd"])
-    parser.add_argument("--budgets", type=float, nargs="+", default=Settings().budgets, help="MAC ratios")
-    parser.add_argument("--pretrain_updates", type=int, default=Settings.pretrain_updates)
-    parser.add_argument("--prune_updates", type=int, default=Settings.prune_updates)
-    parser.add_argument("--batch_size", type=int, default=Settings.batch_size)
-    parser.add_argument("--seed", type=int, default=Settings.seed)
-    parser.add_argument("--extra_test", type=Path, nargs="*", default=[], help="further test folders")
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--budgets", type=float, nargs="+", default=[0.7, 0.5, 0.3], help="MAC ratios")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--updates", type=int, default=Settings.updates, help="fine-tuning updates per run")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="smoke run on subsets with few updates")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: subsets, few updates, tiny pre-training"
+    )
     args = parser.parse_args()
     torch_pruning()  # the L1 baseline's package: fail now, not an hour in
-    settings = Settings(
-        pretrain_updates=args.pretrain_updates,
-        prune_updates=args.prune_updates,
-        budgets=args.budgets,
-        batch_size=args.batch_size,
-        seed=args.seed,
-    )
-    suffix = ""
+    s = Settings(updates=args.updates)
     if args.quick:
-        settings = Settings(
-            pretrain_updates=40,
-            prune_updates=16,
-            budgets=[0.8, 0.5],
-            warmup=16,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            max_train=96,
+        s = Settings(
+            updates=12,
+            warmup=4,
+            max_train=64,
             max_eval=24,
+            pretrain=PretrainSettings(updates=20, eval_every=10, lm_sentences=60, grammar_sentences=20),
         )
-        suffix = "_quick"
     stopwatch = Stopwatch()
     use_cpu_threads(args.threads)
     print(f"load average at start: {load_average()}")
-    for name in args.datasets:
-        run_dataset(name, settings, args.extra_test, suffix)
-    print(f"accuracy benchmark took {stopwatch.elapsed()}")
+    for task in args.tasks:
+        load = TaskData(task, s)
+        if not load.available():
+            continue
+        task_watch = Stopwatch()
+        rows = []
+        for budget in [1.0] + sorted(args.budgets, reverse=True):
+            for method in args.methods:
+                if (method == "dense") != (budget == 1.0):
+                    continue
+                if method in HJ_VARIANTS and targets_for(method, budget) is None:
+                    print(f"{task}: {LABELS[method]} cannot reach a MAC ratio of {budget:g} (skipped)")
+                    continue
+                rows += [cached_run(task, method, budget, seed, load, s) for seed in args.seeds]
+        write_report(task, rows, s, args.seeds, task_watch.elapsed(), "_quick" if args.quick else "")
+    print(f"evidence benchmark took {stopwatch.elapsed()}")
 
 
 if __name__ == "__main__":

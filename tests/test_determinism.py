@@ -137,7 +137,7 @@ def test_two_processes_train_the_same_gated_model_bit_for_bit(tmp_path) -> None:
 
 def test_a_gated_benchmark_run_does_not_depend_on_what_ran_before_it() -> None:
     pytest.importorskip("torch_pruning")  # bench.accuracy imports its L1 baseline
-    from bench.accuracy import Settings, run_method
+    from bench.accuracy import Settings, fine_tune
     from bench.data import Example
     from bench.training import TaskModel
 
@@ -145,17 +145,17 @@ def test_a_gated_benchmark_run_does_not_depend_on_what_ran_before_it() -> None:
     examples = [
         Example(f"utt{i}", torch.randn(2400 + 400 * (i % 3), generator=data), i % CLASSES) for i in range(8)
     ]
-    settings = Settings(pretrain_updates=0, prune_updates=4, warmup=2, batch_size=4, budgets=[0.5])
+    settings = Settings(updates=4, warmup=2, batch_size=4)
     torch.manual_seed(0)
-    start = TaskModel(Wav2Vec2Model(tiny_config()), "classify")
+    pretrained = TaskModel(Wav2Vec2Model(tiny_config()), "ctc")
 
     def gated_run() -> Dict[str, torch.Tensor]:
-        model, _ = run_method("hj_mac", 0.5, start, examples, settings)
+        model, _, _ = fine_tune("fsdd", "hj_mac", 0.5, 0, examples, CLASSES, pretrained, settings)
         return model.state_dict()
 
     torch.manual_seed(12345)  # whatever state earlier work left the global generator in
     alone = gated_run()
-    run_method("dense", 1.0, start, examples, settings)  # as when the dense model is trained, not cached
+    fine_tune("fsdd", "dense", 1.0, 0, examples, CLASSES, pretrained, settings)  # as when not cached
     after_dense = gated_run()
     assert alone.keys() == after_dense.keys()
     assert [key for key in alone if not torch.equal(alone[key], after_dense[key])] == []

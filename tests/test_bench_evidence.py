@@ -1,0 +1,83 @@
+"""The evidence benchmark's set-up: a stand-in with wav2vec2-base's cost proportions, held-out SLURP
+phrasings kept out of pre-training, and the claim verdicts (a difference inside the spread is a tie)."""
+
+from __future__ import annotations
+
+import pytest
+
+from espnet_prune.models import Wav2Vec2Model
+from espnet_prune.models.config import wav2vec2_base
+from espnet_prune.pruning import exact_cost, measure_macs
+
+from conftest import REPO
+
+SHARED_SLURP = REPO.parent / "shared" / "data" / "slurp"
+
+
+def test_the_stand_in_has_the_cost_proportions_of_wav2vec2_base_within_5_points() -> None:
+    from bench.training import BASE_SECONDS, REFERENCE_SECONDS, cost_proportions, standin_config
+
+    base = cost_proportions(wav2vec2_base(), BASE_SECONDS)
+    standin = cost_proportions(standin_config(), REFERENCE_SECONDS)
+    assert base.keys() == standin.keys() and len(base) == 4
+    for name in base:
+        assert abs(standin[name] - base[name]) <= 0.05, (name, standin[name], base[name])
+    # the shares come from a cost model that counts what the stand-in computes
+    config = standin_config()
+    assert (
+        measure_macs(Wav2Vec2Model(config).eval(), REFERENCE_SECONDS)
+        == exact_cost(config, REFERENCE_SECONDS).macs
+    )
+    # base's shares as published: the CNN is ~4% of the params and ~1/3 of the MACs at 10 s
+    assert 0.04 < base["CNN share of params"] < 0.05 and 0.30 < base["CNN share of MACs"] < 0.36
+
+
+@pytest.mark.skipif(not SHARED_SLURP.is_dir(), reason="../shared/data/slurp not available")
+def test_slurp_task_splits_are_held_out_phrasings_and_never_pre_trained_on() -> None:
+    from bench.data import normalise_text
+    from bench.speech import MIN_SENTENCES, pretraining_texts, slurp_split
+
+    intents, splits = slurp_split()
+    texts = {name: {text for _, text, _ in rows} for name, rows in splits.items()}
+    assert texts["train"].isdisjoint(texts["test"]) and texts["train"].isdisjoint(texts["dev"])
+    assert texts["dev"].isdisjoint(texts["test"])
+    assert len(intents) >= 20 and all(rows for rows in splits.values())
+    for label in range(len(intents)):  # every intent has held-out phrasings of its own
+        counts = [sum(1 for _, _, y in splits[name] if y == label) for name in ("train", "dev", "test")]
+        assert sum(counts) >= MIN_SENTENCES and min(counts) >= 0.1 * sum(counts), (intents[label], counts)
+    held_out = texts["dev"] | texts["test"]
+    lm = {normalise_text(line) for line in (SHARED_SLURP / "lm.txt").read_text(encoding="utf-8").splitlines()}
+    assert lm & held_out  # lm.txt does hold some held-out sentences: the exclusion is exercised
+    pretraining = {text for _, text in pretraining_texts(lm_sentences=10**6, grammar_sentences=10, seed=0)}
+    assert pretraining.isdisjoint(held_out) and len(pretraining) > 10000
+
+
+def test_claims_call_a_difference_inside_the_spread_a_tie() -> None:
+    from bench.accuracy import Point, claims
+
+    def point(method: str, budget: float, values: list) -> Point:
+        return Point(method, budget, [{"accuracy": v, "mac_ratio": budget} for v in values])
+
+    dense = point("dense", 1.0, [90.0, 92.0, 94.0])  # std 2
+    verdicts = claims(
+        "fsdd",
+        [
+            dense,
+            point("hj_mac", 0.7, [93.0, 93.5, 94.0]),  # +1.5 over dense, inside the spread 2: tie
+            point("hj_mac", 0.5, [89.0, 89.5, 90.0]),  # -2.5: more than one dense std below
+            point("transformer_only", 0.5, [80.0, 81.0, 82.0]),  # HJ-MAC ahead by 8.5 > spread 1
+            point("torch_pruning", 0.5, [86.0, 89.5, 93.0]),  # HJ-MAC ahead by 0 inside the spread 3.5
+        ],
+    )
+    assert verdicts[0].startswith("- C1") and "holds (tie)" in verdicts[0]
+    assert verdicts[1].startswith("- C2") and ": fails." in verdicts[1]
+    assert "Transformer-only at 0.5: holds" in verdicts[2]
+    assert "Torch-Pruning (L1) at 0.5: tie" in verdicts[3]
+    lower_is_better = claims("cathy", [point_wer("dense", 1.0, [20.0]), point_wer("hj_mac", 0.7, [15.0])])
+    assert "beats dense" in lower_is_better[0]
+
+
+def point_wer(method: str, budget: float, values: list):
+    from bench.accuracy import Point
+
+    return Point(method, budget, [{"wer": v, "cer": v / 2, "mac_ratio": budget} for v in values])
