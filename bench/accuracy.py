@@ -23,9 +23,11 @@ Tasks: ``cathy`` (real read speech, character CTC; WER and CER), ``fsdd`` (real 
 exact (``exact_cost``) at the stand-in's reference length (1.875 s, T/D as base's at 10 s).
 
 Each (task, method, budget, seed) result is cached in bench/work/evidence/, so a rerun only adds what is
-missing. Tables report mean and standard deviation over the seeds, and the paper's claims C1-C3 are
-checked per task. Run: ``python -m bench.accuracy`` (all tasks, all methods), ``--tasks fsdd``,
-``--methods dense hj_mac``, ``--budgets 0.5``, ``--seeds 0 1 2``, ``--quick`` (smoke run on subsets).
+missing, and a task's report shows every run cached under the same settings (so the core grid and the
+extra rows can be run by separate calls). Tables report mean and standard deviation over the seeds, and
+the paper's claims C1-C3 are checked per task. Run: ``python -m bench.accuracy`` (all tasks, all
+methods), ``--tasks fsdd``, ``--methods dense hj_mac``, ``--budgets 0.5``, ``--seeds 0 1 2``, ``--quick``
+(smoke run on subsets).
 """
 
 from __future__ import annotations
@@ -110,9 +112,12 @@ class Settings:
     max_eval: Optional[int] = None
     pretrain: PretrainSettings = field(default_factory=PretrainSettings)
 
-    def run_key(self, task: str, method: str, budget: float, seed: int) -> str:
-        data = {**asdict(self), "task": task, "method": method, "budget": budget, "seed": seed}
-        return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+    def results_dir(self, task: str) -> Path:
+        """Where the runs of ``task`` under these settings are cached, one JSON file per run."""
+        key = hashlib.sha1(json.dumps({**asdict(self), "task": task}, sort_keys=True).encode()).hexdigest()[
+            :10
+        ]
+        return WORK_DIR / "evidence" / f"{task}-{key}"
 
 
 def transformer_mac_share() -> float:
@@ -243,12 +248,7 @@ def run(
 
 
 def cached_run(task: str, method: str, budget: float, seed: int, load: TaskData, s: Settings) -> Dict:
-    path = (
-        WORK_DIR
-        / "evidence"
-        / task
-        / f"{method}-{budget:g}-seed{seed}-{s.run_key(task, method, budget, seed)}.json"
-    )
+    path = s.results_dir(task) / f"{method}-{budget:g}-seed{seed}.json"
     if path.is_file():
         return json.loads(path.read_text())
     data, classes, pretrained = load.get()
@@ -489,7 +489,6 @@ def main() -> None:
         if not load.available():
             continue
         task_watch = Stopwatch()
-        rows = []
         for budget in [1.0] + sorted(args.budgets, reverse=True):
             for method in args.methods:
                 if (method == "dense") != (budget == 1.0):
@@ -497,7 +496,13 @@ def main() -> None:
                 if method in HJ_VARIANTS and targets_for(method, budget) is None:
                     print(f"{task}: {LABELS[method]} cannot reach a MAC ratio of {budget:g} (skipped)")
                     continue
-                rows += [cached_run(task, method, budget, seed, load, s) for seed in args.seeds]
+                for seed in args.seeds:
+                    cached_run(task, method, budget, seed, load, s)
+        # the report shows every run cached under these settings for these seeds, from this call or earlier ones
+        results = sorted(s.results_dir(task).glob("*.json"))
+        rows = [
+            row for row in (json.loads(path.read_text()) for path in results) if row["seed"] in args.seeds
+        ]
         write_report(task, rows, s, args.seeds, task_watch.elapsed(), "_quick" if args.quick else "")
     print(f"evidence benchmark took {stopwatch.elapsed()}")
 
