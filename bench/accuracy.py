@@ -76,7 +76,11 @@ from espnet_prune.pruning.budget import exact_sparsity, fit_to_targets
 from espnet_prune.pruning.distill import DistillConfig, LayerDistiller
 
 TASKS = ("fsdd", "slurp", "cathy")
-METRICS = {"cathy": ("wer", "cer"), "fsdd": ("accuracy",), "slurp": ("accuracy",)}
+METRICS = {
+    "cathy": ("cer", "wer"),  # the claims use the first: CER, as WER is near 100 on cathy
+    "fsdd": ("accuracy",),
+    "slurp": ("accuracy",),
+}
 HIGHER_IS_BETTER = {"wer": False, "cer": False, "accuracy": True}
 HJ_VARIANTS = {
     "hj_mac": "mac",

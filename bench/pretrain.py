@@ -14,6 +14,7 @@ Cached under ``bench/work/pretrain/`` by its settings; the curve is written to
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import sys
@@ -49,8 +50,6 @@ class PretrainSettings:
     seed: int = 0
 
     def key(self) -> str:
-        import hashlib
-
         data = {**asdict(self), "config": standin_config().to_dict()}
         return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
