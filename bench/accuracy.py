@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import statistics
 import sys
@@ -52,6 +51,7 @@ from bench.common import (
     RESULTS_DIR,
     WORK_DIR,
     Stopwatch,
+    cache_key,
     load_average,
     markdown_table,
     use_cpu_threads,
@@ -124,8 +124,7 @@ class Settings:
         settings are not in the folder's key but in the gated runs' file names (``run_file``), so that the
         ungated runs serve every gate setting."""
         shared = {k: v for k, v in asdict(self).items() if k != "gate_lr"}
-        key = hashlib.sha1(json.dumps({**shared, "task": task}, sort_keys=True).encode()).hexdigest()[:10]
-        return WORK_DIR / "evidence" / f"{task}-{key}"
+        return WORK_DIR / "evidence" / f"{task}-{cache_key({**shared, 'task': task})}"
 
     def run_file(self, task: str, method: str, budget: float, seed: int) -> Path:
         gated = f"-gate_lr{self.gate_lr:g}" if method in HJ_VARIANTS else ""

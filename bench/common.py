@@ -3,10 +3,12 @@ medians live in ``espnet_prune.profiling``, which the latency table measures wit
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -17,6 +19,11 @@ BENCH_DIR = REPO_ROOT / "bench"
 RESULTS_DIR = BENCH_DIR / "results"
 WORK_DIR = BENCH_DIR / "work"  # gitignored: cached models and per-run results
 DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+
+
+def cache_key(data: Any) -> str:
+    """A short stable digest of JSON-able ``data``: the cache key of a result that ``data`` decides."""
+    return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def use_cpu_threads(threads: int) -> None:

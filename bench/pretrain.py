@@ -14,7 +14,6 @@ Cached under ``bench/work/pretrain/`` by its settings; the curve is written to
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import sys
@@ -27,9 +26,10 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import RESULTS_DIR, WORK_DIR, Stopwatch, load_average, use_cpu_threads
+from bench.common import RESULTS_DIR, WORK_DIR, Stopwatch, cache_key, load_average, use_cpu_threads
 from bench.speech import pretraining_corpus
 from bench.training import Schedule, TaskModel, evaluate, standin_config, train
+from espnet_prune.constants import SAMPLE_RATE
 from espnet_prune.io import atomic_write
 from espnet_prune.models import Wav2Vec2Config, Wav2Vec2Model
 
@@ -50,8 +50,7 @@ class PretrainSettings:
     seed: int = 0
 
     def key(self) -> str:
-        data = {**asdict(self), "config": standin_config().to_dict()}
-        return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+        return cache_key({**asdict(self), "config": standin_config().to_dict()})
 
     def path(self) -> Path:
         return WORK_DIR / "pretrain" / f"standin-{self.key()}.pt"
@@ -62,7 +61,7 @@ def pretrain(s: PretrainSettings) -> Dict:
     corpus = pretraining_corpus(s.lm_sentences, s.grammar_sentences, s.seed)
     random.Random(s.seed).shuffle(corpus)
     held_out, train_set = corpus[:HELD_OUT], corpus[HELD_OUT:]
-    hours = sum(example.waveform.numel() for example in corpus) / 16000 / 3600
+    hours = sum(example.waveform.numel() for example in corpus) / SAMPLE_RATE / 3600
     print(f"pre-training corpus: {len(train_set)} utterances ({hours:.2f} h), {HELD_OUT} held out")
     torch.manual_seed(s.seed)
     model = TaskModel(Wav2Vec2Model(standin_config()), "ctc")

@@ -14,13 +14,12 @@ built under a temporary name, so an interrupted run leaves nothing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from pathlib import Path
 from typing import Dict, List, Sequence, Set, Tuple
 
-from bench.common import DATA_DIR, WORK_DIR
+from bench.common import DATA_DIR, WORK_DIR, cache_key
 from bench.data import (
     Example,
     Item,
@@ -73,13 +72,9 @@ def random_voice(rng: random.Random) -> Voice:
     return Voice(rng.choice(VOICE_POOL), rng.randint(130, 200), rng.randint(25, 80))
 
 
-def _key(data: object) -> str:
-    return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
-
-
 def synthesized(name: str, texts: Sequence[Tuple[str, str]], seed: int) -> List[Tuple[Path, str]]:
     """(audio path, text) for each (id, text), spoken once with a voice drawn per utterance; cached."""
-    folder = WORK_DIR / "speech" / f"{name}-{_key([list(texts), seed, VOICE_POOL])}"
+    folder = WORK_DIR / "speech" / f"{name}-{cache_key([list(texts), seed, VOICE_POOL])}"
     manifest = folder / "manifest.json"
     if not manifest.is_file():
         rng = random.Random(seed)
@@ -92,20 +87,25 @@ def synthesized(name: str, texts: Sequence[Tuple[str, str]], seed: int) -> List[
     return [(folder / file, text) for file, text, _ in json.loads(manifest.read_text())]
 
 
+def spoken_text(sentence: str) -> str:
+    """The normalised transcript of ``sentence``, or "" for one with digits (their spoken form is not their
+    written one) or without any letter."""
+    return "" if any(char.isdigit() for char in sentence) else normalise_text(sentence)
+
+
 # --- the SLURP-shaped intent task -------------------------------------------------------------------
 
 
 def slurp_sentences(folder: Path = SLURP_DIR) -> Dict[str, List[Tuple[str, str]]]:
-    """intent -> [(slurp_id, normalised sentence)] of the annotation files, sentences without digits
-    (their spoken form is not their written one), one entry per distinct sentence."""
+    """intent -> [(slurp_id, normalised sentence)] of the annotation files (``spoken_text``), one entry per
+    distinct sentence."""
     by_intent: Dict[str, List[Tuple[str, str]]] = {}
     seen: Set[str] = set()
     for split in ("devel", "test"):
         for line in (folder / f"{split}.jsonl").read_text(encoding="utf-8").splitlines():
             record = json.loads(line)
-            sentence = record["sentence"]
-            text = normalise_text(sentence)
-            if not text or any(char.isdigit() for char in sentence) or text in seen:
+            text = spoken_text(record["sentence"])
+            if not text or text in seen:
                 continue
             seen.add(text)
             intent = f"{record['scenario']}_{record['action']}"
@@ -158,8 +158,8 @@ def pretraining_texts(lm_sentences: int, grammar_sentences: int, seed: int) -> L
     if (SLURP_DIR / "lm.txt").is_file():
         seen: Set[str] = set()
         for line in (SLURP_DIR / "lm.txt").read_text(encoding="utf-8").splitlines():
-            text = normalise_text(line)
-            if text and not any(c.isdigit() for c in line) and text not in excluded and text not in seen:
+            text = spoken_text(line)
+            if text and text not in excluded and text not in seen:
                 seen.add(text)
                 lm.append(text)
         lm = random.Random(seed).sample(lm, min(lm_sentences, len(lm)))

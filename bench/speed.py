@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import statistics
 import subprocess
@@ -35,6 +34,7 @@ from bench.common import (
     RESULTS_DIR,
     WORK_DIR,
     Stopwatch,
+    cache_key,
     interleaved_medians,
     load_average,
     markdown_table,
@@ -150,9 +150,7 @@ def cached_shapes(args: argparse.Namespace, config: Wav2Vec2Config) -> Dict[floa
     Latency depends only on the shapes, so re-timing (e.g. on a quieter machine) skips the gate run.
     """
     settings = {k: getattr(args, k) for k in ("mac_ratios", "prune_updates", "clip_seconds")}
-    key = hashlib.sha1(
-        json.dumps({**settings, "config": config.to_dict()}, sort_keys=True).encode()
-    ).hexdigest()[:10]
+    key = cache_key({**settings, "config": config.to_dict()})
     path = WORK_DIR / f"speed_shapes-{key}.json"
     if path.is_file():
         print(f"HJ-MAC shapes from {path.relative_to(WORK_DIR.parent.parent)}")
