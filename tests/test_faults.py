@@ -8,6 +8,7 @@ Entry points run in-process through their ``main(argv)`` (a subprocess only to k
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -317,6 +318,34 @@ def test_compare_refuses_a_run_with_bad_weights(run: Run, tmp_path, capsys) -> N
         capsys,
     )
     assert _leftovers(out) == []
+
+
+def test_compare_prices_macs_where_the_budget_was_set_and_refuses_runs_that_disagree(
+    run: Run, tmp_path, capsys
+) -> None:
+    """Without --seconds the table counts MACs at the gated run's reference_seconds (the removed model's
+    parent config), and two gated runs with different reference lengths are an error naming both configs."""
+    from espnet_prune.bin import compare
+
+    config = yaml.safe_load((run.exp / "config.yaml").read_text())
+    runs = {}
+    for name, reference in (("same", 3.5), ("other", 5.0)):
+        config["encoder_conf"]["pruning"]["reference_seconds"] = reference
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(yaml.safe_dump(config))
+        runs[name] = shutil.copytree(run.pruned, tmp_path / name / "pruned")
+        shutil.copytree(run.decode, runs[name] / "decode_ctc")
+    common = ["--dump_dir", run.data.parent, "--sets", "test", "--repeats", "1", "--num_threads", "1"]
+    compare.main([str(a) for a in [*common, "--run", f"HJ-MAC={runs['same']}"]])
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "| GMACs / 3.5 s | CPU ms / 3.5 s |" in header, header
+    expect_error(
+        compare.main,
+        [*common, "--run", f"a={runs['same']}", "--run", f"b={runs['other']}"],
+        "compare",
+        f"{tmp_path / 'other' / 'config.yaml'}: 5",
+        capsys,
+    )
 
 
 # --- configs ----------------------------------------------------------------------------------------------

@@ -145,6 +145,9 @@ def test_reduced_demo_runs_all_stages(tmp_path):
     assert "nltk" not in out
     table = (recipe / "exp" / "asr_demo_table.md").read_text().splitlines()
     assert table[0].startswith("| model | SSL params M") and "test_clean WER %" in table[0]
+    # MACs and latency are those at the length the HJ-MAC budget was priced at, read from its config
+    pruning = yaml.safe_load((recipe / "exp" / "asr_demo_hj_mac" / "config.yaml").read_text())["encoder_conf"]
+    assert f"| GMACs / {pruning['pruning']['reference_seconds']:g} s |" in table[0], table[0]
     rows = {line.split("|")[1].strip(): line for line in table[2:]}
     assert set(rows) == {"dense", "HJ-MAC"}
     dense_params = float(rows["dense"].split("|")[2].split()[0])

@@ -5,9 +5,10 @@
         --out exp/asr_demo_table.md
 
 A run dir holds config.yaml and the model (model.pth after mask removal, else latest.pth) and the
-decoding outputs decode_*/<set>/1best_recog/text of recipe stage 12. Latency is the median wall time of
-the SSL model on --seconds of random audio with --num_threads CPU threads. With --entity (SLURP entity
-mode) each set also gets SLU-F1 and span F1 (espnet_prune/eval/slu_f1.py).
+decoding outputs decode_*/<set>/1best_recog/text of recipe stage 12. MACs are counted and latency (the
+median wall time of the SSL model with --num_threads CPU threads) measured on --seconds of random audio:
+by default the ``reference_seconds`` the pruned runs' budget was set at (10 s when no run has one).
+With --entity (SLURP entity mode) each set also gets SLU-F1 and span F1 (espnet_prune/eval/slu_f1.py).
 """
 
 from __future__ import annotations
@@ -58,6 +59,26 @@ def training_updates(run_dir: Path) -> str:
     return updates
 
 
+def budget_seconds(run_dirs: Sequence[Path]) -> float:
+    """The ``reference_seconds`` of the pruning blocks of the runs' training configs (a removed model's
+    dir: its parent's), so the table prices MACs where the budget was set; 10 s when no run is gated."""
+    from espnet_prune.espnet.loading import read_train_config
+
+    found = {}
+    for run_dir in run_dirs:
+        for train_dir in (run_dir, run_dir.parent):
+            if (train_dir / "config.yaml").is_file():
+                config = read_train_config(train_dir / "config.yaml")
+                pruning = (config.get("encoder_conf") or {}).get("pruning")
+                if pruning:
+                    found[train_dir / "config.yaml"] = float(pruning.get("reference_seconds", 10.0))
+                    break
+    if len(set(found.values())) > 1:
+        listing = ", ".join(f"{path}: {seconds:g}" for path, seconds in found.items())
+        raise ValueError(f"the runs price MACs at different reference_seconds ({listing}); give --seconds")
+    return next(iter(found.values()), 10.0)
+
+
 def measure_run(
     run_dir: Path, seconds: float, repeats: int, trust_checkpoint: bool = False
 ) -> Tuple[int, int, float]:
@@ -89,7 +110,12 @@ def get_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="SLURP entity mode texts: intent accuracy, SLU-F1 and span F1, WER/CER of the transcript",
     )
-    parser.add_argument("--seconds", type=float, default=10.0, help="audio duration for MACs and latency")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="audio duration for MACs and latency (default: the gated runs' reference_seconds, else 10)",
+    )
     parser.add_argument("--num_threads", type=int, default=2, help="CPU threads for the latency")
     parser.add_argument("--repeats", type=int, default=5, help="timed passes (median reported)")
     parser.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
@@ -103,21 +129,24 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     rows: List[List[str]] = []
     reference: Optional[Tuple[int, int, float]] = None
     with exit_on_error("compare"):
+        runs = []
         for spec in args.run:
             name, sep, run_dir = spec.partition("=")
             if not sep:
                 raise ValueError(f"--run {spec!r}: expected NAME=DIR")
-            params, macs, latency = measure_run(
-                Path(run_dir), args.seconds, args.repeats, args.trust_checkpoint
-            )
+            runs.append((name, Path(run_dir)))
+        if args.seconds is None:
+            args.seconds = budget_seconds([run_dir for _, run_dir in runs])
+        for name, run_dir in runs:
+            params, macs, latency = measure_run(run_dir, args.seconds, args.repeats, args.trust_checkpoint)
             reference = reference or (params, macs, latency)
-            decode_dir = _decode_dir(Path(run_dir))
+            decode_dir = _decode_dir(run_dir)
             row = [
                 name,
                 f"{params / 1e6:.2f} ({params / reference[0]:.0%})",
                 f"{macs / 1e9:.3f} ({macs / reference[1]:.0%})",
                 f"{latency * 1000:.0f} ({latency / reference[2]:.0%})",
-                training_updates(Path(run_dir)),
+                training_updates(run_dir),
             ]
             for dset in args.sets:
                 result = score(
