@@ -32,6 +32,33 @@ def test_the_stand_in_has_the_cost_proportions_of_wav2vec2_base_within_5_points(
     assert 0.04 < base["CNN share of params"] < 0.05 and 0.30 < base["CNN share of MACs"] < 0.36
 
 
+def test_the_demo_prunes_the_stand_in_geometry_at_its_reference_length() -> None:
+    """The recipes' demo model and HJ-MAC budget are the evidence stand-in's, so the demo prices MACs in
+    wav2vec2-base's proportions (the test above), not with the T^2 attention scores of 10 s at width 144."""
+    import dataclasses
+
+    import yaml
+
+    from bench.training import REFERENCE_SECONDS, standin_config
+    from espnet_prune.models import Wav2Vec2Config
+
+    demo = REPO / "egs2" / "TEMPLATE" / "asr1" / "conf" / "demo"
+    model = Wav2Vec2Config(**yaml.safe_load((demo / "model.yaml").read_text()))
+    standin = standin_config()
+    regularisation = {
+        "dropout",
+        "attention_dropout",
+        "activation_dropout",
+        "projection_dropout",
+        "layer_drop",
+    }
+    for field in dataclasses.fields(Wav2Vec2Config):
+        if field.name not in regularisation:
+            assert getattr(model, field.name) == getattr(standin, field.name), field.name
+    pruning = yaml.safe_load((demo / "train_hj_mac.yaml").read_text())["encoder_conf"]["pruning"]
+    assert pruning["variant"] == "mac" and pruning["reference_seconds"] == REFERENCE_SECONDS
+
+
 @pytest.mark.skipif(not SHARED_SLURP.is_dir(), reason="../shared/data/slurp not available")
 def test_slurp_task_splits_are_held_out_phrasings_and_never_pre_trained_on() -> None:
     from bench.data import normalise_text
