@@ -5,10 +5,11 @@
    threads, length and torch version.
 2. Per method one gate-only run (``bench.speed.gate_run_snapshots``: frozen random weights, proxy task,
    a slowly rising target) that takes the removed shape as its controlled quantity passes each target.
-3. Every shape and the dense model timed in interleaved rounds (eager PyTorch, batch 1, median), with
-   the load average, as the speed bench does.
+3. Every shape and the dense model timed in interleaved rounds (batch 1, median), with the load average,
+   as the speed bench does: eager PyTorch, and onnxruntime on the ONNX export (``espnet_prune.export``,
+   with a 32-token CTC head) of the same weights.
 
-Per method and target sparsity: the MAC ratio, the table's latency ratio and the measured latency ratio.
+Per method and target sparsity: the MAC ratio, the table's latency ratio and the measured latency ratios.
 Goal: HJ-Latency's measured latency ratio within 0.03 of its target at 0.5.
 
 Run: ``python -m bench.latency`` (the table about 5 minutes at 10 s, each gate run 5-10; on 2 idle
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
 
@@ -38,6 +40,7 @@ from bench.common import (
     use_cpu_threads,
 )
 from bench.speed import describe_shape, gate_run_snapshots, inference_runs, timing_config
+from espnet_prune.constants import SAMPLE_RATE
 from espnet_prune.models import Wav2Vec2Config, Wav2Vec2Model
 from espnet_prune.profiling import measure_latency_table
 from espnet_prune.pruning.cost import exact_cost
@@ -61,6 +64,34 @@ def cached_table(config: Wav2Vec2Config, args: argparse.Namespace) -> Path:
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     table.save(path)
     return path
+
+
+def onnxruntime_runs(
+    models: Dict[str, Wav2Vec2Model], seconds: float, threads: int
+) -> Dict[str, Callable[[], None]]:
+    """One onnxruntime forward of one ``seconds``-long waveform per model, each exported to ONNX (as
+    ``espnet_prune.bin.export`` does, with a 32-token CTC head) and loaded with ``threads`` threads."""
+    from espnet_prune.espnet.export import CTCExportModel, plain_copy
+    from espnet_prune.export import export_onnx, load_exported
+
+    speech = torch.randn(1, int(seconds * SAMPLE_RATE))
+    lengths = torch.tensor([speech.shape[1]])
+
+    def forward(session: Callable[[torch.Tensor, torch.Tensor], Any]) -> Callable[[], None]:
+        def run() -> None:
+            session(speech, lengths)
+
+        return run
+
+    runs: Dict[str, Callable[[], None]] = {}
+    with tempfile.TemporaryDirectory(dir=WORK_DIR) as folder:  # a session keeps its model in memory
+        for index, (name, model) in enumerate(models.items()):
+            path = Path(folder) / f"shape{index}.onnx"
+            head = torch.nn.Linear(model.config.embed_dim, 32)
+            export_onnx(CTCExportModel(plain_copy(model), head), path, {})
+            runs[name] = forward(load_exported(path, "onnx", threads))
+            path.unlink()
+    return runs
 
 
 def main() -> None:
@@ -127,7 +158,16 @@ def main() -> None:
 
     torch.manual_seed(0)
     models = {name: Wav2Vec2Model(shape).eval() for name, shape in shapes.items()}
-    measured = interleaved_medians(inference_runs(models, args.seconds), args.rounds)
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    onnx = onnxruntime_runs(models, args.seconds, args.threads)
+    eager = inference_runs(models, args.seconds)
+    runs = {
+        **{f"eager: {n}": run for n, run in eager.items()},
+        **{f"onnx: {n}": run for n, run in onnx.items()},
+    }
+    medians = interleaved_medians(runs, args.rounds)
+    measured = {name: medians[f"eager: {name}"] for name in models}
+    measured_onnx = {name: medians[f"onnx: {name}"] for name in models}
     loads["after the timings"] = load_average()
     rows: List[Dict[str, Any]] = []
     for name, shape in shapes.items():
@@ -140,11 +180,22 @@ def main() -> None:
                 "table_latency_ratio": table_ratio(shape),
                 "latency_ms": measured[name] * 1e3,
                 "latency_ratio": measured[name] / measured["dense"],
+                "onnx_latency_ms": measured_onnx[name] * 1e3,
+                "onnx_latency_ratio": measured_onnx[name] / measured_onnx["dense"],
                 "shape": describe_shape(shape),
             }
         )
     result_table = markdown_table(
-        ["method", "target sparsity", "MAC ratio", "table latency ratio", "measured latency ratio", "ms"],
+        [
+            "method",
+            "target sparsity",
+            "MAC ratio",
+            "table latency ratio",
+            "eager latency ratio",
+            "eager ms",
+            "onnxruntime latency ratio",
+            "onnxruntime ms",
+        ],
         [
             (
                 r["method"],
@@ -153,6 +204,8 @@ def main() -> None:
                 f"{r['table_latency_ratio']:.3f}",
                 f"{r['latency_ratio']:.3f}",
                 f"{r['latency_ms']:.0f}",
+                f"{r['onnx_latency_ratio']:.3f}",
+                f"{r['onnx_latency_ms']:.0f}",
             )
             for r in rows
         ],
@@ -162,13 +215,13 @@ def main() -> None:
     if goal:
         miss = abs(goal[0]["latency_ratio"] - (1.0 - GOAL_TARGET))
         verdict = (
-            f"HJ-Latency at target {GOAL_TARGET}: measured latency ratio {goal[0]['latency_ratio']:.3f} "
+            f"HJ-Latency at target {GOAL_TARGET}: measured (eager) latency ratio {goal[0]['latency_ratio']:.3f} "
             f"(goal within {GOAL_TOLERANCE} of {1.0 - GOAL_TARGET}): {'met' if miss <= GOAL_TOLERANCE else 'NOT met'}"
         )
     report = "\n\n".join(
         [
             "# Latency: HJ-Latency vs HJ-MAC vs HJ-MAC x8, wav2vec2-base on CPU",
-            f"{args.seconds:g} s of audio, batch 1, eager eval forward, "
+            f"{args.seconds:g} s of audio, batch 1, eval forward (eager PyTorch; onnxruntime on the ONNX export), "
             f"{args.threads} thread(s), median of {args.rounds} "
             f"interleaved rounds; random weights; shapes from gate-only runs (proxy task). Table: {table_path.name} "
             f"(held-out fit error median {table.held_out['median_rel_error']:.1%}, "

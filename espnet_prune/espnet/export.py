@@ -45,7 +45,7 @@ class CTCExportModel(nn.Module):
         return F.log_softmax(self.ctc_lo(out.last_hidden_state), dim=-1), lengths
 
 
-def _plain_copy(ssl: Wav2Vec2Model) -> Wav2Vec2Model:
+def plain_copy(ssl: Wav2Vec2Model) -> Wav2Vec2Model:
     """A fresh eval-mode copy whose positional-conv weight norm is folded into a plain weight."""
     copy = Wav2Vec2Model(ssl.config)
     copy.load_state_dict(ssl.state_dict())
@@ -78,7 +78,7 @@ def ctc_export_model(model: ESPnetASRModel, config_file: str) -> CTCExportModel:
         raise ConfigError(f"{config_file}: the model has no CTC head (model_conf.ctc_weight is 0)")
     ctc_lo = nn.Linear(model.ctc.ctc_lo.in_features, model.ctc.ctc_lo.out_features)
     ctc_lo.load_state_dict(model.ctc.ctc_lo.state_dict())
-    return CTCExportModel(_plain_copy(ssl.model), ctc_lo).eval()
+    return CTCExportModel(plain_copy(ssl.model), ctc_lo).eval()
 
 
 def espnet_ctc_function(model: ESPnetASRModel) -> CTCFunction:
