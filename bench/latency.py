@@ -158,7 +158,6 @@ def main() -> None:
 
     torch.manual_seed(0)
     models = {name: Wav2Vec2Model(shape).eval() for name, shape in shapes.items()}
-    WORK_DIR.mkdir(parents=True, exist_ok=True)
     onnx = onnxruntime_runs(models, args.seconds, args.threads)
     eager = inference_runs(models, args.seconds)
     runs = {

@@ -63,15 +63,18 @@ def budget_seconds(run_dirs: Sequence[Path]) -> float:
     """The ``reference_seconds`` of the pruning blocks of the runs' training configs (a removed model's
     dir: its parent's), so the table prices MACs where the budget was set; 10 s when no run is gated."""
     from espnet_prune.espnet.loading import read_train_config
+    from espnet_prune.espnet.ssl import load_mapping
+    from espnet_prune.pruning import PruningConfig
 
     found = {}
     for run_dir in run_dirs:
-        for train_dir in (run_dir, run_dir.parent):
-            if (train_dir / "config.yaml").is_file():
-                config = read_train_config(train_dir / "config.yaml")
-                pruning = (config.get("encoder_conf") or {}).get("pruning")
-                if pruning:
-                    found[train_dir / "config.yaml"] = float(pruning.get("reference_seconds", 10.0))
+        for config_file in (run_dir / "config.yaml", run_dir.parent / "config.yaml"):
+            if config_file.is_file():
+                key = f"{config_file}: encoder_conf.pruning"
+                encoder_conf = read_train_config(config_file).get("encoder_conf") or {}
+                pruning = load_mapping(encoder_conf.get("pruning"), key)
+                if pruning is not None:  # parsed as training parses it: its default, its checks
+                    found[config_file] = PruningConfig.from_dict(pruning, source=key).reference_seconds
                     break
     if len(set(found.values())) > 1:
         listing = ", ".join(f"{path}: {seconds:g}" for path, seconds in found.items())
