@@ -16,11 +16,12 @@ from test_controller import REFERENCE_SECONDS, prune_by_distillation
 
 from espnet_prune.bin import profile
 from espnet_prune.models import Wav2Vec2Config, Wav2Vec2Model
-from espnet_prune.profiling import SizeGrid, fit_grid, size_grid
+from espnet_prune.models.config import wav2vec2_base
+from espnet_prune.profiling import PROBE_SHAPES, SizeGrid, fit_grid, probe_shapes, size_grid
 from espnet_prune.pruning import PruningConfig, PruningController, attach_gates, pruned_config, remove_masks
 from espnet_prune.pruning.budget import fit_to_targets
 from espnet_prune.pruning.controller import CONTROLLED
-from espnet_prune.pruning.cost import frame_counts
+from espnet_prune.pruning.cost import exact_cost, frame_counts
 from espnet_prune.pruning.gating import GateConfig, iter_gates
 from espnet_prune.pruning.latency import (
     TABLE_FORMAT,
@@ -314,12 +315,34 @@ def test_profile_writes_a_latency_table_of_the_geometry(tmp_path: Path, capsys):
     assert table.geometry == geometry(config) and table.date and table.device_name == cpu_name()
     assert [s.in_sizes for s in table.cnn] == [[1], [1, 8, 16]] and table.cnn[1].out_sizes == [1, 8, 16]
     assert table.attention.sizes == [0, 1, 2] and table.attention.ms[0] == 0.0
-    assert table.ffn.sizes == [0, 8, 16, 32] and table.ffn.ms[0] == 0.0
+    # One-axis curves get three times the grid points of a CNN surface axis (2 -> 6 points of 32 units).
+    assert table.ffn.sizes == [0, 8, 16, 24, 32] and table.ffn.ms[0] == 0.0
     for curve in (table.feature_projection, table.attention, table.ffn):
         assert curve.ms == monotone_fit(curve.measured_ms) and curve.misaligned_factor >= 1.0
     assert set(table.fixed_ms) == {"pos_conv", "other"} and table.dense_measured_ms > 0
     assert table.held_out["points"] > 0 and math.isfinite(table.held_out["max_rel_error"])
+    assert table.held_out["whole_models"] == PROBE_SHAPES and "whole-model check" in printed
+    assert (
+        0 <= table.held_out["whole_model_median_ratio_error"] <= table.held_out["whole_model_max_ratio_error"]
+    )
     table.check_geometry(config)
+
+
+def test_probe_shapes_are_buildable_pruned_shapes_from_mild_to_heavy():
+    config = wav2vec2_base()
+    shapes = probe_shapes(config, 8)
+    assert shapes == probe_shapes(config, 8) and len(shapes) == 8  # seeded: the same shapes every time
+    macs = [exact_cost(shape, REFERENCE_SECONDS).macs for shape in shapes]
+    dense_macs = exact_cost(config, REFERENCE_SECONDS).macs
+    assert dense_macs > macs[0] and macs[0] > macs[-1] and macs[-1] < 0.4 * dense_macs
+    sizes = [c for shape in shapes for c, _, _ in shape.conv_layers] + [
+        d for shape in shapes for d in shape.ffn_dims if d
+    ]
+    assert all(1 <= c <= 512 for c, _, _ in (layer for shape in shapes for layer in shape.conv_layers))
+    assert any(size % 8 for size in sizes), "the gates leave unaligned sizes; so must the probes"
+    assert any(0 in shape.num_heads for shape in shapes) and any(0 in shape.ffn_dims for shape in shapes)
+    for shape in shapes[-2:]:  # the heavy ones build and run
+        Wav2Vec2Model(shape).eval()(torch.randn(1, 4000))
 
 
 def test_the_fit_finds_the_alignment_step_only_where_the_measurements_show_it():
