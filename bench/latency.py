@@ -71,6 +71,7 @@ def onnxruntime_runs(
 ) -> Dict[str, Callable[[], None]]:
     """One onnxruntime forward of one ``seconds``-long waveform per model, each exported to ONNX (as
     ``espnet_prune.bin.export`` does, with a 32-token CTC head) and loaded with ``threads`` threads."""
+    import espnet_prune.bin  # noqa: F401  (as the entry points: no nltk downloads on ESPnet's import)
     from espnet_prune.espnet.export import CTCExportModel, plain_copy
     from espnet_prune.export import export_onnx, load_exported
 
@@ -106,7 +107,7 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=15, help="interleaved timing rounds of the shapes (median)"
     )
-    parser.add_argument("--table_rounds", type=int, default=7, help="interleaved rounds of the latency table")
+    parser.add_argument("--table_rounds", type=int, default=9, help="interleaved rounds of the latency table")
     parser.add_argument("--grid_points", type=int, default=6, help="grid points per size axis of the table")
     parser.add_argument("--prune_updates", type=int, default=500, help="most gate updates per method")
     parser.add_argument("--clip_seconds", type=float, default=0.5, help="clip length of the proxy task")
@@ -224,7 +225,10 @@ def main() -> None:
             f"{args.threads} thread(s), median of {args.rounds} "
             f"interleaved rounds; random weights; shapes from gate-only runs (proxy task). Table: {table_path.name} "
             f"(held-out fit error median {table.held_out['median_rel_error']:.1%}, "
-            f"max {table.held_out['max_rel_error']:.1%}).",
+            f"max {table.held_out['max_rel_error']:.1%}; whole-model check on "
+            f"{table.held_out.get('whole_models', 0):.0f} random pruned shapes: latency ratio error median "
+            f"{table.held_out.get('whole_model_median_ratio_error', float('nan')):.3f}, "
+            f"max {table.held_out.get('whole_model_max_ratio_error', float('nan')):.3f}).",
             result_table,
             "Kept structures per layer:\n" + "\n".join(f"- {n}: {r['shape']}" for n, r in zip(shapes, rows)),
             verdict,
