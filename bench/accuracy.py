@@ -52,6 +52,7 @@ from bench.common import (
     WORK_DIR,
     Stopwatch,
     cache_key,
+    interleaved_medians,
     load_average,
     markdown_table,
     use_cpu_threads,
@@ -60,6 +61,7 @@ from bench.data import NUM_DIGITS, Example, Splits, load_task
 from bench.magnitude import config_at_mac_ratio, magnitude_prune, torch_pruning
 from bench.pretrain import PretrainSettings, pretrained_encoder
 from bench.speech import SLURP_DIR, load_slurp_task
+from bench.speed import inference_runs
 from bench.training import (
     REFERENCE_SECONDS,
     Schedule,
@@ -70,10 +72,12 @@ from bench.training import (
     train,
 )
 from espnet_prune.io import atomic_write
-from espnet_prune.models import Wav2Vec2Model
+from espnet_prune.models import Wav2Vec2Config, Wav2Vec2Model
+from espnet_prune.profiling import measure_latency_table
 from espnet_prune.pruning import PruningConfig, PruningController, attach_gates, exact_cost, remove_masks
 from espnet_prune.pruning.budget import exact_sparsity, fit_to_targets
 from espnet_prune.pruning.distill import DistillConfig, LayerDistiller
+from espnet_prune.pruning.latency import cpu_name
 
 TASKS = ("fsdd", "slurp", "cathy")
 METRICS = {
@@ -88,6 +92,7 @@ HJ_VARIANTS = {
     "hj_sep_size": "sep_size",
     "hj_size": "size",
     "transformer_only": "transformer_only",
+    "hj_latency": "latency",
 }
 LABELS = {
     "dense": "Dense fine-tuning",
@@ -98,8 +103,12 @@ LABELS = {
     "transformer_only": "Transformer-only",
     "torch_pruning": "Torch-Pruning (L1)",
     "scratch": "From scratch (same geometry)",
+    "hj_latency": "HJ-Latency (this CPU)",
 }
 METHODS = tuple(LABELS)
+# HJ-Latency prices this machine's latency table of the stand-in: its rows are run on request (--methods).
+DEFAULT_METHODS = tuple(m for m in METHODS if m != "hj_latency")
+TIMING_ROUNDS = 15  # interleaved rounds of the measured latency column (median)
 DISTILL = DistillConfig(weight=1.0, layers=[2, 4], loss="l1_cos")  # DPHuBERT's every third layer, for 4
 
 
@@ -152,15 +161,48 @@ def targets_for(method: str, budget: float) -> Optional[Dict[str, float]]:
 
 def pruning_config(method: str, budget: float, s: Settings) -> PruningConfig:
     """The library's defaults, with the variant, its targets, the target warm-up and gate lr of this benchmark."""
+    table = {"latency_table": str(standin_latency_table())} if method == "hj_latency" else {}
     return PruningConfig.from_dict(
         {
             "variant": HJ_VARIANTS[method],
             "warmup_updates": int(s.target_warmup * s.updates),
             "gate_lr": s.gate_lr,
             "reference_seconds": REFERENCE_SECONDS,
+            **table,
             **targets_for(method, budget),
         }
     )
+
+
+def standin_latency_table() -> Path:
+    """The stand-in's latency table at its reference length on this machine (threads as set), measured once
+    per CPU, thread count and torch version, as ``python -m espnet_prune.bin.profile --latency_table``."""
+    name = f"standin-{cpu_name()}-{torch.get_num_threads()}t-{REFERENCE_SECONDS:g}s-torch{torch.__version__}"
+    path = WORK_DIR / (
+        "latency_table-" + "".join(c if c.isalnum() or c in ".-" else "_" for c in name) + ".json"
+    )
+    if not path.is_file():
+        WORK_DIR.mkdir(parents=True, exist_ok=True)
+        measure_latency_table(standin_config(), REFERENCE_SECONDS, "cpu").save(path)
+    return path
+
+
+def measured_latency_ratios(rows: List[Dict]) -> None:
+    """Set each row's ``latency_ratio``: its removed model's eval latency over the dense stand-in's on this
+    machine, one utterance of the reference length, the median of interleaved rounds (random weights: the
+    time depends on the shape only). Rows cached without their shape are left without."""
+    shapes = {"dense": standin_config()}
+    for row in rows:
+        if "encoder_config" in row:
+            shapes.setdefault(
+                cache_key(row["encoder_config"]), Wav2Vec2Config.from_dict(row["encoder_config"])
+            )
+    torch.manual_seed(0)
+    models = {key: Wav2Vec2Model(config).eval() for key, config in shapes.items()}
+    medians = interleaved_medians(inference_runs(models, REFERENCE_SECONDS), TIMING_ROUNDS)
+    for row in rows:
+        if "encoder_config" in row:
+            row["latency_ratio"] = medians[cache_key(row["encoder_config"])] / medians["dense"]
 
 
 # --- one run --------------------------------------------------------------------------------------------
@@ -259,6 +301,7 @@ def run(
         "mac_ratio": cost.macs / dense.macs,
         "param_ratio": cost.params / dense.params,
         "params_m": cost.params / 1e6,
+        "encoder_config": model.encoder.config.to_dict(),
         "train_min": seconds / 60,
         **evaluate(model, data["test"]),
     }
@@ -328,6 +371,12 @@ class Point:
         values = [row[key] for row in self.rows]
         return statistics.stdev(values) if len(values) > 1 else 0.0
 
+    def shown(self, key: str) -> str:
+        """Mean ± std of ``key``, or "-" where a row lacks it (cached before it was recorded)."""
+        if any(key not in row for row in self.rows):
+            return "-"
+        return f"{self.mean(key):.3f} ± {self.std(key):.3f}"
+
     def sparsity(self, stage: str) -> str:
         if stage not in self.rows[0]:
             return "-"
@@ -390,6 +439,26 @@ def claims(task: str, pts: List[Point]) -> List[str]:
     return [f"- {line}" for line in lines]
 
 
+def latency_lines(task: str, pts: List[Point]) -> List[str]:
+    """HJ-Latency against HJ-MAC at each budget both ran: measured latency ratio and the first metric."""
+    metric = METRICS[task][0]
+    find = {(p.method, p.budget): p for p in pts}
+    lines = []
+    for p in pts:
+        mac = find.get(("hj_mac", p.budget))
+        if p.method != "hj_latency" or mac is None:
+            continue
+        gain, spread = compare(p, mac, metric)
+        verdict = "better" if gain > spread else "tie (inside the spread)" if gain >= -spread else "worse"
+        lines.append(
+            f"- HJ-Latency vs HJ-MAC at {p.budget:g}: measured latency ratio {p.shown('latency_ratio')} vs "
+            f"{mac.shown('latency_ratio')}, MAC ratio {p.mean('mac_ratio'):.3f} vs {mac.mean('mac_ratio'):.3f}, "
+            f"{metric} {p.mean(metric):.1f} ± {p.std(metric):.1f} vs {mac.mean(metric):.1f} ± "
+            f"{mac.std(metric):.1f}: {verdict}."
+        )
+    return lines
+
+
 def write_report(
     task: str, rows: List[Dict], s: Settings, seeds: List[int], took: str, suffix: str = ""
 ) -> None:
@@ -402,6 +471,7 @@ def write_report(
         "exact sparsity (trained masks)",
         "exact sparsity (removed)",
         "MAC ratio",
+        "latency ratio (this CPU)",
         "params (M)",
         *[f"test {m.upper() if m != 'accuracy' else m} % (mean ± std)" for m in metrics],
         "seeds",
@@ -417,6 +487,7 @@ def write_report(
                 p.sparsity("trained_sparsity"),
                 p.sparsity("removed_sparsity"),
                 f"{p.mean('mac_ratio'):.3f}",
+                p.shown("latency_ratio"),
                 f"{p.mean('params_m'):.3f}",
                 *[f"{p.mean(m):.1f} ± {p.std(m):.1f}" for m in metrics],
                 len(p.rows),
@@ -433,7 +504,7 @@ def write_report(
             "Sparsities are of each variant's controlled quantities (sep_size: CNN / Transformer params).",
             table,
             "Claims (first metric; spread = the larger standard deviation of the two points):",
-            "\n".join(claims(task, pts)),
+            "\n".join(claims(task, pts) + latency_lines(task, pts)),
             f"Took {took}; load average at the end {load_average()}.",
         ]
     )
@@ -479,7 +550,14 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        default=list(DEFAULT_METHODS),
+        help="default: all but hj_latency (a latency target priced by this machine's table of the stand-in; "
+        "its budget is the latency ratio)",
+    )
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.7, 0.5, 0.3], help="MAC ratios")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--updates", type=int, default=Settings.updates, help="fine-tuning updates per run")
@@ -524,6 +602,7 @@ def main() -> None:
             if row["seed"] in args.seeds and s.covers(row)
         ]
         suffix = "_quick" if args.quick else "" if s.gate_lr == Settings.gate_lr else f"_gate_lr{s.gate_lr:g}"
+        measured_latency_ratios(rows)
         write_report(task, rows, s, args.seeds, task_watch.elapsed(), suffix)
     print(f"evidence benchmark took {stopwatch.elapsed()}")
 

@@ -108,3 +108,26 @@ def point_wer(method: str, budget: float, values: list):
     from bench.accuracy import Point
 
     return Point(method, budget, [{"wer": v, "cer": v / 2, "mac_ratio": budget} for v in values])
+
+
+def test_hj_latency_is_compared_with_hj_mac_by_measured_latency_and_accuracy() -> None:
+    from bench.accuracy import DEFAULT_METHODS, Point, latency_lines, targets_for
+
+    def point(method: str, values: list, latency: list) -> Point:
+        rows = [
+            {"accuracy": v, "mac_ratio": 0.4, "latency_ratio": t}
+            for v, t in zip(values, latency, strict=True)
+        ]
+        return Point(method, 0.5, rows)
+
+    assert targets_for("hj_latency", 0.5) == {"target_sparsity": 0.5} and "hj_latency" not in DEFAULT_METHODS
+    lines = latency_lines(
+        "fsdd",
+        [point("hj_latency", [88.0, 90.0], [0.49, 0.51]), point("hj_mac", [80.0, 81.0], [0.6, 0.62])],
+    )
+    assert lines == [
+        "- HJ-Latency vs HJ-MAC at 0.5: measured latency ratio 0.500 ± 0.014 vs 0.610 ± 0.014, MAC ratio "
+        "0.400 vs 0.400, accuracy 89.0 ± 1.4 vs 80.5 ± 0.7: better."
+    ]
+    old = Point("hj_mac", 0.5, [{"accuracy": 80.0}, {"accuracy": 81.0, "latency_ratio": 0.6}])
+    assert old.shown("latency_ratio") == "-"  # a row cached before the column existed has no time
