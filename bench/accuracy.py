@@ -25,9 +25,10 @@ exact (``exact_cost``) at the stand-in's reference length (1.875 s, T/D as base'
 Each (task, method, budget, seed) result is cached in bench/work/evidence/, so a rerun only adds what is
 missing, and a task's report shows every run cached under the same settings (so the core grid and the
 extra rows can be run by separate calls). Tables report mean and standard deviation over the seeds, and
-the paper's claims C1-C3 are checked per task. Run: ``python -m bench.accuracy`` (all tasks, all
-methods), ``--tasks fsdd``, ``--methods dense hj_mac``, ``--budgets 0.5``, ``--seeds 0 1 2``, ``--quick``
-(smoke run on subsets).
+the paper's claims C1-C3 are checked per task. Run: ``python -m bench.accuracy`` (all tasks, the claims'
+grid ``CLAIMS_GRID``), ``--tasks fsdd``, ``--methods dense hj_mac`` (these at every budget), ``--budgets
+0.5``, ``--seeds 0 1 2``, ``--quick`` (smoke run on subsets). Every run keeps its final model beside its
+result, so ``--extra_test DIR`` scores cached runs on further test folders too.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from bench.common import (
     markdown_table,
     use_cpu_threads,
 )
-from bench.data import NUM_DIGITS, Example, Splits, load_task
+from bench.data import NUM_DIGITS, Example, Splits, load_task, read_extra_test
 from bench.magnitude import config_at_mac_ratio, magnitude_prune, torch_pruning
 from bench.pretrain import PretrainSettings, pretrained_encoder
 from bench.speech import SLURP_DIR, load_slurp_task
@@ -108,6 +109,15 @@ LABELS = {
 METHODS = tuple(LABELS)
 # HJ-Latency prices this machine's latency table of the stand-in: its rows are run on request (--methods).
 DEFAULT_METHODS = tuple(m for m in METHODS if m != "hj_latency")
+BUDGETS = (0.7, 0.5, 0.3)
+# What the claims need, the default when neither --methods nor --budgets is given: dense, HJ-MAC at every
+# budget (C1, C2), its rivals at <= 0.5 (C3; Transformer-only cannot reach 0.3).
+CLAIMS_GRID: Dict[str, Tuple[float, ...]] = {
+    "dense": (1.0,),
+    "hj_mac": BUDGETS,
+    "transformer_only": (0.5,),
+    "torch_pruning": (0.5, 0.3),
+}
 TIMING_ROUNDS = 15  # interleaved rounds of the measured latency column (median)
 DISTILL = DistillConfig(weight=1.0, layers=[2, 4], loss="l1_cos")  # DPHuBERT's every third layer, for 4
 
@@ -285,14 +295,15 @@ def run(
     classes: int,
     pretrained: TaskModel,
     s: Settings,
-) -> Dict:
-    """Fine-tune with ``method`` at ``budget``; the test metrics and exact costs of the final model."""
+) -> Tuple[Dict, TaskModel]:
+    """Fine-tune with ``method`` at ``budget``: the test metrics and exact costs of the final model, and
+    the model."""
     model, sparsities, seconds = fine_tune(task, method, budget, seed, data["train"], classes, pretrained, s)
     cost, dense = (
         exact_cost(model.encoder.config, REFERENCE_SECONDS),
         exact_cost(pretrained.encoder.config, REFERENCE_SECONDS),
     )
-    return {
+    row = {
         **sparsities,
         "task": task,
         "method": method,
@@ -305,6 +316,26 @@ def run(
         "train_min": seconds / 60,
         **evaluate(model, data["test"]),
     }
+    return row, model
+
+
+def model_file(run_file: Path) -> Path:
+    """Where a run's final (removed) model is kept beside its result, to score further test sets later."""
+    return run_file.with_suffix(".pt")
+
+
+def save_model(model: TaskModel, path: Path) -> None:
+    state = {"config": model.encoder.config.to_dict(), "task": model.task, "classes": model.head.out_features}
+    with atomic_write(path, "wb") as f:
+        torch.save({**state, "state": model.state_dict()}, f)
+
+
+def load_model(path: Path) -> TaskModel:
+    saved = torch.load(path, weights_only=True)
+    encoder = Wav2Vec2Model(Wav2Vec2Config.from_dict(saved["config"], source=str(path)))
+    model = TaskModel(encoder, saved["task"], saved["classes"] if saved["task"] == "classify" else 0)
+    model.load_state_dict(saved["state"])
+    return model
 
 
 def cached_run(task: str, method: str, budget: float, seed: int, load: TaskData, s: Settings) -> Dict:
@@ -313,12 +344,37 @@ def cached_run(task: str, method: str, budget: float, seed: int, load: TaskData,
         return json.loads(path.read_text())
     data, classes, pretrained = load.get()
     print(f"{task}: {LABELS[method]} @ {budget:g}, seed {seed} (load {load_average()})", flush=True)
-    row = run(task, method, budget, seed, data, classes, pretrained, s)
+    row, model = run(task, method, budget, seed, data, classes, pretrained, s)
     metrics = ", ".join(f"{m} {row[m]:.1f}" for m in METRICS[task])
     print(f"  -> MAC ratio {row['mac_ratio']:.3f}, {metrics} ({row['train_min']:.1f} min)", flush=True)
+    save_model(model, model_file(path))
     with atomic_write(path) as f:
         json.dump(row, f)
     return row
+
+
+def extra_key(metric: str, folder: Path) -> str:
+    return f"{metric}@{folder.name}"
+
+
+def score_extra_tests(task: str, run_files: List[Path], folders: List[Path]) -> None:
+    """Score each run's kept model on every further test folder (the task's layout) it was not scored on
+    yet, and record the metrics in its result file (``<metric>@<folder name>``)."""
+    for folder in folders:
+        examples = read_extra_test(task, folder)
+        for path in run_files:
+            row = json.loads(path.read_text())
+            if all(extra_key(m, folder) in row for m in METRICS[task]):
+                continue
+            if not model_file(path).is_file():
+                print(
+                    f"{task}: {path.name} has no kept model (run before models were kept): not scored on {folder}"
+                )
+                continue
+            scores = evaluate(load_model(model_file(path)), examples)
+            row.update({extra_key(m, folder): scores[m] for m in METRICS[task]})
+            with atomic_write(path) as f:
+                json.dump(row, f)
 
 
 class TaskData:
@@ -371,11 +427,11 @@ class Point:
         values = [row[key] for row in self.rows]
         return statistics.stdev(values) if len(values) > 1 else 0.0
 
-    def shown(self, key: str) -> str:
+    def shown(self, key: str, digits: int = 3) -> str:
         """Mean ± std of ``key``, or "-" where a row lacks it (cached before it was recorded)."""
         if any(key not in row for row in self.rows):
             return "-"
-        return f"{self.mean(key):.3f} ± {self.std(key):.3f}"
+        return f"{self.mean(key):.{digits}f} ± {self.std(key):.{digits}f}"
 
     def sparsity(self, stage: str) -> str:
         if stage not in self.rows[0]:
@@ -464,6 +520,7 @@ def write_report(
 ) -> None:
     metrics = METRICS[task]
     pts = points(rows)
+    extra = sorted({key for row in rows for key in row if "@" in key})  # scores on --extra_test folders
     header = [
         "method",
         "budget",
@@ -474,6 +531,7 @@ def write_report(
         "latency ratio (this CPU)",
         "params (M)",
         *[f"test {m.upper() if m != 'accuracy' else m} % (mean ± std)" for m in metrics],
+        *[f"{key.replace('@', ' @ ')} %" for key in extra],
         "seeds",
         "train min",
     ]
@@ -490,6 +548,7 @@ def write_report(
                 p.shown("latency_ratio"),
                 f"{p.mean('params_m'):.3f}",
                 *[f"{p.mean(m):.1f} ± {p.std(m):.1f}" for m in metrics],
+                *[p.shown(key, digits=1) for key in extra],
                 len(p.rows),
                 f"{p.mean('train_min'):.1f}",
             )
@@ -545,6 +604,21 @@ def plot(task: str, pts: List[Point], metrics: Tuple[str, ...], path: Path) -> N
     plt.close(figure)
 
 
+def run_plan(methods: Optional[List[str]], budgets: Optional[List[float]]) -> List[Tuple[str, float]]:
+    """The (method, budget) points to run, by decreasing budget: ``CLAIMS_GRID`` when neither is given,
+    else every method at every budget (default: ``DEFAULT_METHODS``, ``BUDGETS``), dense at 1 only."""
+    if methods is None and budgets is None:
+        plan = [(method, budget) for method, grid in CLAIMS_GRID.items() for budget in grid]
+    else:
+        plan = [
+            (method, budget)
+            for method in methods or DEFAULT_METHODS
+            for budget in ([1.0] if method == "dense" else budgets or BUDGETS)
+        ]
+    order = {m: i for i, m in enumerate(METHODS)}
+    return sorted(plan, key=lambda point: (-point[1], order[point[0]]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -554,19 +628,39 @@ def main() -> None:
         "--methods",
         nargs="+",
         choices=METHODS,
-        default=list(DEFAULT_METHODS),
-        help="default: all but hj_latency (a latency target priced by this machine's table of the stand-in; "
-        "its budget is the latency ratio)",
+        help="run these at every budget (default with --budgets: all but hj_latency, a latency target "
+        "priced by this machine's table of the stand-in whose budget is the latency ratio); with neither "
+        "option, the claims' grid: "
+        + ", ".join(f"{m} @ {'/'.join(map(str, b))}" for m, b in CLAIMS_GRID.items()),
     )
-    parser.add_argument("--budgets", type=float, nargs="+", default=[0.7, 0.5, 0.3], help="MAC ratios")
+    parser.add_argument(
+        "--budgets",
+        type=float,
+        nargs="+",
+        help=f"MAC ratios (default with --methods: {' '.join(map(str, BUDGETS))})",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--updates", type=int, default=Settings.updates, help="fine-tuning updates per run")
     parser.add_argument("--gate_lr", type=float, default=Settings.gate_lr, help="the HJ variants' gate lr")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--extra_test",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="further test folders in the task's layout (fsdd: digit recordings, cathy: audio with "
+        "transcripts): every kept model of the task is scored on them too, cached runs included",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="smoke run: subsets, few updates, tiny pre-training"
     )
     args = parser.parse_args()
+    for folder in args.extra_test:
+        if not folder.is_dir():
+            parser.error(f"--extra_test: {folder} is not a folder")
+    if args.extra_test and "slurp" in args.tasks:
+        parser.error("--extra_test: the slurp task has no folder layout for further test sets (fsdd, cathy)")
     torch_pruning()  # the L1 baseline's package: fail now, not an hour in
     s = Settings(updates=args.updates, gate_lr=args.gate_lr)
     if args.quick:
@@ -585,22 +679,21 @@ def main() -> None:
         if not load.available():
             continue
         task_watch = Stopwatch()
-        for budget in [1.0] + sorted(args.budgets, reverse=True):
-            for method in args.methods:
-                if (method == "dense") != (budget == 1.0):
-                    continue
-                if method in HJ_VARIANTS and targets_for(method, budget) is None:
-                    print(f"{task}: {LABELS[method]} cannot reach a MAC ratio of {budget:g} (skipped)")
-                    continue
-                for seed in args.seeds:
-                    cached_run(task, method, budget, seed, load, s)
+        for method, budget in run_plan(args.methods, args.budgets):
+            if method in HJ_VARIANTS and targets_for(method, budget) is None:
+                print(f"{task}: {LABELS[method]} cannot reach a MAC ratio of {budget:g} (skipped)")
+                continue
+            for seed in args.seeds:
+                cached_run(task, method, budget, seed, load, s)
+
         # the report shows every run cached under these settings for these seeds, from this call or earlier ones
-        results = sorted(s.results_dir(task).glob("*.json"))
-        rows = [
-            row
-            for row in (json.loads(path.read_text()) for path in results)
-            if row["seed"] in args.seeds and s.covers(row)
-        ]
+        def covered(path: Path) -> bool:
+            row = json.loads(path.read_text())
+            return row["seed"] in args.seeds and s.covers(row)
+
+        results = [path for path in sorted(s.results_dir(task).glob("*.json")) if covered(path)]
+        score_extra_tests(task, results, args.extra_test)
+        rows = [json.loads(path.read_text()) for path in results]
         suffix = "_quick" if args.quick else "" if s.gate_lr == Settings.gate_lr else f"_gate_lr{s.gate_lr:g}"
         measured_latency_ratios(rows)
         write_report(task, rows, s, args.seeds, task_watch.elapsed(), suffix)

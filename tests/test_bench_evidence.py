@@ -131,3 +131,50 @@ def test_hj_latency_is_compared_with_hj_mac_by_measured_latency_and_accuracy() -
     ]
     old = Point("hj_mac", 0.5, [{"accuracy": 80.0}, {"accuracy": 81.0, "latency_ratio": 0.6}])
     assert old.shown("latency_ratio") == "-"  # a row cached before the column existed has no time
+
+
+def test_the_default_plan_is_the_claims_grid_and_methods_run_at_every_budget() -> None:
+    from bench.accuracy import CLAIMS_GRID, run_plan
+
+    claims_plan = run_plan(None, None)
+    assert sorted(claims_plan) == sorted((m, b) for m, grid in CLAIMS_GRID.items() for b in grid)
+    assert claims_plan[0] == ("dense", 1.0) and [b for _, b in claims_plan] == sorted(
+        (b for _, b in claims_plan), reverse=True
+    )
+    assert run_plan(["hj_mac", "dense"], [0.5]) == [("dense", 1.0), ("hj_mac", 0.5)]
+    assert run_plan(["hj_size"], None) == [("hj_size", 0.7), ("hj_size", 0.5), ("hj_size", 0.3)]
+
+
+def test_extra_test_folders_score_the_kept_models_of_cached_runs(tmp_path, monkeypatch) -> None:
+    import json
+
+    import numpy as np
+    import soundfile as sf
+    import torch
+
+    import bench.accuracy as accuracy
+    from bench.data import read_extra_test
+    from bench.training import TaskModel, evaluate
+    from espnet_prune.models import Wav2Vec2Model
+
+    from conftest import tiny_config
+
+    folder = tmp_path / "more_digits"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for digit in range(4):
+        sf.write(folder / f"{digit}_someone_{digit}.wav", 0.1 * rng.standard_normal(3200), 16000)
+    torch.manual_seed(0)
+    model = TaskModel(Wav2Vec2Model(tiny_config()), "classify", 10).eval()
+    run_file = tmp_path / "hj_mac-0.5-seed0.json"
+    run_file.write_text(json.dumps({"seed": 0, "accuracy": 50.0}))
+    accuracy.save_model(model, accuracy.model_file(run_file))
+    old_run = tmp_path / "dense-1-seed0.json"  # cached before models were kept: reported, not scored
+    old_run.write_text(json.dumps({"seed": 0, "accuracy": 60.0}))
+
+    accuracy.score_extra_tests("fsdd", [run_file, old_run], [folder])
+    expected = evaluate(model, read_extra_test("fsdd", folder))["accuracy"]
+    assert json.loads(run_file.read_text()) == {"seed": 0, "accuracy": 50.0, "accuracy@more_digits": expected}
+    assert "accuracy@more_digits" not in json.loads(old_run.read_text())
+    monkeypatch.setattr(accuracy, "evaluate", None)  # scored once: a second call must not score again
+    accuracy.score_extra_tests("fsdd", [run_file], [folder])
