@@ -255,6 +255,24 @@ def fit_grid(
     return fit, errors
 
 
+def measured_latency_ratio(
+    shape: Wav2Vec2Config, dense: Wav2Vec2Config, seconds: float, device: str = "cpu", rounds: int = 9
+) -> float:
+    """Eval latency of a model of ``shape`` over that of ``dense`` on this machine: one utterance of
+    ``seconds``, batch 1, the medians of interleaved rounds (random weights: the time depends on the
+    shape only)."""
+    target = torch.device(device)
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        waveform = torch.randn(1, int(round(seconds * SAMPLE_RATE)), device=target)
+        runs = {
+            name: _runner(Wav2Vec2Model(c), (waveform,), target)
+            for name, c in (("shape", shape), ("dense", dense))
+        }
+        medians = interleaved_medians(runs, rounds)
+    return medians["shape"] / medians["dense"]
+
+
 def measure_latency_table(
     config: Wav2Vec2Config,
     seconds: float = 10.0,

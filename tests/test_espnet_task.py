@@ -3,6 +3,7 @@ pretrained loading (with ESPnet's --init), and build-time errors for bad configs
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import List
 
@@ -475,6 +476,41 @@ def test_remove_masks_fits_and_reports_a_latency_target(base_args, tmp_path, cap
         table, dense
     )
     assert abs(cut - 0.5) <= 0.015 and f"latency: cut at {cut:.1%}" in printed
+
+
+def test_remove_masks_calibrates_a_latency_target_by_timing_the_cut(base_args, tmp_path, capsys) -> None:
+    exp, _ = _gated_checkpoint(base_args, tmp_path, 0.49, updates=10, quantity="latency")
+    _remove(exp, tmp_path / "pruned", "--calibrate_latency", "1")
+    printed = capsys.readouterr().out
+    # Timings vary, so the rounds' numbers are not asserted (tests/test_latency.py checks the arithmetic).
+    assert "latency calibration 1: table target 50.0%, cut at" in printed and "% measured" in printed
+    assert (tmp_path / "pruned" / "config.yaml").is_file()
+
+
+@pytest.mark.parametrize(
+    "quantity, table_change, message",
+    [
+        ("macs", None, "the pruning variant is 'mac'; only variant 'latency' has a measured target"),
+        (
+            "latency",
+            {"device_name": "Another CPU"},
+            "this machine is not the latency table's (CPU 'Another CPU'",
+        ),
+    ],
+)
+def test_remove_masks_calibrates_only_latency_targets_on_the_tables_machine(
+    base_args, tmp_path, quantity, table_change, message
+) -> None:
+    exp, _ = _gated_checkpoint(base_args, tmp_path, 0.49, updates=10, quantity=quantity)
+    if table_change:
+        table = json.loads((tmp_path / "latency.json").read_text())
+        (tmp_path / "latency.json").write_text(json.dumps({**table, **table_change}))
+    with pytest.raises(SystemExit) as error:
+        _remove(exp, tmp_path / "pruned", "--calibrate_latency", "2")
+    assert str(error.value).startswith("remove_masks: error: --calibrate_latency: ") and message in str(
+        error.value
+    )
+    assert not (tmp_path / "pruned").exists()
 
 
 @pytest.mark.parametrize("updates, cause", [(10, False), (4, True)])

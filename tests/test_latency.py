@@ -4,6 +4,7 @@ reaches its latency target after removal."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -19,7 +20,7 @@ from espnet_prune.models import Wav2Vec2Config, Wav2Vec2Model
 from espnet_prune.models.config import wav2vec2_base
 from espnet_prune.profiling import PROBE_SHAPES, SizeGrid, fit_grid, probe_shapes, size_grid
 from espnet_prune.pruning import PruningConfig, PruningController, attach_gates, pruned_config, remove_masks
-from espnet_prune.pruning.budget import fit_to_targets
+from espnet_prune.pruning.budget import MEASURED_TOLERANCE, calibrate_latency, fit_to_targets
 from espnet_prune.pruning.controller import CONTROLLED
 from espnet_prune.pruning.cost import exact_cost, frame_counts
 from espnet_prune.pruning.gating import GateConfig, iter_gates
@@ -277,6 +278,39 @@ def test_removed_model_has_the_latency_budget(table_path: Path):
     _, config = remove_masks(model)
     removed = 1.0 - exact_latency_ms(table, config) / exact_latency_ms(table, dense.config)
     assert abs(removed - 0.5) <= 0.015, fits
+
+
+def test_calibration_fits_the_cut_to_the_measured_latency_where_the_table_misses():
+    config = tiny_config()
+    table = synthetic_table(config)
+    # The "machine": CNN layer 0 takes three times what the table says, as a table can miss a structure.
+    layer0 = table.cnn[0]
+    slow = [[3 * v for v in row] for row in layer0.ms]
+    machine = dataclasses.replace(
+        table, cnn=[dataclasses.replace(layer0, ms=slow, measured_ms=slow), *table.cnn[1:]]
+    )
+
+    def measured_sparsity(shape: Wav2Vec2Config) -> float:
+        return 1.0 - exact_latency_ms(machine, shape) / exact_latency_ms(machine, config)
+
+    model = _gated_tiny()
+    with torch.no_grad():  # distinct keep probabilities: a cut for almost any sparsity
+        for _, gate in iter_gates(model):
+            gate.log_alpha.copy_(2.0 * torch.randn(gate.num_units))
+    by_table = copy.deepcopy(model)
+    fit_to_targets(by_table, [("latency", 0.5)], REFERENCE_SECONDS, table)
+    miss = measured_sparsity(pruned_config(by_table)) - 0.5
+    assert abs(miss) > 2 * MEASURED_TOLERANCE  # the table's own fit misses on this machine
+
+    history = calibrate_latency(
+        model, 0.5, REFERENCE_SECONDS, table, lambda shape: 1.0 - measured_sparsity(shape), rounds=4
+    )
+    assert history[0].table_target == 0.5 and history[0].measured_sparsity == pytest.approx(0.5 + miss)
+    assert history[1].table_target == pytest.approx(0.5 - miss)  # moved by the miss
+    final = measured_sparsity(pruned_config(model))
+    assert abs(final - 0.5) <= MEASURED_TOLERANCE or len(history) == 4
+    assert abs(final - 0.5) < abs(miss) / 3
+    assert final == pytest.approx(min((h.measured_sparsity for h in history), key=lambda m: abs(m - 0.5)))
 
 
 # --- the profiler's table (structure only: timings here mean nothing) -----------------------------------

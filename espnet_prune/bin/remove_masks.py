@@ -13,6 +13,11 @@ The budget: when the trained masks are within 3 points of every target, one shif
 log_alpha brings the cut to the target (``espnet_prune.pruning.budget``); further off, nothing is written
 and the exit status is 1, unless --allow_budget_miss (then the trained masks are cut as they are).
 
+HJ-Latency (``variant: latency``): run on the machine the latency table was measured on (the deployment
+machine), ``--calibrate_latency N`` times the cut against the dense model and moves the table target by
+the miss, up to N times, so that the *measured* latency meets the target, not only the table's
+(``espnet_prune.pruning.budget.calibrate_latency``); on another machine it is an error.
+
 OUT_DIR is built in a temporary folder next to it and renamed into place once complete. It must be new,
 empty, or the output of an earlier removal of the same run (which it replaces, decodings included): the
 training directory itself, or a folder holding another run's config or other files, is refused before
@@ -37,10 +42,11 @@ from espnet_prune.espnet.asr_removal import max_encode_difference, remove_asr_ma
 from espnet_prune.espnet.loading import load_asr_model, read_train_config, read_yaml_mapping
 from espnet_prune.espnet.ssl import find_ssl
 from espnet_prune.io import atomic_dir
-from espnet_prune.pruning.budget import exact_sparsity, fit_to_targets
+from espnet_prune.profiling import measured_latency_ratio
+from espnet_prune.pruning.budget import calibrate_latency, exact_sparsity, fit_to_targets
 from espnet_prune.pruning.cost import exact_cost
 from espnet_prune.pruning.gating import weight_parameters
-from espnet_prune.pruning.latency import exact_quantity, expected_quantity
+from espnet_prune.pruning.latency import LATENCY, exact_quantity, expected_quantity
 
 TOLERANCE = 1e-3
 # The trained masks may miss a target by this much; the fit closes it (to within FIT_TOLERANCE where the
@@ -73,6 +79,14 @@ def get_parser() -> argparse.ArgumentParser:
         "--allow_budget_miss",
         action="store_true",
         help=f"cut the trained masks even when they miss a target by more than {MAX_MISS * 100:g} points",
+    )
+    parser.add_argument(
+        "--calibrate_latency",
+        type=int,
+        default=0,
+        metavar="N",
+        help="variant latency, on the latency table's machine: time the cut against the dense model and "
+        "refit to the measured miss, at most N times (0: the table's fit only)",
     )
     add_trust_checkpoint(parser)
     return parser
@@ -127,15 +141,18 @@ def _summary(before, after, n_before: int, n_after: int) -> str:
     return "\n".join(lines)
 
 
-def budget_report(ssl, allow_budget_miss: bool) -> List[str]:
-    """Check the trained masks against the targets, fit the gates to them, and describe both.
+def budget_report(ssl, allow_budget_miss: bool, calibrate_rounds: int = 0) -> List[str]:
+    """Check the trained masks against the targets, fit the gates to them (for a latency target with
+    ``calibrate_rounds`` > 0: to the measured latency), and describe both.
 
     Raises ConfigError when the trained masks miss a target by more than MAX_MISS (unless
     ``allow_budget_miss``: then the trained masks are cut as they are), naming the warm-up as the cause
-    when training stopped before it ended.
+    when training stopped before it ended, and when calibration is asked where it cannot measure.
     """
     controller, cfg = ssl.controller, ssl.controller.cfg
     seconds, table = cfg.reference_seconds, controller.latency_table
+    if calibrate_rounds:
+        check_calibration(cfg.variant, table)
     trained = {quantity: exact_sparsity(ssl.model, quantity, seconds, table) for quantity, _ in cfg.targets()}
     misses = [(q, t) for q, t in cfg.targets() if abs(trained[q] - t) > MAX_MISS]
     lines = []
@@ -165,7 +182,39 @@ def budget_report(ssl, allow_budget_miss: bool) -> List[str]:
         lines.append(
             f"{fit.quantity}: cut at {fit.fitted:.1%} (every controlled log_alpha shifted by {fit.shift:+.3f})"
         )
+    if calibrate_rounds:
+        target = dict(cfg.targets())[LATENCY]
+
+        def measure(shape) -> float:
+            return measured_latency_ratio(shape, ssl.config, seconds, table.device)
+
+        for k, step in enumerate(
+            calibrate_latency(ssl.model, target, seconds, table, measure, calibrate_rounds)
+        ):
+            lines.append(
+                f"latency calibration {k + 1}: table target {step.table_target:.1%}, cut at "
+                f"{step.table_sparsity:.1%} by the table, {step.measured_sparsity:.1%} measured"
+            )
+        lines.append(f"latency: cut at {exact_sparsity(ssl.model, LATENCY, seconds, table):.1%} by the table")
     return lines
+
+
+def check_calibration(variant: str, table) -> None:
+    """ConfigError unless a latency target's cut can be timed here: variant latency, on the table's
+    machine (its CPU, with its thread count, or its GPU)."""
+    if variant != LATENCY:
+        raise ConfigError(
+            f"--calibrate_latency: the pruning variant is {variant!r}; only variant 'latency' has a "
+            "measured target"
+        )
+    if table.device == "cpu":
+        torch.set_num_threads(table.threads)
+    differences = table.machine_mismatches()
+    if differences:
+        raise ConfigError(
+            f"--calibrate_latency: this machine is not the latency table's ({'; '.join(differences)}); "
+            "calibrate where the table was measured"
+        )
 
 
 def run(
@@ -175,6 +224,7 @@ def run(
     seconds: Optional[float] = None,
     allow_budget_miss: bool = False,
     trust_checkpoint: bool = False,
+    calibrate_rounds: int = 0,
 ) -> None:
     """Check the output folder and the budget, fit, remove, verify, report, then write the folder atomically."""
     check_out_dir(out_dir, asr_train_config)
@@ -183,7 +233,7 @@ def run(
     name, ssl = find_ssl(model, str(asr_train_config), gated=True)
     dense_config = ssl.config
     n_dense = sum(p.numel() for _, p in weight_parameters(model))
-    budget = budget_report(ssl, allow_budget_miss)
+    budget = budget_report(ssl, allow_budget_miss, calibrate_rounds)
 
     removed, new_args = remove_asr_masks(model, args)
     difference = max_encode_difference(model, removed)
@@ -220,6 +270,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
             args.seconds,
             args.allow_budget_miss,
             args.trust_checkpoint,
+            args.calibrate_latency,
         )
 
 

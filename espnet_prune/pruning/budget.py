@@ -7,24 +7,31 @@ one shift to the ``log_alpha`` of every gate a target controls, which moves thei
 together and so keeps the learned order of units within and across structures, and picks the shift whose
 eval masks cut closest to the target (no shift when the trained masks are already within tolerance).
 Variant latency's quantity is the table latency (``latency_table``) of what the eval masks cut.
+
+A table interpolates times measured per structure and misses the latency of a whole model by a few points
+(its whole-model check). On the deployment machine, ``calibrate_latency`` closes that too: it times the
+cut against the dense model (``measure``), moves the table target by the miss and fits again.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 
+from espnet_prune.models.config import Wav2Vec2Config
 from espnet_prune.models.model import Wav2Vec2Model
 from espnet_prune.pruning.gating import iter_gates
-from espnet_prune.pruning.latency import LatencyTable, exact_quantity
+from espnet_prune.pruning.latency import LATENCY, LatencyTable, exact_quantity
 from espnet_prune.pruning.removal import pruned_config
 
 # A target counts as met within this much sparsity (the fit stops there).
 FIT_TOLERANCE = 0.005
 # The shifts searched, in log_alpha units (keep probabilities move from about 0.0003 to 0.9997 across it).
 MAX_SHIFT = 8.0
+# A measured latency sparsity counts as met within this much (about the spread of repeated timings).
+MEASURED_TOLERANCE = 0.01
 
 
 def exact_sparsity(
@@ -96,3 +103,50 @@ def fit_to_targets(
             best = min(candidates, key=lambda shift: (abs(candidates[shift] - target), abs(shift)))
         fits.append(Fit(quantity, target, trained, best, sparsity_at(best)))
     return fits
+
+
+@dataclass(frozen=True)
+class LatencyCalibration:
+    """One round of ``calibrate_latency``: the table target fitted to, the table's sparsity of the cut
+    and its measured sparsity (1 - measured latency / dense latency)."""
+
+    table_target: float
+    table_sparsity: float
+    measured_sparsity: float
+
+
+@torch.no_grad()
+def calibrate_latency(
+    model: Wav2Vec2Model,
+    target: float,
+    seconds: float,
+    latency_table: LatencyTable,
+    measure: Callable[[Wav2Vec2Config], float],
+    rounds: int = 3,
+) -> List[LatencyCalibration]:
+    """Fit the latency gates so that the *measured* latency sparsity of the cut is ``target``.
+
+    Each round fits the trained gates to a table target (``fit_to_targets``), measures the cut
+    (``measure``: a config's latency over the dense model's, on this machine) and moves the table target
+    by the miss; it stops within ``MEASURED_TOLERANCE`` or after ``rounds`` measurements and leaves the
+    gates at the round whose measured sparsity is nearest to ``target``. Modifies ``log_alpha`` in place.
+    """
+    gates = controlled_gates(model, LATENCY)
+    trained = [gate.detach().clone() for gate in gates]
+    history: List[LatencyCalibration] = []
+    best: Optional[List[torch.Tensor]] = None
+    table_target = target
+    for _ in range(rounds):
+        for gate, start in zip(gates, trained):
+            gate.copy_(start)
+        fit = fit_to_targets(model, [(LATENCY, table_target)], seconds, latency_table)[0]
+        measured = 1.0 - measure(pruned_config(model))
+        history.append(LatencyCalibration(table_target, fit.fitted, measured))
+        if best is None or abs(measured - target) <= min(abs(h.measured_sparsity - target) for h in history):
+            best = [gate.detach().clone() for gate in gates]
+        if abs(measured - target) <= MEASURED_TOLERANCE:
+            break
+        table_target = min(max(table_target - (measured - target), 0.0), 0.99)
+    for gate, kept in zip(gates, best or trained):
+        gate.copy_(kept)
+    return history
