@@ -73,11 +73,13 @@ def gate_run_snapshots(
     seed: int,
     pruning: Optional[Dict[str, Any]] = None,
     ratio_of: Optional[Callable[[Wav2Vec2Config], float]] = None,
+    gated_models: Optional[Dict[float, Wav2Vec2Model]] = None,
 ) -> Dict[float, Wav2Vec2Config]:
     """One gate-only HJ-MAC run on a copy of ``dense`` whose target falls slowly; the removed shape per ratio.
 
     ``pruning`` replaces the variant (e.g. HJ-Latency, or gates with ``multiple_of``); ``ratio_of`` then gives
-    the kept ratio of its controlled quantity for a shape (default: the MAC ratio).
+    the kept ratio of its controlled quantity for a shape (default: the MAC ratio). ``gated_models`` (when
+    given) receives a copy of the gated model at each snapshot, for a fit after the run.
 
     The target sparsity warms up linearly over 80% of the updates to 0.1 beyond the smallest ratio; the
     first time the deterministic masks' exact MAC ratio reaches a requested ratio, the shape that
@@ -122,6 +124,8 @@ def gate_run_snapshots(
         config = pruned_config(gated)
         mac_ratio = ratio_of(config) if ratio_of else exact_cost(config).macs / dense_macs
         while waiting and (mac_ratio <= waiting[0] or step == updates - 1):
+            if gated_models is not None:
+                gated_models[waiting[0]] = copy.deepcopy(gated).eval()
             snapshots[waiting.pop(0)] = config
             print(
                 f"  update {step + 1}: cut at {quantity} ratio {mac_ratio:.3f} (proxy loss {float(task.detach()):.3f})"
