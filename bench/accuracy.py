@@ -275,10 +275,11 @@ def fine_tune(
         sparsities["gate_lr"] = controller.cfg.gate_lr
         targets = controller.cfg.targets()
         sparsities["targets"] = {q: t for q, t in targets}
+        table = controller.latency_table
         sparsities["trained_sparsity"] = {
-            q: exact_sparsity(model.encoder, q, REFERENCE_SECONDS) for q, _ in targets
+            q: exact_sparsity(model.encoder, q, REFERENCE_SECONDS, table) for q, _ in targets
         }
-        fits = fit_to_targets(model.encoder, targets, REFERENCE_SECONDS)
+        fits = fit_to_targets(model.encoder, targets, REFERENCE_SECONDS, table)
         sparsities["removed_sparsity"] = {fit.quantity: fit.fitted for fit in fits}
         model.encoder, _ = remove_masks(model.encoder)
         if method == "hj_mac_distill":
@@ -653,6 +654,11 @@ def main() -> None:
         "transcripts): every kept model of the task is scored on them too, cached runs included",
     )
     parser.add_argument(
+        "--report_suffix",
+        default="",
+        help="appended to the report's names (evidence_<task><suffix>.md), for a report of a part of the grid",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="smoke run: subsets, few updates, tiny pre-training"
     )
     args = parser.parse_args()
@@ -695,6 +701,7 @@ def main() -> None:
         score_extra_tests(task, results, args.extra_test)
         rows = [json.loads(path.read_text()) for path in results]
         suffix = "_quick" if args.quick else "" if s.gate_lr == Settings.gate_lr else f"_gate_lr{s.gate_lr:g}"
+        suffix += args.report_suffix
         measured_latency_ratios(rows)
         write_report(task, rows, s, args.seeds, task_watch.elapsed(), suffix)
     print(f"evidence benchmark took {stopwatch.elapsed()}")
