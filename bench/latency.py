@@ -175,14 +175,16 @@ def main() -> None:
     def measure(shape: Wav2Vec2Config) -> float:
         return measured_latency_ratio(shape, config, args.seconds, rounds=args.table_rounds)
 
+    calibrations = []
     for ratio, model in gated.items():
         steps = calibrate_latency(model, 1.0 - ratio, args.seconds, table, measure, CALIBRATION_ROUNDS)
-        print(
-            f"HJ-Latency calibrated {1.0 - ratio:g}: "
+        calibrations.append(
+            f"- HJ-Latency calibrated {1.0 - ratio:g}: "
             + "; ".join(
                 f"table target {s.table_target:.3f} -> measured {s.measured_sparsity:.3f}" for s in steps
             )
         )
+        print(calibrations[-1])
         shapes[f"HJ-Latency calibrated {1.0 - ratio:g}"] = pruned_config(model)
     loads["after the calibration"] = load_average()
 
@@ -264,6 +266,8 @@ def main() -> None:
             f"max {table.held_out.get('whole_model_max_ratio_error', float('nan')):.3f}).",
             result_table,
             "Kept structures per layer:\n" + "\n".join(f"- {n}: {r['shape']}" for n, r in zip(shapes, rows)),
+            "Calibration rounds (sparsities; measured in their own interleaved rounds of the cut and the dense "
+            "model):\n" + "\n".join(calibrations),
             verdict,
             "Load average (1/5/15 min): " + "; ".join(f"{k}: {v}" for k, v in loads.items()),
             f"Took {stopwatch.elapsed()}.",
