@@ -53,6 +53,7 @@ from bench.common import (
     WORK_DIR,
     Stopwatch,
     cache_key,
+    cached_latency_table,
     interleaved_medians,
     load_average,
     markdown_table,
@@ -74,11 +75,9 @@ from bench.training import (
 )
 from espnet_prune.io import atomic_write
 from espnet_prune.models import Wav2Vec2Config, Wav2Vec2Model
-from espnet_prune.profiling import measure_latency_table
 from espnet_prune.pruning import PruningConfig, PruningController, attach_gates, exact_cost, remove_masks
 from espnet_prune.pruning.budget import exact_sparsity, fit_to_targets
 from espnet_prune.pruning.distill import DistillConfig, LayerDistiller
-from espnet_prune.pruning.latency import cpu_name
 
 TASKS = ("fsdd", "slurp", "cathy")
 METRICS = {
@@ -171,7 +170,12 @@ def targets_for(method: str, budget: float) -> Optional[Dict[str, float]]:
 
 def pruning_config(method: str, budget: float, s: Settings) -> PruningConfig:
     """The library's defaults, with the variant, its targets, the target warm-up and gate lr of this benchmark."""
-    table = {"latency_table": str(standin_latency_table())} if method == "hj_latency" else {}
+    # HJ-Latency prices the stand-in's latency table at its reference length on this machine.
+    table = (
+        {"latency_table": str(cached_latency_table(standin_config(), REFERENCE_SECONDS, "standin-"))}
+        if method == "hj_latency"
+        else {}
+    )
     return PruningConfig.from_dict(
         {
             "variant": HJ_VARIANTS[method],
@@ -182,19 +186,6 @@ def pruning_config(method: str, budget: float, s: Settings) -> PruningConfig:
             **targets_for(method, budget),
         }
     )
-
-
-def standin_latency_table() -> Path:
-    """The stand-in's latency table at its reference length on this machine (threads as set), measured once
-    per CPU, thread count and torch version, as ``python -m espnet_prune.bin.profile --latency_table``."""
-    name = f"standin-{cpu_name()}-{torch.get_num_threads()}t-{REFERENCE_SECONDS:g}s-torch{torch.__version__}"
-    path = WORK_DIR / (
-        "latency_table-" + "".join(c if c.isalnum() or c in ".-" else "_" for c in name) + ".json"
-    )
-    if not path.is_file():
-        WORK_DIR.mkdir(parents=True, exist_ok=True)
-        measure_latency_table(standin_config(), REFERENCE_SECONDS, "cpu").save(path)
-    return path
 
 
 def measured_latency_ratios(rows: List[Dict]) -> None:

@@ -37,6 +37,7 @@ from bench.common import (
     RESULTS_DIR,
     WORK_DIR,
     Stopwatch,
+    cached_latency_table,
     interleaved_medians,
     load_average,
     markdown_table,
@@ -45,31 +46,15 @@ from bench.common import (
 from bench.speed import describe_shape, gate_run_snapshots, inference_runs, timing_config
 from espnet_prune.constants import SAMPLE_RATE
 from espnet_prune.models import Wav2Vec2Config, Wav2Vec2Model
-from espnet_prune.profiling import measure_latency_table, measured_latency_ratio
+from espnet_prune.profiling import measured_latency_ratio
 from espnet_prune.pruning.budget import calibrate_latency
 from espnet_prune.pruning.cost import exact_cost
-from espnet_prune.pruning.latency import LatencyTable, cpu_name, exact_latency_ms
+from espnet_prune.pruning.latency import LatencyTable, exact_latency_ms
 from espnet_prune.pruning.removal import pruned_config
 
 GOAL_TARGET = 0.5
 GOAL_TOLERANCE = 0.03
 CALIBRATION_ROUNDS = 3
-
-
-def cached_table(config: Wav2Vec2Config, args: argparse.Namespace) -> Path:
-    """The latency table of ``config`` on this machine, measured once per CPU, threads, length and torch."""
-    name = f"{cpu_name()}-{args.threads}t-{args.seconds:g}s-{args.grid_points}p-torch{torch.__version__}"
-    path = WORK_DIR / (
-        "latency_table-" + "".join(c if c.isalnum() or c in ".-" else "_" for c in name) + ".json"
-    )
-    if path.is_file():
-        LatencyTable.load(path).check_geometry(config)
-        print(f"latency table from {path}")
-        return path
-    table = measure_latency_table(config, args.seconds, "cpu", args.table_rounds, args.grid_points)
-    WORK_DIR.mkdir(parents=True, exist_ok=True)
-    table.save(path)
-    return path
 
 
 def onnxruntime_runs(
@@ -129,7 +114,7 @@ def main() -> None:
     print(f"load average at start: {loads['start']}")
 
     config = timing_config(dropout=0.0, attention_dropout=0.0, projection_dropout=0.0)
-    table_path = cached_table(config, args)
+    table_path = cached_latency_table(config, args.seconds, rounds=args.table_rounds, points=args.grid_points)
     table = LatencyTable.load(table_path)
     loads["after the table"] = load_average()
     dense_macs, dense_table_ms = exact_cost(config, args.seconds).macs, exact_latency_ms(table, config)

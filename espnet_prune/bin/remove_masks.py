@@ -201,7 +201,8 @@ def budget_report(ssl, allow_budget_miss: bool, calibrate_rounds: int = 0) -> Li
 
 def check_calibration(variant: str, table) -> None:
     """ConfigError unless a latency target's cut can be timed here: variant latency, on the table's
-    machine (its CPU, with its thread count, or its GPU)."""
+    machine (its CPU or its GPU). On a CPU it first sets torch's thread count to the table's, the timing
+    then runs with it."""
     if variant != LATENCY:
         raise ConfigError(
             f"--calibrate_latency: the pruning variant is {variant!r}; only variant 'latency' has a "
