@@ -13,14 +13,18 @@ pre-trained model is fine-tuned:
   HJ-SepSize 1 - budget of CNN and of Transformer params (a uniform cut at those sparsities lands near the
   budget's MACs); Transformer-only (1 - budget) / the Transformer's share of the MACs of its
   Transformer params, so that it also lands near the budget (unreachable below the CNN's share).
-- HJ-MAC + distillation: HJ-MAC with the library's layer-to-layer distillation from the pre-trained model.
+- HJ-MAC + distillation: HJ-MAC with the library's layer-to-layer distillation from the pre-trained model;
+  "fine-tuned teacher": from the dense fine-tuned model of the same seed instead (CoFi's teacher; it costs
+  the dense run's updates on top).
 - Torch-Pruning (L1): the pre-trained encoder cut by group L1 magnitude to the budget's MACs, then
   fine-tuned (bench/magnitude.py).
 - From scratch: the same uniformly narrowed geometry, random init, fine-tuned for the same updates.
 
 Tasks: ``cathy`` (real read speech, character CTC; WER and CER), ``fsdd`` (real spoken digits; accuracy),
 ``slurp`` (real SLURP sentences and intents, synthesized, held-out phrasings; intent accuracy). MACs are
-exact (``exact_cost``) at the stand-in's reference length (1.875 s, T/D as base's at 10 s).
+exact (``exact_cost``) at the stand-in's reference length (1.875 s, T/D as base's at 10 s). Latency (HJ-Latency's
+table and the measured latency column) is of one 10-s utterance on this CPU, where the stand-in's forward
+pass is compute-bound; at 1.875 s it is dominated by per-op overhead that no structure removes.
 
 Each (task, method, budget, seed) result is cached in bench/work/evidence/, so a rerun only adds what is
 missing, and a task's report shows every run cached under the same settings (so the core grid and the
@@ -65,6 +69,7 @@ from bench.pretrain import PretrainSettings, pretrained_encoder
 from bench.speech import SLURP_DIR, load_slurp_task
 from bench.speed import inference_runs
 from bench.training import (
+    BASE_SECONDS,
     REFERENCE_SECONDS,
     Schedule,
     TaskModel,
@@ -89,6 +94,7 @@ HIGHER_IS_BETTER = {"wer": False, "cer": False, "accuracy": True}
 HJ_VARIANTS = {
     "hj_mac": "mac",
     "hj_mac_distill": "mac",
+    "hj_mac_distill_ft": "mac",
     "hj_sep_size": "sep_size",
     "hj_size": "size",
     "transformer_only": "transformer_only",
@@ -98,6 +104,7 @@ LABELS = {
     "dense": "Dense fine-tuning",
     "hj_mac": "HJ-MAC",
     "hj_mac_distill": "HJ-MAC + distillation",
+    "hj_mac_distill_ft": "HJ-MAC + distillation (fine-tuned teacher)",
     "hj_sep_size": "HJ-SepSize",
     "hj_size": "HJ-Size",
     "transformer_only": "Transformer-only",
@@ -118,6 +125,9 @@ CLAIMS_GRID: Dict[str, Tuple[float, ...]] = {
     "torch_pruning": (0.5, 0.3),
 }
 TIMING_ROUNDS = 15  # interleaved rounds of the measured latency column (median)
+# The stand-in's latency (HJ-Latency's table, the measured column) is of one utterance of base's reference
+# length: its forward pass there is compute-bound (README: at 1.875 s the table's whole-model error was 0.15).
+LATENCY_SECONDS = BASE_SECONDS
 DISTILL = DistillConfig(weight=1.0, layers=[2, 4], loss="l1_cos")  # DPHuBERT's every third layer, for 4
 
 
@@ -170,19 +180,21 @@ def targets_for(method: str, budget: float) -> Optional[Dict[str, float]]:
 
 def pruning_config(method: str, budget: float, s: Settings) -> PruningConfig:
     """The library's defaults, with the variant, its targets, the target warm-up and gate lr of this benchmark."""
-    # HJ-Latency prices the stand-in's latency table at its reference length on this machine.
-    table = (
-        {"latency_table": str(cached_latency_table(standin_config(), REFERENCE_SECONDS, "standin-"))}
+    # HJ-Latency prices the stand-in's latency table of this machine at LATENCY_SECONDS.
+    latency = (
+        {
+            "latency_table": str(cached_latency_table(standin_config(), LATENCY_SECONDS, "standin-")),
+            "reference_seconds": LATENCY_SECONDS,
+        }
         if method == "hj_latency"
-        else {}
+        else {"reference_seconds": REFERENCE_SECONDS}
     )
     return PruningConfig.from_dict(
         {
             "variant": HJ_VARIANTS[method],
             "warmup_updates": int(s.target_warmup * s.updates),
             "gate_lr": s.gate_lr,
-            "reference_seconds": REFERENCE_SECONDS,
-            **table,
+            **latency,
             **targets_for(method, budget),
         }
     )
@@ -190,7 +202,7 @@ def pruning_config(method: str, budget: float, s: Settings) -> PruningConfig:
 
 def measured_latency_ratios(rows: List[Dict]) -> None:
     """Set each row's ``latency_ratio``: its removed model's eval latency over the dense stand-in's on this
-    machine, one utterance of the reference length, the median of interleaved rounds (random weights: the
+    machine, one utterance of LATENCY_SECONDS, the median of interleaved rounds (random weights: the
     time depends on the shape only). Rows cached without their shape are left without."""
     shapes = {"dense": standin_config()}
     for row in rows:
@@ -200,7 +212,7 @@ def measured_latency_ratios(rows: List[Dict]) -> None:
             )
     torch.manual_seed(0)
     models = {key: Wav2Vec2Model(config).eval() for key, config in shapes.items()}
-    medians = interleaved_medians(inference_runs(models, REFERENCE_SECONDS), TIMING_ROUNDS)
+    medians = interleaved_medians(inference_runs(models, LATENCY_SECONDS), TIMING_ROUNDS)
     for row in rows:
         if "encoder_config" in row:
             row["latency_ratio"] = medians[cache_key(row["encoder_config"])] / medians["dense"]
@@ -225,9 +237,11 @@ def fine_tune(
     classes: int,
     pretrained: TaskModel,
     s: Settings,
+    teacher: Optional[Wav2Vec2Model] = None,
 ) -> Tuple[TaskModel, Dict, float]:
-    """Fine-tune with ``method`` at ``budget``: the final (removed) model, the HJ sparsities (target, trained
-    masks, removed model; empty for the other methods) and the training seconds."""
+    """Fine-tune with ``method`` at ``budget`` (distilling from ``teacher`` when given): the final (removed)
+    model, the HJ sparsities (target, trained masks, removed model; empty for the other methods) and the
+    training seconds."""
     torch.manual_seed(seed)  # the head and the gates' initial log_alpha are drawn from it
     kind = "ctc" if task == "cathy" else "classify"
     model = task_model(task, classes, pretrained)
@@ -247,8 +261,8 @@ def fine_tune(
         cfg = pruning_config(method, budget, s)
         attach_gates(model.encoder, cfg.gates)
         controller = PruningController(model.encoder, cfg)
-        if method == "hj_mac_distill":
-            model.distiller = LayerDistiller(copy.deepcopy(pretrained.encoder), DISTILL)
+        if teacher is not None:
+            model.distiller = LayerDistiller(copy.deepcopy(teacher), DISTILL)
             distiller = lambda: DISTILL.weight * model.distiller(*model.last_output)  # noqa: E731
     seconds = train(
         model,
@@ -266,14 +280,14 @@ def fine_tune(
         sparsities["gate_lr"] = controller.cfg.gate_lr
         targets = controller.cfg.targets()
         sparsities["targets"] = {q: t for q, t in targets}
-        table = controller.latency_table
+        table, seconds_priced = controller.latency_table, controller.cfg.reference_seconds
         sparsities["trained_sparsity"] = {
-            q: exact_sparsity(model.encoder, q, REFERENCE_SECONDS, table) for q, _ in targets
+            q: exact_sparsity(model.encoder, q, seconds_priced, table) for q, _ in targets
         }
-        fits = fit_to_targets(model.encoder, targets, REFERENCE_SECONDS, table)
+        fits = fit_to_targets(model.encoder, targets, seconds_priced, table)
         sparsities["removed_sparsity"] = {fit.quantity: fit.fitted for fit in fits}
         model.encoder, _ = remove_masks(model.encoder)
-        if method == "hj_mac_distill":
+        if teacher is not None:
             del model.distiller  # never part of the pruned model
     return model, sparsities, seconds
 
@@ -287,10 +301,13 @@ def run(
     classes: int,
     pretrained: TaskModel,
     s: Settings,
+    teacher: Optional[Wav2Vec2Model] = None,
 ) -> Tuple[Dict, TaskModel]:
-    """Fine-tune with ``method`` at ``budget``: the test metrics and exact costs of the final model, and
-    the model."""
-    model, sparsities, seconds = fine_tune(task, method, budget, seed, data["train"], classes, pretrained, s)
+    """Fine-tune with ``method`` at ``budget`` (distilling from ``teacher`` when given): the test metrics
+    and exact costs of the final model, and the model."""
+    model, sparsities, seconds = fine_tune(
+        task, method, budget, seed, data["train"], classes, pretrained, s, teacher
+    )
     cost, dense = (
         exact_cost(model.encoder.config, REFERENCE_SECONDS),
         exact_cost(pretrained.encoder.config, REFERENCE_SECONDS),
@@ -330,13 +347,27 @@ def load_model(path: Path) -> TaskModel:
     return model
 
 
+def distillation_teacher(
+    task: str, method: str, seed: int, load: TaskData, s: Settings
+) -> Optional[Wav2Vec2Model]:
+    """The frozen teacher ``method`` distils from: the pre-trained encoder, or the dense fine-tuned one of
+    the same seed (run first when not cached); None for the methods without distillation."""
+    if method == "hj_mac_distill":
+        return load.get()[2].encoder
+    if method == "hj_mac_distill_ft":
+        cached_run(task, "dense", 1.0, seed, load, s)
+        return load_model(model_file(s.run_file(task, "dense", 1.0, seed))).encoder
+    return None
+
+
 def cached_run(task: str, method: str, budget: float, seed: int, load: TaskData, s: Settings) -> Dict:
     path = s.run_file(task, method, budget, seed)
     if path.is_file():
         return json.loads(path.read_text())
     data, classes, pretrained = load.get()
+    teacher = distillation_teacher(task, method, seed, load, s)
     print(f"{task}: {LABELS[method]} @ {budget:g}, seed {seed} (load {load_average()})", flush=True)
-    row, model = run(task, method, budget, seed, data, classes, pretrained, s)
+    row, model = run(task, method, budget, seed, data, classes, pretrained, s, teacher)
     metrics = ", ".join(f"{m} {row[m]:.1f}" for m in METRICS[task])
     print(f"  -> MAC ratio {row['mac_ratio']:.3f}, {metrics} ({row['train_min']:.1f} min)", flush=True)
     save_model(model, model_file(path))
@@ -520,7 +551,7 @@ def write_report(
         "exact sparsity (trained masks)",
         "exact sparsity (removed)",
         "MAC ratio",
-        "latency ratio (this CPU)",
+        f"latency ratio (this CPU, {LATENCY_SECONDS:g} s)",
         "params (M)",
         *[f"test {m.upper() if m != 'accuracy' else m} % (mean ± std)" for m in metrics],
         *[f"{key.replace('@', ' @ ')} %" for key in extra],
@@ -551,7 +582,9 @@ def write_report(
         [
             f"# Evidence benchmark: {task}",
             f"Settings: {json.dumps(asdict(s))}; seeds {seeds}.",
-            f"MACs exact (`exact_cost`) at the reference length {REFERENCE_SECONDS:g} s; params of the encoder. "
+            f"MACs exact (`exact_cost`) at the reference length {REFERENCE_SECONDS:g} s; params of the encoder; "
+            f"latency ratio: the removed model's eval time for one {LATENCY_SECONDS:g}-s utterance over the dense "
+            f"stand-in's on this CPU (median of {TIMING_ROUNDS} interleaved rounds). "
             "Sparsities are of each variant's controlled quantities (sep_size: CNN / Transformer params).",
             table,
             "Claims (first metric; spread = the larger standard deviation of the two points):",
@@ -567,28 +600,37 @@ def write_report(
 
 
 def plot(task: str, pts: List[Point], metrics: Tuple[str, ...], path: Path) -> None:
-    """One panel per metric: mean ± std versus the exact MAC ratio, one line per method."""
+    """One panel per metric: mean ± std versus the exact MAC ratio, one line per method; and the first
+    metric versus the measured latency ratio (accuracy at equal latency)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 4.8), squeeze=False)
-    for axis, metric in zip(axes[0], metrics):
-        for method in dict.fromkeys(p.method for p in pts):
-            mine = sorted((p for p in pts if p.method == method), key=lambda p: p.mean("mac_ratio"))
+    panels = [(metric, "mac_ratio") for metric in metrics] + [(metrics[0], "latency_ratio")]
+    timed = [p for p in pts if all("latency_ratio" in row for row in p.rows)]
+    figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
+    for axis, (metric, cost) in zip(axes[0], panels):
+        shown = pts if cost == "mac_ratio" else timed
+        for method in dict.fromkeys(p.method for p in shown):
+            mine = sorted((p for p in shown if p.method == method), key=lambda p: p.mean(cost))
             axis.errorbar(
-                [p.mean("mac_ratio") for p in mine],
+                [p.mean(cost) for p in mine],
                 [p.mean(metric) for p in mine],
+                xerr=[p.std(cost) for p in mine],
                 yerr=[p.std(metric) for p in mine],
                 fmt="*" if method == "dense" else "o-",
                 markersize=11 if method == "dense" else 5,
                 capsize=3,
                 label=LABELS[method],
             )
-        axis.set_xlabel(f"exact MAC ratio (reference length {REFERENCE_SECONDS:g} s)")
+        axis.set_xlabel(
+            f"exact MAC ratio (reference length {REFERENCE_SECONDS:g} s)"
+            if cost == "mac_ratio"
+            else f"measured latency ratio (this CPU, {LATENCY_SECONDS:g} s)"
+        )
         axis.set_ylabel(f"test {metric} % (mean ± std over seeds)")
-        axis.set_title(f"{task}: {metric} versus MACs")
+        axis.set_title(f"{task}: {metric} versus {'MACs' if cost == 'mac_ratio' else 'latency'}")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
     figure.tight_layout()

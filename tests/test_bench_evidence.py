@@ -178,3 +178,40 @@ def test_extra_test_folders_score_the_kept_models_of_cached_runs(tmp_path, monke
     assert "accuracy@more_digits" not in json.loads(old_run.read_text())
     monkeypatch.setattr(accuracy, "evaluate", None)  # scored once: a second call must not score again
     accuracy.score_extra_tests("fsdd", [run_file], [folder])
+
+
+def test_the_fine_tuned_teacher_is_the_dense_run_of_the_same_seed(tmp_path, monkeypatch) -> None:
+    """hj_mac_distill_ft distils from the kept dense fine-tuned model of its seed (CoFi's teacher), not
+    from the pre-trained one that hj_mac_distill uses; the other methods distil from nothing."""
+    import json
+
+    import torch
+
+    import bench.accuracy as accuracy
+    from bench.training import TaskModel
+    from espnet_prune.models import Wav2Vec2Model
+
+    from conftest import tiny_config
+
+    monkeypatch.setattr(accuracy, "WORK_DIR", tmp_path)
+    s = accuracy.Settings()
+    torch.manual_seed(0)
+    pretrained = TaskModel(Wav2Vec2Model(tiny_config()), "classify", 10)
+    fine_tuned = {seed: TaskModel(Wav2Vec2Model(tiny_config()), "classify", 10) for seed in (0, 1)}
+    for seed, model in fine_tuned.items():
+        run_file = s.run_file("fsdd", "dense", 1.0, seed)
+        run_file.parent.mkdir(parents=True, exist_ok=True)
+        run_file.write_text(json.dumps({"seed": seed, "accuracy": 90.0}))
+        accuracy.save_model(model, accuracy.model_file(run_file))
+
+    class Loaded:  # the task's data, read on demand: here only the pre-trained model
+        def get(self):
+            return {}, 10, pretrained
+
+    def same(a: Wav2Vec2Model, b: Wav2Vec2Model) -> bool:
+        return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+    teacher = accuracy.distillation_teacher("fsdd", "hj_mac_distill_ft", 1, Loaded(), s)
+    assert same(teacher, fine_tuned[1].encoder) and not same(teacher, fine_tuned[0].encoder)
+    assert accuracy.distillation_teacher("fsdd", "hj_mac_distill", 1, Loaded(), s) is pretrained.encoder
+    assert accuracy.distillation_teacher("fsdd", "hj_mac", 1, Loaded(), s) is None
