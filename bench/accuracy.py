@@ -99,6 +99,7 @@ HJ_VARIANTS = {
     "hj_size": "size",
     "transformer_only": "transformer_only",
     "hj_latency": "latency",
+    "hj_mac_long": "mac",
 }
 LABELS = {
     "dense": "Dense fine-tuning",
@@ -111,10 +112,12 @@ LABELS = {
     "torch_pruning": "Torch-Pruning (L1)",
     "scratch": "From scratch (same geometry)",
     "hj_latency": "HJ-Latency (this CPU)",
+    "hj_mac_long": "HJ-MAC (MACs at 10 s)",
 }
 METHODS = tuple(LABELS)
-# HJ-Latency prices this machine's latency table of the stand-in: its rows are run on request (--methods).
-DEFAULT_METHODS = tuple(m for m in METHODS if m != "hj_latency")
+# HJ-Latency prices this machine's latency table of the stand-in, and HJ-MAC at 10 s is its comparison at the
+# same length: their rows are run on request (--methods).
+DEFAULT_METHODS = tuple(m for m in METHODS if m not in ("hj_latency", "hj_mac_long"))
 BUDGETS = (0.7, 0.5, 0.3)
 # What the claims need, the default when neither --methods nor --budgets is given: dense, HJ-MAC at every
 # budget (C1, C2), its rivals at <= 0.5 (C3; Transformer-only cannot reach 0.3).
@@ -128,6 +131,9 @@ TIMING_ROUNDS = 15  # interleaved rounds of the measured latency column (median)
 # The stand-in's latency (HJ-Latency's table, the measured column) is of one utterance of base's reference
 # length: its forward pass there is compute-bound (README: at 1.875 s the table's whole-model error was 0.15).
 LATENCY_SECONDS = BASE_SECONDS
+# The length each HJ variant prices its quantity at: the reference length, but HJ-Latency and the HJ-MAC it
+# is compared with price that of the latency.
+PRICED_AT = {"hj_latency": LATENCY_SECONDS, "hj_mac_long": LATENCY_SECONDS}
 DISTILL = DistillConfig(weight=1.0, layers=[2, 4], loss="l1_cos")  # DPHuBERT's every third layer, for 4
 
 
@@ -180,20 +186,18 @@ def targets_for(method: str, budget: float) -> Optional[Dict[str, float]]:
 
 def pruning_config(method: str, budget: float, s: Settings) -> PruningConfig:
     """The library's defaults, with the variant, its targets, the target warm-up and gate lr of this benchmark."""
-    # HJ-Latency prices the stand-in's latency table of this machine at LATENCY_SECONDS.
+    seconds = PRICED_AT.get(method, REFERENCE_SECONDS)
     latency = (
-        {
-            "latency_table": str(cached_latency_table(standin_config(), LATENCY_SECONDS, "standin-")),
-            "reference_seconds": LATENCY_SECONDS,
-        }
+        {"latency_table": str(cached_latency_table(standin_config(), seconds, "standin-"))}
         if method == "hj_latency"
-        else {"reference_seconds": REFERENCE_SECONDS}
+        else {}
     )
     return PruningConfig.from_dict(
         {
             "variant": HJ_VARIANTS[method],
             "warmup_updates": int(s.target_warmup * s.updates),
             "gate_lr": s.gate_lr,
+            "reference_seconds": seconds,
             **latency,
             **targets_for(method, budget),
         }
@@ -519,21 +523,44 @@ def claims(task: str, pts: List[Point]) -> List[str]:
 
 
 def latency_lines(task: str, pts: List[Point]) -> List[str]:
-    """HJ-Latency against HJ-MAC at each budget both ran: measured latency ratio and the first metric."""
+    """Each HJ-Latency point against HJ-MAC at equal measured latency: HJ-MAC's first metric interpolated
+    linearly between its two points whose mean latency ratios bracket HJ-Latency's (HJ-MAC priced at the
+    latency's length when it ran, else at the reference length); the spread is the largest of the three
+    standard deviations."""
     metric = METRICS[task][0]
-    find = {(p.method, p.budget): p for p in pts}
+    timed = [p for p in pts if p.rows and all("latency_ratio" in row for row in p.rows)]
+    rival, curve = "hj_mac", []
+    for rival in ("hj_mac_long", "hj_mac"):
+        curve = sorted((p for p in timed if p.method == rival), key=lambda p: p.mean("latency_ratio"))
+        if len(curve) >= 2:
+            break
+    if len(curve) < 2:
+        return []
+    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
     lines = []
-    for p in pts:
-        mac = find.get(("hj_mac", p.budget))
-        if p.method != "hj_latency" or mac is None:
+    for p in timed:
+        if p.method != "hj_latency":
             continue
-        gain, spread = compare(p, mac, metric)
+        x = p.mean("latency_ratio")
+        head = f"- HJ-Latency at {p.budget:g}: measured latency ratio {p.shown('latency_ratio')}, {metric} "
+        head += f"{p.mean(metric):.1f} ± {p.std(metric):.1f}"
+        bracket = [
+            (a, b)
+            for a, b in zip(curve, curve[1:])
+            if a.mean("latency_ratio") <= x <= b.mean("latency_ratio")
+        ]
+        if not bracket:
+            low, high = curve[0].mean("latency_ratio"), curve[-1].mean("latency_ratio")
+            lines.append(f"{head}; outside {LABELS[rival]}'s measured latency ratios ({low:.3f}-{high:.3f}).")
+            continue
+        a, b = bracket[0]
+        weight = (x - a.mean("latency_ratio")) / max(b.mean("latency_ratio") - a.mean("latency_ratio"), 1e-12)
+        value = a.mean(metric) + weight * (b.mean(metric) - a.mean(metric))
+        gain, spread = sign * (p.mean(metric) - value), max(p.std(metric), a.std(metric), b.std(metric))
         verdict = "better" if gain > spread else "tie (inside the spread)" if gain >= -spread else "worse"
         lines.append(
-            f"- HJ-Latency vs HJ-MAC at {p.budget:g}: measured latency ratio {p.shown('latency_ratio')} vs "
-            f"{mac.shown('latency_ratio')}, MAC ratio {p.mean('mac_ratio'):.3f} vs {mac.mean('mac_ratio'):.3f}, "
-            f"{metric} {p.mean(metric):.1f} ± {p.std(metric):.1f} vs {mac.mean(metric):.1f} ± "
-            f"{mac.std(metric):.1f}: {verdict}."
+            f"{head}; {LABELS[rival]} at that latency ratio (between its {a.budget:g} and {b.budget:g} points): "
+            f"{value:.1f}: {verdict}."
         )
     return lines
 

@@ -110,27 +110,37 @@ def point_wer(method: str, budget: float, values: list):
     return Point(method, budget, [{"wer": v, "cer": v / 2, "mac_ratio": budget} for v in values])
 
 
-def test_hj_latency_is_compared_with_hj_mac_by_measured_latency_and_accuracy() -> None:
+def test_hj_latency_is_compared_with_hj_mac_at_equal_measured_latency() -> None:
     from bench.accuracy import DEFAULT_METHODS, Point, latency_lines, targets_for
 
-    def point(method: str, values: list, latency: list) -> Point:
+    def point(method: str, budget: float, values: list, latency: list) -> Point:
         rows = [
-            {"accuracy": v, "mac_ratio": 0.4, "latency_ratio": t}
+            {"accuracy": v, "mac_ratio": budget, "latency_ratio": t}
             for v, t in zip(values, latency, strict=True)
         ]
-        return Point(method, 0.5, rows)
+        return Point(method, budget, rows)
 
     assert targets_for("hj_latency", 0.5) == {"target_sparsity": 0.5} and "hj_latency" not in DEFAULT_METHODS
-    lines = latency_lines(
-        "fsdd",
-        [point("hj_latency", [88.0, 90.0], [0.49, 0.51]), point("hj_mac", [80.0, 81.0], [0.6, 0.62])],
-    )
-    assert lines == [
-        "- HJ-Latency vs HJ-MAC at 0.5: measured latency ratio 0.500 ± 0.014 vs 0.610 ± 0.014, MAC ratio "
-        "0.400 vs 0.400, accuracy 89.0 ± 1.4 vs 80.5 ± 0.7: better."
+    hj_mac = [point("hj_mac", 0.7, [90.0, 90.0], [0.8, 0.8]), point("hj_mac", 0.5, [80.0, 81.0], [0.6, 0.6])]
+    latency = [
+        point("hj_latency", 0.7, [88.0, 89.0], [0.69, 0.71]),  # HJ-MAC at 0.7: 85.25 by interpolation
+        point("hj_latency", 0.3, [70.0, 71.0], [0.3, 0.3]),
     ]
+    lines = latency_lines("fsdd", hj_mac + latency)
+    assert lines == [
+        "- HJ-Latency at 0.7: measured latency ratio 0.700 ± 0.014, accuracy 88.5 ± 0.7; HJ-MAC at that latency "
+        "ratio (between its 0.5 and 0.7 points): 85.2: better.",
+        "- HJ-Latency at 0.3: measured latency ratio 0.300 ± 0.000, accuracy 70.5 ± 0.7; outside HJ-MAC's "
+        "measured latency ratios (0.600-0.800).",
+    ]
+    # HJ-MAC priced at the latency's length is the rival when it ran; a worse point is called worse
+    long = [point("hj_mac_long", 0.7, [95.0], [0.75]), point("hj_mac_long", 0.5, [92.0], [0.65])]
+    assert latency_lines("fsdd", hj_mac + long + latency[:1])[0].endswith(
+        "HJ-MAC (MACs at 10 s) at that latency ratio (between its 0.5 and 0.7 points): 93.5: worse."
+    )
     old = Point("hj_mac", 0.5, [{"accuracy": 80.0}, {"accuracy": 81.0, "latency_ratio": 0.6}])
     assert old.shown("latency_ratio") == "-"  # a row cached before the column existed has no time
+    assert latency_lines("fsdd", [old, *latency]) == []  # an untimed curve compares nothing
 
 
 def test_the_default_plan_is_the_claims_grid_and_methods_run_at_every_budget() -> None:
