@@ -102,7 +102,12 @@ def test_espnet_training_adds_the_weighted_loss_and_keeps_the_teacher_out_of_che
     teacher = {k: v.clone() for k, v in ssl.distiller.teacher.state_dict().items()}
     assert teacher.keys() == {k for k in ssl.model.state_dict() if not k.endswith("log_alpha")}
     assert not any("teacher" in k for k in model.state_dict())  # never saved, never in config.yaml weights
-    assert args.encoder_conf["pruning"]["distill"] == {"weight": 2.0, "layers": [1, 2], "loss": "l1_cos"}
+    assert args.encoder_conf["pruning"]["distill"] == {
+        "weight": 2.0,
+        "layers": [1, 2],
+        "loss": "l1_cos",
+        "teacher": None,
+    }
 
     optimizer = PrunedASRTask.build_optimizers(args, model)[0]
     model.train()
@@ -184,3 +189,68 @@ def test_the_teacher_is_the_model_that_init_param_loads(tmp_path) -> None:
     teacher = model.encoder.ssl.distiller.teacher.state_dict()
     assert teacher.keys() == source.encoder.ssl.model.state_dict().keys()
     assert all(torch.equal(v, source.encoder.ssl.model.state_dict()[k]) for k, v in teacher.items())
+
+
+def test_a_teacher_file_gives_the_teacher_its_weights_and_init_param_keeps_them(tmp_path) -> None:
+    """``distill.teacher``: the teacher is the dense fine-tuned model of that file (CoFi's teacher), found
+    inside a whole ESPnet model file, while --init_param sets the student only."""
+    from espnet2.tasks import abs_task
+
+    def perturbed(seed: int) -> Path:
+        source, _ = _espnet_model(tmp_path, "--encoder_conf", "pruning=null")
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for p in source.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+        path = tmp_path / f"dense{seed}.pth"
+        torch.save(source.state_dict(), path)
+        return path
+
+    fine_tuned, start = perturbed(1), perturbed(2)
+    model, _ = _espnet_model(
+        tmp_path, "--encoder_conf", f"pruning.distill={{layers: [2], teacher: {fine_tuned}}}"
+    )
+    abs_task.load_pretrained_model(f"{start}:encoder:encoder", model, True)
+    reference = Wav2Vec2Model(model.encoder.ssl.distiller.teacher.config)
+    prefix = "encoder.ssl.model."
+    state = torch.load(fine_tuned)
+    reference.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+    reference.eval()
+    speech, lengths = _batch()["speech"], _batch()["speech_lengths"]
+    with torch.no_grad():
+        expected = reference(speech, lengths).hidden_states[2]
+        taught = model.encoder.ssl.distiller.teacher(speech, lengths).hidden_states[2]
+    assert torch.equal(taught, expected)
+    student = {k: v for k, v in model.encoder.ssl.model.state_dict().items() if not k.endswith("log_alpha")}
+    started = torch.load(start)
+    assert all(torch.equal(v, started[f"{prefix}{k}"]) for k, v in student.items())
+    assert not torch.equal(
+        started[f"{prefix}feature_projection.projection.weight"],
+        state[f"{prefix}feature_projection.projection.weight"],
+    )
+
+
+def test_a_bad_teacher_file_is_refused_naming_the_key_and_the_file(tmp_path) -> None:
+    from espnet_prune.espnet.ssl import ConfigError
+
+    def build(teacher: Path):
+        return _espnet_model(
+            tmp_path, "--encoder_conf", f"pruning.distill={{layers: [2], teacher: {teacher}}}"
+        )
+
+    with pytest.raises(
+        ConfigError, match=r"encoder_conf.pruning.distill.teacher: file .*absent.pth.* does not exist"
+    ):
+        build(tmp_path / "absent.pth")
+    unrelated = tmp_path / "unrelated.pth"
+    torch.save({"decoder.weight": torch.zeros(2)}, unrelated)
+    with pytest.raises(ConfigError, match=r"distill.teacher: .*unrelated.pth' holds no SSL model"):
+        build(unrelated)
+    narrower = tmp_path / "narrower.pth"
+    config = _espnet_model(tmp_path, "--encoder_conf", "pruning=null")[0].encoder.ssl.config
+    other = Wav2Vec2Model(config.replace(ffn_dims=[d // 2 for d in config.ffn_dims])).state_dict()
+    torch.save({f"encoder.ssl.model.{k}": v for k, v in other.items()}, narrower)
+    with pytest.raises(
+        ConfigError, match=r"narrower.pth' does not match the SSL model's geometry: .* other shapes"
+    ):
+        build(narrower)

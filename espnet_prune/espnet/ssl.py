@@ -21,7 +21,7 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from espnet_prune.checkpoints import CheckpointError
+from espnet_prune.checkpoints import CheckpointError, check_keys, load_state_dict
 from espnet_prune.config_schema import from_mapping
 from espnet_prune.models import PRESETS, Wav2Vec2Config, Wav2Vec2Model, Wav2Vec2Output
 from espnet_prune.pruning.controller import PruningConfig, PruningController
@@ -182,6 +182,37 @@ def build_ssl_model(source: str, options: SSLOptions) -> Wav2Vec2Model:
     return model
 
 
+def load_teacher_weights(teacher: Wav2Vec2Model, path: str, key: str) -> None:
+    """Load into ``teacher`` the SSL weights that model file ``path`` holds for its geometry: the entries under
+    the one key prefix that holds all of them (an ESPnet model file of a dense run, ``encoder.ssl.model.``
+    there, or a plain state dict); ConfigError naming ``key`` and the file otherwise."""
+    if not Path(path).is_file():
+        raise ConfigError(f"{key}: file {path!r} does not exist")
+    try:
+        state = load_state_dict(path)
+    except CheckpointError as exc:
+        raise ConfigError(f"{key}: {exc}") from exc
+    expected = teacher.state_dict()
+    anchor = next(iter(expected))
+    prefixes = [
+        name[: len(name) - len(anchor)] for name in state if name == anchor or name.endswith(f".{anchor}")
+    ]
+    holding = [prefix for prefix in prefixes if all(f"{prefix}{k}" in state for k in expected)]
+    if len(holding) != 1:
+        found = "no" if not holding else f"{len(holding)} ({', '.join(repr(p) for p in holding)})"
+        raise ConfigError(
+            f"{key}: {path!r} holds {found} SSL model with every weight of this geometry "
+            f"({len(expected)} tensors, e.g. {anchor!r}); give the model file of a dense run of the same "
+            "model_config"
+        )
+    given = {k: state[f"{holding[0]}{k}"] for k in expected}
+    try:
+        check_keys(expected, given, f"{key} {path!r}", "the SSL model's geometry")
+    except CheckpointError as exc:
+        raise ConfigError(str(exc)) from exc
+    teacher.load_state_dict(given)
+
+
 class PrunableSSL(nn.Module):
     """A wav2vec2 / HuBERT model, gated with a Lagrangian controller when ``options.pruning`` is given.
 
@@ -210,6 +241,10 @@ class PrunableSSL(nn.Module):
                     )
                 except ValueError as exc:
                     raise ConfigError(str(exc)) from exc
+                if cfg.distill.teacher is not None:  # or the weights of its own file (same geometry)
+                    load_teacher_weights(
+                        self.distiller.teacher, cfg.distill.teacher, f"{source}.pruning.distill.teacher"
+                    )
             attach_gates(self.model, cfg.gates)
             try:  # variant latency reads its table here
                 self.controller = PruningController(self.model, cfg)
@@ -256,8 +291,9 @@ class PrunableSSL(nn.Module):
     @torch.no_grad()
     def reset_teacher(self) -> None:
         """Make the distillation teacher the current weights (without gates): for weights loaded after the
-        module was built and before training starts, e.g. by ESPnet's ``--init_param``."""
-        if self.distiller is not None:
+        module was built and before training starts, e.g. by ESPnet's ``--init_param``. A teacher read
+        from its own file (``distill.teacher``) stays as it is."""
+        if self.distiller is not None and self.distiller.cfg.teacher is None:
             self.distiller.teacher.load_state_dict(ungated_state_dict(self.model))
 
     def pruning_loss(self, task_loss: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:

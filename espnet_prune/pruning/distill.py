@@ -7,8 +7,9 @@ pulled toward the frozen dense teacher's at the same layers. The loss per frame 
     l1:     mean |W h_s - h_t|
 
 averaged over the valid frames of the batch and over the layers. The teacher is a copy of the model taken
-before any gate was attached (the starting checkpoint); it is held outside the module tree, so it is never
-saved, never trained, and stays in eval mode; it follows the student to its device on first use.
+before any gate was attached (the starting checkpoint), or that geometry with the weights of another file
+(``teacher``: the dense fine-tuned model); it is held outside the module tree, so it is never saved, never
+trained, and stays in eval mode; it follows the student to its device on first use.
 """
 
 from __future__ import annotations
@@ -36,11 +37,14 @@ class DistillConfig:
             running magnitude, as the pruning term is, so one value works for summed and mean losses).
         layers: Transformer layers (1-based) whose outputs are distilled.
         loss: "l1_cos" (DistilHuBERT / DPHuBERT) or "l1".
+        teacher: a model file whose SSL weights the teacher takes, e.g. the dense model fine-tuned on the
+            same task (CoFi's teacher); None: the starting model. The owner of the model reads the file.
     """
 
     weight: float = 1.0
     layers: List[int] = field(default_factory=lambda: [4, 8, 12])
     loss: str = "l1_cos"
+    teacher: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.weight <= 0:
