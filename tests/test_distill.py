@@ -207,8 +207,12 @@ def test_a_teacher_file_gives_the_teacher_its_weights_and_init_param_keeps_them(
         return path
 
     fine_tuned, start = perturbed(1), perturbed(2)
-    model, _ = _espnet_model(
-        tmp_path, "--encoder_conf", f"pruning.distill={{layers: [2], teacher: {fine_tuned}}}"
+    model, _ = _espnet_model(  # as pruned_asr.sh --distill_teacher adds it to the config's options
+        tmp_path,
+        "--encoder_conf",
+        f"pruning.distill.teacher={fine_tuned}",
+        "--encoder_conf",
+        "pruning.distill.layers=[2]",
     )
     abs_task.load_pretrained_model(f"{start}:encoder:encoder", model, True)
     reference = Wav2Vec2Model(model.encoder.ssl.distiller.teacher.config)

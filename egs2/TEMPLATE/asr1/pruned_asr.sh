@@ -47,6 +47,7 @@ asr_tag=""              # exp/<asr_tag>; default: asr_<config file name>
 asr_args=""             # extra options of the training module, e.g. "--max_epoch 20"
 ssl_checkpoint=""       # SSL checkpoint for configs with ssl_checkpoint: null (fairseq/S3PRL .pt, Hugging Face dir)
 init_from_exp=""        # initialise training from <dir>/latest.pth (the demo: its stand-in SSL model)
+distill_teacher=""      # model file of the dense fine-tuned run to distil from (pruning.distill.teacher)
 ngpu=1                  # GPUs per node for training (0: CPU); N > 1: DDP through espnet2.bin.launch
 num_nodes=1             # nodes for DDP training (needs a cluster launcher as cuda_cmd, see cmd.sh)
 removal_args=""         # extra options of mask removal, e.g. "--allow_budget_miss" for a smoke run
@@ -108,6 +109,7 @@ token_opts=""
 # SLU with characters: the intent labels are whole tokens (stage 5 writes them to nlsyms.txt).
 [ "${token_type}" = char ] && [ "${intent_first}" = true ] && token_opts="--non_linguistic_symbols ${token_list_dir}/nlsyms.txt"
 [ -n "${ssl_checkpoint}" ] && asr_args="--encoder_conf ssl_checkpoint=${ssl_checkpoint} ${asr_args}"
+[ -n "${distill_teacher}" ] && asr_args="--encoder_conf pruning.distill.teacher=${distill_teacher} ${asr_args}"
 
 config_has() {  # CONFIG (pruning|unset_checkpoint): does the encoder/frontend block have a pruning block / ssl_checkpoint: null?
     ${python} -c 'import sys, yaml
@@ -178,6 +180,7 @@ if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ]; then
         require "${init_from_exp}/latest.pth" "the --init_from_exp run"
         init_opts="--init_param ${init_from_exp}/latest.pth"
     fi
+    [ -z "${distill_teacher}" ] || require "${distill_teacher}" "the dense fine-tuning to distil from (--distill_teacher)"
     [ -f "${exp_dir}/checkpoint.pth" ] && log "stage 11: resuming ${exp_dir} from its checkpoint.pth"
     log "stage 11: training ${exp_dir} (log: ${exp_dir}/train.log; ngpu ${ngpu}, nodes ${num_nodes})"
     mkdir -p ${exp_dir}
