@@ -395,6 +395,7 @@ def test_demo_configs_live_once_in_the_template():
         "model.yaml",
         "train_dense.yaml",
         "train_hj_mac.yaml",
+        "train_hj_mac_keep_attention.yaml",
         "train_standin.yaml",
     ]
     for recipe in RECIPES:
@@ -429,3 +430,17 @@ def test_espnet_entry_points_do_not_try_to_download_nltk_data():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "imported _DeferredModule" in proc.stdout, proc.stderr
     assert "nltk" not in proc.stderr, proc.stderr
+
+
+def test_the_slu_demo_prunes_with_its_own_config_that_differs_only_in_the_gates():
+    """The SLURP demo's HJ-MAC leaves attention ungated (the intent needs it); everything else is the
+    shared demo config, so the two cannot drift apart."""
+    slurp = next(r for r in RECIPES if r.parent.name == "slurp")
+    name = re.search(r"^demo_pruned_config=(\S+)", (slurp / "run.sh").read_text(), flags=re.M).group(1)
+    assert name == "conf/demo/train_hj_mac_keep_attention.yaml"
+    assert _options_of_the_template()["demo_pruned_config"] == "conf/demo/train_hj_mac.yaml"
+    keep = yaml.safe_load((slurp / name).read_text())
+    shared = yaml.safe_load((TEMPLATE / "conf" / "demo" / "train_hj_mac.yaml").read_text())
+    gates = keep["encoder_conf"]["pruning"].pop("gates")
+    assert gates == {"attention_heads": False, "attention_layers": False}
+    assert keep == shared

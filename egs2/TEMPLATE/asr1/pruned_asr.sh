@@ -62,6 +62,7 @@ score_opts=""           # extra options of espnet_prune.bin.score, e.g. "--entit
 demo=false              # run the demo flow (pruned_asr_demo.sh) instead of one experiment
 demo_tag=asr_demo       # exp/<demo_tag>_{standin,dense,hj_mac}, exp/<demo_tag>_table.md
 demo_test_set=test      # the demo's test set (decoded, scored and in the table)
+demo_pruned_config=conf/demo/train_hj_mac.yaml  # the demo's pruning fine-tuning (SLU: ..._keep_attention.yaml)
 # ---- options end
 help_message="Usage: ./run.sh [options]   (a recipe's run.sh passes every option on to ${0##*/})
 $(sed -n '4,18s/^# \{0,1\}//p' "$(readlink -f "${BASH_SOURCE[0]}")")
@@ -88,7 +89,8 @@ if [ "${demo}" = true ]; then
     # The demo's own settings come after the given options, so that they hold; --inference_nj 1 before
     # them is a default that an --inference_nj given wins over.
     exec ./pruned_asr_demo.sh --stage "${stage}" --stop_stage "${stop_stage}" --tag "${demo_tag}" \
-        --compare_set "${demo_test_set}" --compare_opts "${compare_opts}" --python "${python}" -- \
+        --pruned_config "${demo_pruned_config}" --compare_set "${demo_test_set}" \
+        --compare_opts "${compare_opts}" --python "${python}" -- \
         --inference_nj 1 "${cli_args[@]}" --demo false --ngpu 0 --gpu_inference false --token_type char \
         --min_seconds 0.3 --max_seconds 15 --test_sets "${demo_test_set}" --local_data_opts "--demo true ${local_data_opts}"
 fi

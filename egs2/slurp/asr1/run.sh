@@ -18,6 +18,7 @@ valid_set=devel
 test_sets="devel test"
 asr_config=conf/tuning/train_wav2vec2_base_hj_mac_50.yaml
 inference_config=conf/decode_ctc_greedy.yaml
+demo_pruned_config=conf/demo/train_hj_mac_keep_attention.yaml  # the intent needs attention: gate CNN and FFN
 
 ./pruned_asr.sh \
     --train_set "${train_set}" \
@@ -29,4 +30,5 @@ inference_config=conf/decode_ctc_greedy.yaml
     --asr_config "${asr_config}" \
     --inference_config "${inference_config}" \
     --demo_test_set test \
+    --demo_pruned_config "${demo_pruned_config}" \
     "$@"
