@@ -61,15 +61,15 @@ def _reduce_demo_configs(recipe: Path) -> None:
     model = yaml.safe_load(TINY_MODEL.read_text())  # the tests' tiny model, downsampling 320x as wav2vec2
     model["conv_layers"] = [[16, 10, 5]] + [[16, 3, 2]] * 4 + [[16, 2, 2]] * 2
     (demo / "model.yaml").write_text(yaml.safe_dump(model, sort_keys=False))
-    for name in ("train_standin.yaml", "train_dense.yaml", "train_hj_mac.yaml"):
-        config = yaml.safe_load((demo / name).read_text())
+    for path in sorted(demo.glob("train_*.yaml")):  # the SLU demo prunes with train_hj_mac_keep_attention
+        config = yaml.safe_load(path.read_text())
         assert config["encoder_conf"]["model_config"] == "conf/demo/model.yaml"
         config.update(max_epoch=1, batch_size=8, scheduler_conf={"warmup_steps": 2})
         pruning = config["encoder_conf"].get("pruning")
         if pruning is not None:
             assert pruning["variant"] == "mac" and pruning["target_sparsity"] == 0.5
-            pruning.update(warmup_updates=2, gates={"init_keep_prob": 0.7})
-        (demo / name).write_text(yaml.safe_dump(config, sort_keys=False))
+            pruning.update(warmup_updates=2, gates={**pruning.get("gates", {}), "init_keep_prob": 0.7})
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 def _table(path: Path) -> List[Dict[str, str]]:
@@ -160,6 +160,15 @@ def test_demo_runs_every_stage_and_prints_the_table(demo) -> None:
 
     assert percent(rows[0]["SSL params M"]) == percent(rows[0][macs]) == 100
     assert percent(rows[1]["SSL params M"]) < 100 and percent(rows[1][macs]) < 100, rows
+    # The SLU demo prunes CNN channels and FFN units only: every attention head of the dense model stays.
+    geometry = {
+        name: yaml.safe_load((run / "config.yaml").read_text())["encoder_conf"]["model_config"]
+        for name, run in (("dense", dense), ("pruned", pruned))
+    }
+    assert geometry["pruned"]["num_heads"] == geometry["dense"]["num_heads"]
+    assert geometry["pruned"]["ffn_dims"] != geometry["dense"]["ffn_dims"] or (
+        geometry["pruned"]["conv_layers"] != geometry["dense"]["conv_layers"]
+    )
     # The accuracy in the table is that of the decoded intents (recomputed here from the decoded text).
     # One epoch of a smoke run does not learn the held-out phrasings, so it is not compared with chance
     # (100 / the number of intents); test_full_demo_is_well_above_chance does that on the full demo.
