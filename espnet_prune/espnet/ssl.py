@@ -186,9 +186,7 @@ def load_teacher_weights(teacher: Wav2Vec2Model, path: str, key: str) -> None:
     """Load into ``teacher`` the SSL weights that model file ``path`` holds for its geometry: the entries under
     the one key prefix that holds all of them (an ESPnet model file of a dense run, ``encoder.ssl.model.``
     there, or a plain state dict); ConfigError naming ``key`` and the file otherwise."""
-    if not Path(path).is_file():
-        raise ConfigError(f"{key}: file {path!r} does not exist")
-    try:
+    try:  # names a missing, empty or unsafe file
         state = load_state_dict(path)
     except CheckpointError as exc:
         raise ConfigError(f"{key}: {exc}") from exc
