@@ -13,6 +13,7 @@ import torch
 from espnet_prune.models import Wav2Vec2Model
 from espnet_prune.pruning import PruningConfig, PruningController, attach_gates, exact_cost, remove_masks
 from espnet_prune.pruning.budget import fit_to_targets
+from espnet_prune.pruning.cost import measure_macs
 from espnet_prune.pruning.gating import gate_parameters, iter_gates
 
 from conftest import tiny_config
@@ -302,3 +303,59 @@ def test_config_round_trip_writes_only_the_targets_the_variant_uses():
     assert PruningConfig.from_dict(data) == cfg
     only = PruningConfig.from_dict({"variant": "transformer_only", "target_sparsity": 0.5})
     assert only.gates.conv_channels is False and PruningConfig.from_dict(only.to_dict()) == only
+
+
+def _smallest_model(heads_gated: bool, cnn_gated: bool) -> Wav2Vec2Model:
+    """Written out by hand: the tiny model with every gated CNN layer at one channel and every gated
+    attention / FFN branch gone (what the gates reach with all of them shut)."""
+    dense = tiny_config()
+    return Wav2Vec2Model(
+        tiny_config(
+            conv_layers=[(1 if cnn_gated else c, k, s) for c, k, s in dense.conv_layers],
+            num_heads=[0 if heads_gated else h for h in dense.num_heads],
+            ffn_dims=[0] * dense.num_layers,
+        )
+    )
+
+
+def _transformer_params(model: Wav2Vec2Model) -> int:
+    """Counted from the modules: every parameter outside the CNN feature extractor."""
+    return sum(p.numel() for p in model.parameters()) - sum(
+        p.numel() for p in model.feature_extractor.parameters()
+    )
+
+
+@pytest.mark.parametrize(
+    "pruning, key, heads_gated, cnn_gated",
+    [
+        ({"variant": "mac"}, "target_sparsity", True, True),
+        (
+            {"variant": "mac", "gates": {"attention_heads": False, "attention_layers": False}},
+            "target_sparsity",
+            False,
+            True,
+        ),
+        ({"variant": "transformer_only"}, "target_sparsity", True, False),
+    ],
+)
+def test_a_target_beyond_the_smallest_reachable_model_is_refused_naming_the_key(
+    pruning, key, heads_gated, cnn_gated
+):
+    torch.manual_seed(0)
+    dense = Wav2Vec2Model(tiny_config())
+    smallest = _smallest_model(heads_gated, cnn_gated)
+    if pruning["variant"] == "mac":
+        quantity = "MACs at 2 s"
+        reachable = 1.0 - measure_macs(smallest, REFERENCE_SECONDS) / measure_macs(dense, REFERENCE_SECONDS)
+    else:
+        quantity = "Transformer parameters"
+        reachable = 1.0 - _transformer_params(smallest) / _transformer_params(dense)
+    assert 0.05 < reachable < 0.99  # the floor is a real constraint of this geometry
+    base = {"reference_seconds": REFERENCE_SECONDS, **pruning}
+    beyond = PruningConfig.from_dict({**base, key: reachable + 0.005})
+    with pytest.raises(
+        ValueError, match=rf"{key}: .* keeps .* of its {quantity}, so at most {reachable:.3f}"
+    ):
+        PruningController(attach_gates(copy.deepcopy(dense), beyond.gates), beyond)
+    within = PruningConfig.from_dict({**base, key: reachable - 0.005})
+    PruningController(attach_gates(copy.deepcopy(dense), within.gates), within)

@@ -47,7 +47,7 @@ from espnet_prune.pruning.cost import exact_cost, expected_cost
 from espnet_prune.pruning.distill import DistillConfig
 from espnet_prune.pruning.gating import GateConfig, gate_parameters
 from espnet_prune.pruning.latency import LATENCY, LatencyTable, exact_quantity, expected_quantity
-from espnet_prune.pruning.removal import pruned_config
+from espnet_prune.pruning.removal import floor_config, pruned_config
 
 VARIANTS = ("size", "sep_size", "mac", "transformer_only", "latency")
 
@@ -59,6 +59,13 @@ CONTROLLED = {
     "mac": {"target_sparsity": "macs"},
     "transformer_only": {"target_sparsity": "transformer_params"},
     "latency": {"target_sparsity": LATENCY},
+}
+QUANTITY_NAMES = {
+    "params": "parameters",
+    "cnn_params": "CNN parameters",
+    "transformer_params": "Transformer parameters",
+    "macs": "MACs",
+    LATENCY: "table latency",
 }
 TARGET_KEYS = ("target_sparsity", "cnn_target_sparsity", "transformer_target_sparsity")
 
@@ -191,6 +198,7 @@ class PruningController(nn.Module):
             exact_quantity(model.config, quantity, cfg.reference_seconds, self.latency_table)
             for quantity, _ in self.targets
         ]
+        self._check_reachable(model)
         self.register_buffer("lambdas", torch.zeros(len(self.targets), 2))
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
         self.register_buffer("loss_scale", torch.zeros(()))  # 0 until the first task loss is seen
@@ -198,6 +206,24 @@ class PruningController(nn.Module):
         self.register_buffer("pending_gaps", torch.zeros(len(self.targets), dtype=torch.float64))
         self.register_buffer("pending_passes", torch.zeros((), dtype=torch.long))
         self._optimizers: weakref.WeakSet[torch.optim.Optimizer] = weakref.WeakSet()
+
+    def _check_reachable(self, model: Wav2Vec2Model) -> None:
+        """Refuse a target that even the smallest model the gates can reach does not meet: the controller
+        would push every gate shut and still miss it, and training would end in a useless model."""
+        floor = floor_config(model)
+        keys = CONTROLLED[self.cfg.variant]
+        for key, (quantity, final), dense in zip(keys, self.targets, self.dense_costs):
+            reachable = (
+                1.0 - exact_quantity(floor, quantity, self.cfg.reference_seconds, self.latency_table) / dense
+            )
+            if final >= reachable:
+                where = f" at {self.cfg.reference_seconds:g} s" if quantity in ("macs", LATENCY) else ""
+                raise ValueError(
+                    f"{key}: {final:g} cannot be reached: with every gated structure cut away (gated CNN layers "
+                    f"down to one channel, gated attention and FFN branches removed) the model keeps "
+                    f"{1.0 - reachable:.1%} of its {QUANTITY_NAMES[quantity]}{where}, "
+                    f"so at most {reachable:.3f} can be removed; lower {key} or gate more structures (gates)"
+                )
 
     @property
     def num_updates(self) -> int:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from espnet_prune.models.components import branch_masks
 from espnet_prune.models.config import Wav2Vec2Config
@@ -80,6 +80,32 @@ def pruned_config(model: Wav2Vec2Model) -> Wav2Vec2Config:
     """The config of the model that ``remove_masks`` would produce from the current gates."""
     conv, attention, ffn = _plan(model)
     return _config_from_plan(model.config, conv, attention, ffn)
+
+
+def floor_config(model: Wav2Vec2Model) -> Wav2Vec2Config:
+    """The config of the smallest model ``model``'s gates can be cut to: every gated CNN layer down to one
+    channel (a layer cannot vanish), every gated attention and FFN branch removed, the rest whole."""
+    config = model.config
+    conv_layers = [
+        (channels if block.channel_gate is None else 1, kernel, stride)
+        for block, (channels, kernel, stride) in zip(model.feature_extractor.conv_layers, config.conv_layers)
+    ]
+
+    def floor(module: Optional[nn.Module], slot: str, size: int) -> int:
+        gated = module is not None and (getattr(module, slot) is not None or module.layer_gate is not None)
+        return 0 if gated else size
+
+    layers = model.encoder.layers
+    num_heads = [floor(layer.attention, "head_gate", n) for layer, n in zip(layers, config.num_heads)]
+    head_ids = None
+    if config.model_type == "wavlm":
+        head_ids = [ids if heads else [] for heads, ids in zip(num_heads, config.layer_head_ids())]
+    return config.replace(
+        conv_layers=conv_layers,
+        num_heads=num_heads,
+        ffn_dims=[floor(layer.feed_forward, "unit_gate", n) for layer, n in zip(layers, config.ffn_dims)],
+        head_ids=head_ids,
+    )
 
 
 def _config_from_plan(config: Wav2Vec2Config, conv, attention, ffn) -> Wav2Vec2Config:
