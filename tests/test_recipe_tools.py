@@ -444,3 +444,37 @@ def test_the_slu_demo_prunes_with_its_own_config_that_differs_only_in_the_gates(
     gates = keep["encoder_conf"]["pruning"].pop("gates")
     assert gates == {"attention_heads": False, "attention_layers": False}
     assert keep == shared
+
+
+def test_the_demo_table_counts_updates_across_resumes_and_init_param(tmp_path):
+    """Each run's updates come from ESPnet's logs; a run started again (a resume, here of a finished run,
+    whose new train.log has no epoch) has them in the train.N.log files ESPnet's launcher rotated."""
+    from espnet_prune.bin.compare import training_updates
+
+    def epochs(*counts):
+        return "".join(
+            f"INFO: {i}epoch results: [train] loss=1.0, total_count={c}, [valid] loss=2.0\n"
+            for i, c in enumerate(counts, 1)
+        )
+
+    def run(name, logs, init=None):
+        directory = tmp_path / name
+        directory.mkdir()
+        config = {"token_list": ["<blank>"], "encoder": "pruned_wav2vec2", "model_conf": {}}
+        if init:
+            config["init_param"] = [f"{tmp_path / init / 'latest.pth'}:encoder:encoder"]
+        (directory / "config.yaml").write_text(yaml.safe_dump(config))
+        for log, text in logs.items():
+            (directory / log).write_text(text)
+        return directory
+
+    run("standin", {"train.log": epochs(150, 300)})
+    resumed = run(
+        "dense",
+        {"train.log": "INFO: resumed\n", "train.1.log": epochs(450, 600), "train.2.log": epochs(150, 300)},
+        init="standin",
+    )
+    (resumed / "pruned").mkdir()
+    assert training_updates(resumed) == "300 + 600"
+    assert training_updates(resumed / "pruned") == "300 + 600"  # a removed model: its training run's
+    assert training_updates(run("unlogged", {"train.log": "INFO: started\n"})) == "?"

@@ -40,15 +40,26 @@ def _decode_dir(run_dir: Path) -> Path:
     return found[0]
 
 
+# train.log as ESPnet's launcher renames it when a run is started again (train.1.log is the newest).
+LOG_ROTATED = re.compile(r"train\.(\d+)\.log")
+
+
 def training_updates(run_dir: Path) -> str:
     """Updates the run's model was trained for, from ESPnet's train.log: "1800", or "1800 + 600" when
-    it was initialised from another run (``init_param``); "?" when the log is not there."""
+    it was initialised from another run (``init_param``); "?" when no log counts them.
+
+    A resumed run starts a new train.log and ESPnet renames the older ones train.1.log, train.2.log, ...
+    (its count is cumulative), so the newest log with an epoch's results has the count."""
     train_dir = run_dir if (run_dir / "train.log").is_file() else run_dir.parent
-    log = train_dir / "train.log"
-    if not log.is_file():
-        return "?"
-    counts = re.findall(r"epoch results: \[train\].*?total_count=(\d+)", log.read_text(errors="replace"))
-    updates = counts[-1] if counts else "?"
+    numbered = [(int(m[1]), p) for p in train_dir.glob("train.*.log") if (m := LOG_ROTATED.fullmatch(p.name))]
+    updates = "?"
+    for log in [train_dir / "train.log", *(path for _, path in sorted(numbered))]:  # newest first
+        if not log.is_file():
+            continue
+        counts = re.findall(r"epoch results: \[train\].*?total_count=(\d+)", log.read_text(errors="replace"))
+        if counts:
+            updates = counts[-1]
+            break
     from espnet_prune.espnet.loading import read_train_config
 
     config = read_train_config(train_dir / "config.yaml") if (train_dir / "config.yaml").is_file() else {}
