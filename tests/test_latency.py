@@ -411,3 +411,33 @@ def test_the_cnn_grid_is_bilinear_so_a_bilinear_cost_has_no_held_out_error():
     surface, errors = fit_grid(grid, ms)
     assert isinstance(surface, Surface) and surface.misaligned_factor == 1.0
     assert max(errors) < 1e-12
+
+
+def test_a_latency_target_below_the_tables_floor_is_refused(table_path: Path):
+    """The floor by hand from the synthetic table's formulas: every CNN layer at one channel, no attention,
+    no FFN; what is left is the fixed parts, the CNN and the feature projection."""
+    config = tiny_config()
+    frames = frame_counts(config, REFERENCE_SECONDS)
+    cnn = sum(
+        0.1 + (0.02 if i == 0 else 0.0) + 1e-7 * kernel * frames[i + 1]
+        for i, (_, kernel, _) in enumerate(config.conv_layers)
+    )
+    floor_ms = 0.3 + 0.2 + cnn + 0.05 + 0.002
+    reachable = 1.0 - floor_ms / exact_latency_ms(synthetic_table(config), config)
+
+    def controller(target: float) -> PruningController:
+        cfg = PruningConfig.from_dict(
+            {
+                "variant": "latency",
+                "target_sparsity": target,
+                "latency_table": str(table_path),
+                "reference_seconds": REFERENCE_SECONDS,
+            }
+        )
+        return PruningController(attach_gates(Wav2Vec2Model(config), cfg.gates), cfg)
+
+    with pytest.raises(
+        ValueError, match=rf"keeps .* of its table latency at 2 s, so at most {reachable:.3f}"
+    ):
+        controller(reachable + 0.01)
+    controller(reachable - 0.01)
