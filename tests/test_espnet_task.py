@@ -268,6 +268,10 @@ def _bert_dir(tmp_path: Path) -> str:
             "encoder_conf.pruning.target_sparsity: must be a number in",
         ),
         (
+            ["--encoder_conf", "pruning.target_sparsity=0.995"],
+            "encoder_conf.pruning.target_sparsity: 0.995 cannot be reached",
+        ),
+        (
             ["--encoder_conf", "pruning.gates.init_keep=0.5"],
             "encoder_conf.pruning.gates: unknown key(s) ['init_keep']",
         ),
