@@ -24,11 +24,13 @@ help_message=$(sed -n '2,13p' "$0")
 
 . "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/parse_options.sh"
 common=("$@")
+minutes() { echo "$(( $1 / 60 )) min $(( $1 % 60 )) s"; }
 start=${SECONDS}
 if [ "${stage}" -le 11 ]; then
     ./pruned_asr.sh "${common[@]}" --stage "${stage}" --stop_stage "$(( stop_stage < 11 ? stop_stage : 11 ))" \
         --asr_config conf/demo/train_standin.yaml --asr_tag "${tag}_standin"
 fi
+standin_done=${SECONDS}
 if [ "${stop_stage}" -ge 11 ]; then
     pids=()
     for run in dense hj_mac; do
@@ -48,4 +50,4 @@ if [ "${stop_stage}" -ge 13 ]; then
     "${python}" -m espnet_prune.bin.compare --dump_dir dump/raw --sets "${compare_set}" ${compare_opts} \
         --run "dense=exp/${tag}_dense" --run "HJ-MAC=exp/${tag}_hj_mac/pruned" --out "exp/${tag}_table.md"
 fi
-echo "demo finished in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s"
+echo "demo finished in $(minutes $(( SECONDS - start ))) (data and stand-in: $(minutes $(( standin_done - start ))); fine-tunings, decoding, table: $(minutes $(( SECONDS - standin_done ))); load average: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?'))"
