@@ -3,6 +3,7 @@ test needs) or through the ESPnet configs of the repository (``TINY_MODEL``, ``T
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, List, Sequence
 
@@ -12,6 +13,12 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = REPO / "conf" / "model" / "tiny_wav2vec2.yaml"  # the tiny geometry of the ESPnet tests and demo
 TINY_TRAIN_CONFIG = REPO / "conf" / "train" / "tiny_hj_mac_50.yaml"  # HJ-MAC at 50% for that model
 TINY_TOKENS = ["<blank>", "<unk>", "<space>", "A", "B", "C", "<sos/eos>"]
+# The demo's closing line (pruned_asr_demo.sh): the total, its two parts and the load average.
+_MINUTES = r"\d+ min \d+ s"
+DEMO_FINISHED = re.compile(
+    rf"demo finished in {_MINUTES} \(data and stand-in: {_MINUTES}; fine-tunings, decoding, table: {_MINUTES}; "
+    r"load average: [\d.]+ [\d.]+ [\d.]+\)"
+)
 
 
 def tiny_asr_args(root: Path, tokens: Sequence[str] = TINY_TOKENS) -> List[str]:
