@@ -119,16 +119,20 @@ class ConvLayerBlock(nn.Module):
         channel_mask: Optional[Tensor] = None,
         input_mask: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Optional[Tensor]]:
-        """x: (B, C_in, T) -> (B, C_out, T').
+        """x: (B, C_in, T) -> (B, C_out, T'), both laid out channels-last in memory (a transposed
+        (B, T, C) tensor).
 
+        The convolution runs as a 2-D one on channels-last (B, C, 1, T): the CPU's oneDNN kernels are
+        then about twice as fast (forward and backward) as Conv1d's channels-first ones, and the
+        LayerNorm over channels reads contiguous rows, so no layout copies are made between layers.
         ``input_mask`` (the previous layer's channel gate) scales the input channels of the conv weight;
         ``channel_mask`` (this layer's gate) only restricts the LayerNorm statistics to kept channels.
         """
-        if input_mask is None:
-            x = self.conv(x)
-        else:
-            weight = self.conv.weight * input_mask[None, :, None]
-            x = F.conv1d(x, weight, self.conv.bias, stride=self.stride)
+        weight = self.conv.weight
+        if input_mask is not None:
+            weight = weight * input_mask[None, :, None]
+        x = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        x = F.conv2d(x, weight.unsqueeze(2), self.conv.bias, stride=(1, self.stride)).squeeze(2)
         if lengths is not None:
             lengths = conv_output_lengths(lengths, self.kernel, self.stride)
         if self.layer_norm is None:  # no norm: the only path TorchScript compiles for this block
