@@ -432,9 +432,9 @@ def test_espnet_entry_points_do_not_try_to_download_nltk_data():
     assert "nltk" not in proc.stderr, proc.stderr
 
 
-def test_the_slu_demo_prunes_with_its_own_config_that_differs_only_in_the_gates():
-    """The SLURP demo's HJ-MAC leaves attention ungated (the intent needs it); everything else is the
-    shared demo config, so the two cannot drift apart."""
+def test_the_slu_demo_prunes_with_its_own_config_that_differs_only_in_the_gates_and_budget():
+    """The SLURP demo's HJ-MAC leaves attention ungated (the intent needs it) and removes 50% of the MACs
+    (the ASR demo 40%); everything else is the shared demo config, so the two cannot drift apart."""
     slurp = next(r for r in RECIPES if r.parent.name == "slurp")
     name = re.search(r"^demo_pruned_config=(\S+)", (slurp / "run.sh").read_text(), flags=re.M).group(1)
     assert name == "conf/demo/train_hj_mac_keep_attention.yaml"
@@ -443,6 +443,11 @@ def test_the_slu_demo_prunes_with_its_own_config_that_differs_only_in_the_gates(
     shared = yaml.safe_load((TEMPLATE / "conf" / "demo" / "train_hj_mac.yaml").read_text())
     gates = keep["encoder_conf"]["pruning"].pop("gates")
     assert gates == {"attention_heads": False, "attention_layers": False}
+    targets = (
+        keep["encoder_conf"]["pruning"].pop("target_sparsity"),
+        shared["encoder_conf"]["pruning"].pop("target_sparsity"),
+    )
+    assert targets == (0.5, 0.4)  # the intents keep half the MACs; ASR 60%, within 3 WER points of dense
     assert keep == shared
 
 
