@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 from types import ModuleType
-from typing import Callable
+from typing import Callable, List
 
 import torch
 from torch import nn
@@ -63,6 +63,10 @@ def magnitude_prune(encoder: Wav2Vec2Model, target: Wav2Vec2Config) -> Wav2Vec2M
     """
     tp = torch_pruning()
     model = copy.deepcopy(encoder).eval()
+    for block in model.feature_extractor.conv_layers:
+        # The same function through the Conv1d modules' own calls, which the graph traces (the
+        # channels-last path of layer-norm CNNs calls conv2d on their weights, which it cannot see).
+        block.channels_last = False
     graph = tp.DependencyGraph().build_dependency(
         model,
         example_inputs=(torch.randn(1, SAMPLE_RATE),),
@@ -70,7 +74,8 @@ def magnitude_prune(encoder: Wav2Vec2Model, target: Wav2Vec2Config) -> Wav2Vec2M
     )
     importance = tp.importance.GroupMagnitudeImportance(p=1, normalizer=None, group_reduction="mean")
 
-    def prune(module: nn.Module, prune_fn: Callable, keep_units: int, unit_width: int = 1) -> None:
+    def prune(module: nn.Module, prune_fn: Callable, keep_units: int, unit_width: int = 1) -> List[int]:
+        """Cut the ``module``'s group to ``keep_units`` units; returns the channels dropped."""
         size = module.weight.shape[0]
         group = graph.get_pruning_group(module, prune_fn, idxs=list(range(size)))
         scores = importance(group).view(-1, unit_width).mean(1)
@@ -78,9 +83,14 @@ def magnitude_prune(encoder: Wav2Vec2Model, target: Wav2Vec2Config) -> Wav2Vec2M
         channels = sorted(unit * unit_width + offset for unit in dropped for offset in range(unit_width))
         if channels:
             graph.get_pruning_group(module, prune_fn, idxs=channels).prune()
+        return channels
 
     for block, (channels, _, _) in zip(model.feature_extractor.conv_layers, target.conv_layers):
-        prune(block.conv, tp.prune_conv_out_channels, channels)
+        dropped = prune(block.conv, tp.prune_conv_out_channels, channels)
+        if block.norm_type == "group" and dropped:
+            # The per-channel GroupNorm runs functionally over valid frames only (no module call to
+            # trace), so its affine parameters follow the conv's output channels here.
+            tp.prune_groupnorm_out_channels(block.layer_norm, dropped)
     for layer, heads, units in zip(model.encoder.layers, target.num_heads, target.ffn_dims):
         prune(layer.attention.q_proj, tp.prune_linear_out_channels, heads, unit_width=target.head_dim)
         prune(layer.feed_forward.intermediate_dense, tp.prune_linear_out_channels, units)

@@ -225,3 +225,45 @@ def test_the_fine_tuned_teacher_is_the_dense_run_of_the_same_seed(tmp_path, monk
     assert same(teacher, fine_tuned[1].encoder) and not same(teacher, fine_tuned[0].encoder)
     assert accuracy.distillation_teacher("fsdd", "hj_mac_distill", 1, Loaded(), s) is pretrained.encoder
     assert accuracy.distillation_teacher("fsdd", "hj_mac", 1, Loaded(), s) is None
+
+
+@pytest.mark.parametrize("extractor_mode", ["layer_norm", "group_norm"])
+def test_the_l1_baseline_cuts_the_pretrained_weights_of_either_cnn_to_the_target_shape(
+    extractor_mode: str,
+) -> None:
+    """Torch-Pruning's graph must see the convs of both CNN layouts (the layer-norm CNN runs channels-last
+    through conv2d): the L1 baseline returns the target's shape and keeps the pre-trained weights of the
+    channels it keeps, coupled across conv, norm and the next conv's inputs."""
+    pytest.importorskip("torch_pruning")
+    import torch
+
+    from bench.magnitude import config_at_mac_ratio, magnitude_prune
+
+    from conftest import tiny_config
+
+    torch.manual_seed(0)
+    config = tiny_config(extractor_mode=extractor_mode, conv_bias=extractor_mode == "layer_norm")
+    encoder = Wav2Vec2Model(config).eval()
+    with torch.no_grad():  # distinct norm weights, so that a wrong coupling shows
+        for block in encoder.feature_extractor.conv_layers:
+            if block.layer_norm is not None:
+                block.layer_norm.weight.uniform_(0.5, 1.5)
+    target = config_at_mac_ratio(config, 0.5, 1.0)
+    pruned = magnitude_prune(encoder, target)
+    assert pruned.config.to_dict() == target.to_dict() != config.to_dict()
+
+    first, second = encoder.feature_extractor.conv_layers[:2]
+    cut_first, cut_second = pruned.feature_extractor.conv_layers[:2]
+    rows = first.conv.weight.flatten(1)
+    kept = [int((rows == row).all(1).nonzero()) for row in cut_first.conv.weight.flatten(1)]
+    assert kept == sorted(kept) and len(kept) == target.conv_layers[0][0] < config.conv_layers[0][0]
+    norm, cut_norm = first.layer_norm, cut_first.layer_norm
+    if norm is not None:
+        assert torch.equal(cut_norm.weight, norm.weight[kept])
+    kept_next = [
+        int((second.conv.weight[:, kept].flatten(1) == r).all(1).nonzero())
+        for r in cut_second.conv.weight.flatten(1)
+    ]
+    assert torch.equal(cut_second.conv.weight, second.conv.weight[kept_next][:, kept])
+    out = pruned(torch.randn(1, 16000)).last_hidden_state
+    assert out.shape[-1] == config.embed_dim and torch.isfinite(out).all()
