@@ -42,7 +42,7 @@ class PretrainSettings:
 
     lm_sentences: int = 4000
     grammar_sentences: int = 1000
-    updates: int = 4000
+    updates: int = 8000
     batch_size: int = 8
     peak_lr: float = 2e-3
     warmup: int = 300
