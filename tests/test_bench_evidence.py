@@ -100,6 +100,12 @@ def test_claims_call_a_difference_inside_the_spread_a_tie() -> None:
     assert verdicts[1].startswith("- C2") and ": fails." in verdicts[1]
     assert "Transformer-only at 0.5: holds" in verdicts[2]
     assert "Torch-Pruning (L1) at 0.5: tie" in verdicts[3]
+    # HJ-MAC's variants are checked against the same claims, each line named
+    variant = claims("fsdd", [dense, point("hj_mac_keep_attention", 0.5, [91.0, 91.5, 92.0])])
+    assert variant == [
+        "- C2 HJ-MAC, attention ungated at ~0.5 within one std of dense: holds. HJ-MAC, attention ungated @ 0.5 "
+        "(MAC ratio 0.500): 91.5 ± 0.5 vs Dense fine-tuning @ 1 (MAC ratio 1.000): 92.0 ± 2.0."
+    ]
     lower_is_better = claims("cathy", [point_wer("dense", 1.0, [20.0]), point_wer("hj_mac", 0.7, [15.0])])
     assert "beats dense" in lower_is_better[0]
 
@@ -267,3 +273,32 @@ def test_the_l1_baseline_cuts_the_pretrained_weights_of_either_cnn_to_the_target
     assert torch.equal(cut_second.conv.weight, second.conv.weight[kept_next][:, kept])
     out = pruned(torch.randn(1, 16000)).last_hidden_state
     assert out.shape[-1] == config.embed_dim and torch.isfinite(out).all()
+
+
+def test_hj_mac_with_attention_ungated_reaches_its_budget_without_cutting_attention() -> None:
+    """The SLURP demo's variant in the benchmark: HJ-MAC's MAC budget met by CNN channels and FFN units
+    alone, every head and attention layer of the pre-trained model kept in the removed model."""
+    import torch
+
+    import bench.accuracy as accuracy
+    from bench.data import Example
+    from bench.training import REFERENCE_SECONDS, TaskModel, standin_config
+
+    torch.manual_seed(0)
+    config = standin_config()  # in wav2vec2-base's proportions: the CNN and FFNs hold over half the MACs
+    pretrained = TaskModel(Wav2Vec2Model(config), "classify", 10)
+    examples = [Example(f"u{i}", 0.1 * torch.randn(8000), i % 10) for i in range(4)]
+    s = accuracy.Settings(updates=3, warmup=1, batch_size=2)
+    results = {}
+    for method in ("hj_mac", "hj_mac_keep_attention"):
+        model, sparsities, _ = accuracy.fine_tune("fsdd", method, 0.5, 0, examples, 10, pretrained, s)
+        mac_ratio = (
+            exact_cost(model.encoder.config, REFERENCE_SECONDS).macs
+            / exact_cost(config, REFERENCE_SECONDS).macs
+        )
+        assert abs(mac_ratio - 0.5) < 0.03 and sparsities["targets"] == {"macs": 0.5}, (method, mac_ratio)
+        results[method] = model.encoder.config
+    kept = results["hj_mac_keep_attention"]
+    assert kept.num_heads == config.num_heads and kept.conv_layers != config.conv_layers
+    assert results["hj_mac"].num_heads != config.num_heads  # the default HJ-MAC does cut attention here
+    assert "hj_mac_keep_attention" not in accuracy.DEFAULT_METHODS
