@@ -372,7 +372,13 @@ def distillation_teacher(
         return load.get()[2].encoder
     if method == "hj_mac_distill_ft":
         cached_run(task, "dense", 1.0, seed, load, s)
-        return load_model(model_file(s.run_file(task, "dense", 1.0, seed))).encoder
+        dense = s.run_file(task, "dense", 1.0, seed)
+        if not model_file(dense).is_file():
+            raise FileNotFoundError(
+                f"{dense}: the dense run of seed {seed}, the teacher of {method}, is cached without its model "
+                f"({model_file(dense).name}); delete the result file to run it again"
+            )
+        return load_model(model_file(dense)).encoder
     return None
 
 

@@ -231,6 +231,10 @@ def test_the_fine_tuned_teacher_is_the_dense_run_of_the_same_seed(tmp_path, monk
     assert same(teacher, fine_tuned[1].encoder) and not same(teacher, fine_tuned[0].encoder)
     assert accuracy.distillation_teacher("fsdd", "hj_mac_distill", 1, Loaded(), s) is pretrained.encoder
     assert accuracy.distillation_teacher("fsdd", "hj_mac", 1, Loaded(), s) is None
+    # a dense run cached without its model (before models were kept) cannot teach: one clear error
+    accuracy.model_file(s.run_file("fsdd", "dense", 1.0, 0)).unlink()
+    with pytest.raises(FileNotFoundError, match=r"dense-1-seed0.json: .* delete the result file"):
+        accuracy.distillation_teacher("fsdd", "hj_mac_distill_ft", 0, Loaded(), s)
 
 
 @pytest.mark.parametrize("extractor_mode", ["layer_norm", "group_norm"])
