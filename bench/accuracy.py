@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import statistics
 import sys
@@ -373,12 +374,13 @@ def distillation_teacher(
     if method == "hj_mac_distill_ft":
         cached_run(task, "dense", 1.0, seed, load, s)
         dense = s.run_file(task, "dense", 1.0, seed)
-        if not model_file(dense).is_file():
+        kept = model_file(dense)
+        if not kept.is_file():
             raise FileNotFoundError(
                 f"{dense}: the dense run of seed {seed}, the teacher of {method}, is cached without its model "
-                f"({model_file(dense).name}); delete the result file to run it again"
+                f"({kept.name}); delete the result file to run it again"
             )
-        return load_model(model_file(dense)).encoder
+        return load_model(kept).encoder
     return None
 
 
@@ -501,6 +503,15 @@ def compare(a: Point, b: Point, metric: str) -> Tuple[float, float]:
     return sign * (a.mean(metric) - b.mean(metric)), max(a.std(metric), b.std(metric))
 
 
+TIE = "tie (inside the spread)"
+
+
+def verdict(gain: float, spread: float, better: str, tie: str, worse: str) -> str:
+    """``better`` when ``gain`` is larger than the spread, ``worse`` when it is below minus the spread,
+    ``tie`` inside it: the benchmark's one rule for comparing two points."""
+    return better if gain > spread else tie if gain >= -spread else worse
+
+
 def claims(task: str, pts: List[Point]) -> List[str]:
     """C1-C3 for the task's first metric, stated with the numbers: for HJ-MAC, then for each of its variants
     (attention ungated, distillation) that ran."""
@@ -517,35 +528,19 @@ def claims(task: str, pts: List[Point]) -> List[str]:
         name = LABELS[method]
         hj70, hj50 = find.get((method, 0.7)), find.get((method, 0.5))
         if dense and hj70:
-            gain, spread = compare(hj70, dense, metric)
-            verdict = (
-                "holds (beats dense)" if gain > spread else "holds (tie)" if gain >= -spread else "fails"
-            )
-            lines.append(
-                f"C1 {name} at ~0.7 matches or beats dense: {verdict}. {show(hj70)} vs {show(dense)}."
-            )
+            said = verdict(*compare(hj70, dense, metric), "holds (beats dense)", "holds (tie)", "fails")
+            lines.append(f"C1 {name} at ~0.7 matches or beats dense: {said}. {show(hj70)} vs {show(dense)}.")
         if dense and hj50:
             gain, _ = compare(hj50, dense, metric)
-            verdict = "holds" if gain >= -dense.std(metric) else "fails"
-            lines.append(
-                f"C2 {name} at ~0.5 within one std of dense: {verdict}. {show(hj50)} vs {show(dense)}."
-            )
-        for budget in (0.5, 0.3):
-            hj = find.get((method, budget))
-            for rival in ("transformer_only", "torch_pruning"):
-                other = find.get((rival, budget))
-                if hj and other:
-                    gain, spread = compare(hj, other, metric)
-                    verdict = (
-                        "holds"
-                        if gain > spread
-                        else "tie (inside the spread)"
-                        if gain >= -spread
-                        else "fails (rival better)"
-                    )
-                    lines.append(
-                        f"C3 {name} beats {LABELS[rival]} at {budget:g}: {verdict}. {show(hj)} vs {show(other)}."
-                    )
+            said = "holds" if gain >= -dense.std(metric) else "fails"
+            lines.append(f"C2 {name} at ~0.5 within one std of dense: {said}. {show(hj50)} vs {show(dense)}.")
+        for budget, rival in itertools.product((0.5, 0.3), ("transformer_only", "torch_pruning")):
+            hj, other = find.get((method, budget)), find.get((rival, budget))
+            if hj and other:
+                said = verdict(*compare(hj, other, metric), "holds", TIE, "fails (rival better)")
+                lines.append(
+                    f"C3 {name} beats {LABELS[rival]} at {budget:g}: {said}. {show(hj)} vs {show(other)}."
+                )
     return [f"- {line}" for line in lines]
 
 
@@ -584,10 +579,9 @@ def latency_lines(task: str, pts: List[Point]) -> List[str]:
         weight = (x - a.mean("latency_ratio")) / max(b.mean("latency_ratio") - a.mean("latency_ratio"), 1e-12)
         value = a.mean(metric) + weight * (b.mean(metric) - a.mean(metric))
         gain, spread = sign * (p.mean(metric) - value), max(p.std(metric), a.std(metric), b.std(metric))
-        verdict = "better" if gain > spread else "tie (inside the spread)" if gain >= -spread else "worse"
         lines.append(
             f"{head}; {LABELS[rival]} at that latency ratio (between its {a.budget:g} and {b.budget:g} points): "
-            f"{value:.1f}: {verdict}."
+            f"{value:.1f}: {verdict(gain, spread, 'better', TIE, 'worse')}."
         )
     return lines
 
