@@ -29,18 +29,25 @@ def _gated(cfg: PruningConfig, seed: int = 0) -> Tuple[Wav2Vec2Model, Wav2Vec2Mo
 
 
 def prune_by_distillation(
-    pruning: Dict, updates: int = 400, warmup: int = 150, loss_scale: float = 1.0, seed: int = 0
+    pruning: Dict,
+    updates: int = 400,
+    warmup: int = 150,
+    loss_scale: float = 1.0,
+    seed: int = 0,
+    device: str = "cpu",
 ) -> Tuple[Wav2Vec2Model, Wav2Vec2Model, PruningController, List[Dict[str, float]]]:
     """A pruning run with a real task: the gated model learns to reproduce every hidden state of the dense
     one (mean squared error relative to the variance, times ``loss_scale``) on random audio.
 
-    Returns the dense model, the gated model (eval mode), its controller and the logged stats per update.
+    Returns the dense model, the gated model (eval mode), its controller and the logged stats per update,
+    with the models and the controller on ``device`` (the audio is drawn on the CPU, the same on any device).
     """
     cfg = PruningConfig.from_dict(
         {"reference_seconds": REFERENCE_SECONDS, "warmup_updates": warmup, "gate_lr": 0.1, **pruning}
     )
     dense, model = _gated(cfg, seed)
-    controller = PruningController(model, cfg)
+    dense, model = dense.to(device), model.to(device)
+    controller = PruningController(model, cfg).to(device)
     gates = {id(p) for p in gate_parameters(model)}
     optimizer = torch.optim.Adam(
         [
@@ -54,7 +61,7 @@ def prune_by_distillation(
     data = torch.Generator().manual_seed(seed + 1)
     history = []
     for _ in range(updates):
-        waves = torch.randn(2, 6000, generator=data)
+        waves = torch.randn(2, 6000, generator=data).to(device)
         with torch.no_grad():
             reference = dense(waves).hidden_states[1:]
         hidden = model(waves).hidden_states[1:]

@@ -136,7 +136,7 @@ def _fold(weight: Tensor, kept: _Kept, layer_value: Optional[Tensor]) -> Tensor:
 def remove_masks(model: Wav2Vec2Model) -> Tuple[Wav2Vec2Model, Wav2Vec2Config]:
     """A new ungated model, physically smaller, equal in eval output to ``model`` with its gates.
 
-    ``model`` is left unchanged. The new model is in eval mode.
+    ``model`` is left unchanged. The new model is in eval mode, on ``model``'s device.
     """
     conv, attention, ffn = _plan(model)
     config = _config_from_plan(model.config, conv, attention, ffn)
@@ -168,7 +168,9 @@ def remove_masks(model: Wav2Vec2Model) -> Tuple[Wav2Vec2Model, Wav2Vec2Config]:
         branch = prefix + "attention."
         if attn is not None:
             heads, layer_value = attn
-            rows = (heads.index[:, None] * head_dim + torch.arange(head_dim)).flatten()
+            rows = (
+                heads.index[:, None] * head_dim + torch.arange(head_dim, device=heads.index.device)
+            ).flatten()
             head_kept = _Kept(
                 rows, None if heads.values is None else heads.values.repeat_interleave(head_dim)
             )
@@ -202,7 +204,7 @@ def remove_masks(model: Wav2Vec2Model) -> Tuple[Wav2Vec2Model, Wav2Vec2Config]:
         columns = [model.config.bias_table_heads().index(head) for head in table]
         state["encoder.rel_attn_embed.weight"] = source.pop("encoder.rel_attn_embed.weight")[:, columns]
 
-    pruned = Wav2Vec2Model(config)
+    pruned = Wav2Vec2Model(config).to(next(model.parameters()).device)
     expected = pruned.state_dict()
     for key in expected:
         if key not in state:
