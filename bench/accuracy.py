@@ -497,10 +497,31 @@ def points(rows: List[Dict]) -> List[Point]:
     ]
 
 
+def better_sign(metric: str) -> float:
+    """+1 where a higher ``metric`` is better (accuracy), -1 where lower is (CER, WER)."""
+    return 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+
+
 def compare(a: Point, b: Point, metric: str) -> Tuple[float, float]:
     """(a's advantage over b in the metric's better direction, the spread: the larger of the two stds)."""
-    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
-    return sign * (a.mean(metric) - b.mean(metric)), max(a.std(metric), b.std(metric))
+    return better_sign(metric) * (a.mean(metric) - b.mean(metric)), max(a.std(metric), b.std(metric))
+
+
+def paired(a: Point, b: Point, metric: str) -> str:
+    """a's advantage over b seed for seed, where both ran the same seeds (the same pre-trained start, task
+    head init and batch order): a sharper test than the two spreads, reported beside the claim's verdict.
+    Empty with fewer than two common seeds."""
+    sign = better_sign(metric)
+    mine, theirs = ({row["seed"]: row[metric] for row in p.rows} for p in (a, b))
+    common = sorted(mine.keys() & theirs.keys())
+    if len(common) < 2:
+        return ""
+    gains = [sign * (mine[seed] - theirs[seed]) for seed in common]
+    ahead = sum(gain > 0 for gain in gains)
+    return (
+        f" Seed for seed: {statistics.fmean(gains):+.2f} ± {statistics.stdev(gains):.2f} "
+        f"over seeds {', '.join(map(str, common))}, ahead in {ahead} of {len(common)}."
+    )
 
 
 TIE = "tie (inside the spread)"
@@ -529,17 +550,24 @@ def claims(task: str, pts: List[Point]) -> List[str]:
         hj70, hj50 = find.get((method, 0.7)), find.get((method, 0.5))
         if dense and hj70:
             said = verdict(*compare(hj70, dense, metric), "holds (beats dense)", "holds (tie)", "fails")
-            lines.append(f"C1 {name} at ~0.7 matches or beats dense: {said}. {show(hj70)} vs {show(dense)}.")
+            lines.append(
+                f"C1 {name} at ~0.7 matches or beats dense: {said}. {show(hj70)} vs {show(dense)}."
+                + paired(hj70, dense, metric)
+            )
         if dense and hj50:
             gain, _ = compare(hj50, dense, metric)
             said = "holds" if gain >= -dense.std(metric) else "fails"
-            lines.append(f"C2 {name} at ~0.5 within one std of dense: {said}. {show(hj50)} vs {show(dense)}.")
+            lines.append(
+                f"C2 {name} at ~0.5 within one std of dense: {said}. {show(hj50)} vs {show(dense)}."
+                + paired(hj50, dense, metric)
+            )
         for budget, rival in itertools.product((0.5, 0.3), ("transformer_only", "torch_pruning")):
             hj, other = find.get((method, budget)), find.get((rival, budget))
             if hj and other:
                 said = verdict(*compare(hj, other, metric), "holds", TIE, "fails (rival better)")
                 lines.append(
                     f"C3 {name} beats {LABELS[rival]} at {budget:g}: {said}. {show(hj)} vs {show(other)}."
+                    + paired(hj, other, metric)
                 )
     return [f"- {line}" for line in lines]
 
@@ -558,7 +586,7 @@ def latency_lines(task: str, pts: List[Point]) -> List[str]:
             break
     if len(curve) < 2:
         return []
-    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+    sign = better_sign(metric)
     lines = []
     for p in timed:
         if p.method != "hj_latency":
@@ -635,7 +663,9 @@ def write_report(
             f"stand-in's on this CPU (median of {TIMING_ROUNDS} interleaved rounds). "
             "Sparsities are of each variant's controlled quantities (sep_size: CNN / Transformer params).",
             table,
-            "Claims (first metric; spread = the larger standard deviation of the two points):",
+            "Claims (first metric; spread = the larger standard deviation of the two points; seed for seed = "
+            "the mean ± std of the differences between runs of the same seed, positive where the first point "
+            "is better):",
             "\n".join(claims(task, pts) + latency_lines(task, pts)),
             f"Took {took}; load average at the end {load_average()}.",
         ]

@@ -83,7 +83,9 @@ def test_claims_call_a_difference_inside_the_spread_a_tie() -> None:
     from bench.accuracy import Point, claims
 
     def point(method: str, budget: float, values: list) -> Point:
-        return Point(method, budget, [{"accuracy": v, "mac_ratio": budget} for v in values])
+        return Point(
+            method, budget, [{"accuracy": v, "mac_ratio": budget, "seed": i} for i, v in enumerate(values)]
+        )
 
     dense = point("dense", 1.0, [90.0, 92.0, 94.0])  # std 2
     verdicts = claims(
@@ -104,16 +106,26 @@ def test_claims_call_a_difference_inside_the_spread_a_tie() -> None:
     variant = claims("fsdd", [dense, point("hj_mac_keep_attention", 0.5, [91.0, 91.5, 92.0])])
     assert variant == [
         "- C2 HJ-MAC, attention ungated at ~0.5 within one std of dense: holds. HJ-MAC, attention ungated @ 0.5 "
-        "(MAC ratio 0.500): 91.5 ± 0.5 vs Dense fine-tuning @ 1 (MAC ratio 1.000): 92.0 ± 2.0."
+        "(MAC ratio 0.500): 91.5 ± 0.5 vs Dense fine-tuning @ 1 (MAC ratio 1.000): 92.0 ± 2.0. Seed for seed: "
+        "-0.50 ± 1.50 over seeds 0, 1, 2, ahead in 1 of 3."  # +1.0, -0.5, -2.0
     ]
-    lower_is_better = claims("cathy", [point_wer("dense", 1.0, [20.0]), point_wer("hj_mac", 0.7, [15.0])])
-    assert "beats dense" in lower_is_better[0]
+    lower_is_better = claims(
+        "cathy", [point_wer("dense", 1.0, [20.0, 22.0]), point_wer("hj_mac", 0.7, [15.0, 16.0])]
+    )
+    assert "beats dense" in lower_is_better[0]  # CER 7.75 vs 10.5: lower is better
+    assert lower_is_better[0].endswith(" Seed for seed: +2.75 ± 0.35 over seeds 0, 1, ahead in 2 of 2.")
+    # One seed in common: no paired difference to state
+    assert "Seed for seed" not in claims("fsdd", [dense, point("hj_mac", 0.7, [93.0])])[0]
 
 
 def point_wer(method: str, budget: float, values: list):
     from bench.accuracy import Point
 
-    return Point(method, budget, [{"wer": v, "cer": v / 2, "mac_ratio": budget} for v in values])
+    return Point(
+        method,
+        budget,
+        [{"wer": v, "cer": v / 2, "mac_ratio": budget, "seed": i} for i, v in enumerate(values)],
+    )
 
 
 def test_hj_latency_is_compared_with_hj_mac_at_equal_measured_latency() -> None:
