@@ -1,5 +1,7 @@
 """Mask removal is exact: the removed model equals the gated eval model, and costs match."""
 
+from typing import Optional
+
 import pytest
 import torch
 
@@ -11,7 +13,7 @@ from espnet_prune.pruning.removal import pruned_config, remove_masks
 from conftest import tiny_config
 
 
-def _config(mode: str, layer_norm_first: bool) -> Wav2Vec2Config:
+def ragged_config(mode: str, layer_norm_first: bool) -> Wav2Vec2Config:
     """The shared tiny model with ragged sizes (conv channels, heads, FFN units differ between layers)."""
     return tiny_config(
         conv_layers=[(32, 10, 5), (24, 3, 2), (32, 3, 2), (16, 2, 2)],
@@ -25,20 +27,26 @@ def _config(mode: str, layer_norm_first: bool) -> Wav2Vec2Config:
     )
 
 
-def _randomly_gated(config: Wav2Vec2Config, seed: int) -> Wav2Vec2Model:
+# Gates shut (the units selected) on top of the random ones, so that every kind of structure is cut.
+SHUT = {
+    "encoder.layers.1.attention.head_gate": slice(None),  # every head of layer 1 pruned
+    "encoder.layers.2.feed_forward.layer_gate": slice(None),  # whole FFN of layer 2 pruned
+    "encoder.layers.3.feed_forward.unit_gate": slice(None),  # every unit of layer 3 pruned
+    "feature_extractor.conv_layers.1.channel_gate": slice(None),  # CNN layer down to 1 channel
+    "feature_extractor.conv_layers.3.channel_gate": slice(2, None),  # last CNN layer: few channels
+}
+
+
+def randomly_gated(config: Wav2Vec2Config, seed: int, gates: Optional[GateConfig] = None) -> Wav2Vec2Model:
+    """``config`` with ``gates`` (default: every structure gated) at random keep probabilities, and the
+    ``SHUT`` gates that it has shut; in eval mode."""
     torch.manual_seed(seed)
-    model = attach_gates(Wav2Vec2Model(config), GateConfig())
+    model = attach_gates(Wav2Vec2Model(config), gates or GateConfig())
     with torch.no_grad():
-        for _, gate in iter_gates(model):
+        for name, gate in iter_gates(model):
             gate.log_alpha.normal_(0.5, 2.0)
-        layers = model.encoder.layers
-        layers[1].attention.head_gate.log_alpha.fill_(-10.0)  # every head of layer 1 pruned
-        layers[2].feed_forward.layer_gate.log_alpha.fill_(-10.0)  # whole FFN of layer 2 pruned
-        layers[3].feed_forward.unit_gate.log_alpha.fill_(-10.0)  # every unit of layer 3 pruned
-        model.feature_extractor.conv_layers[1].channel_gate.log_alpha.fill_(
-            -10.0
-        )  # CNN layer down to 1 channel
-        model.feature_extractor.conv_layers[3].channel_gate.log_alpha[2:].fill_(-10.0)  # last CNN layer: few
+            if name in SHUT:
+                gate.log_alpha[SHUT[name]] = -10.0
     return model.eval()
 
 
@@ -46,7 +54,7 @@ def _randomly_gated(config: Wav2Vec2Config, seed: int) -> Wav2Vec2Model:
 @pytest.mark.parametrize("layer_norm_first", [False, True])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_removed_model_equals_gated_eval_model(mode, layer_norm_first, seed):
-    gated = _randomly_gated(_config(mode, layer_norm_first), seed)
+    gated = randomly_gated(ragged_config(mode, layer_norm_first), seed)
     removed, config = remove_masks(gated)
     assert config.num_heads[1] == 0 and config.ffn_dims[2] == 0 and config.ffn_dims[3] == 0
     assert config.conv_layers[1][0] == 1 and config.conv_layers[3][0] <= 2
@@ -77,8 +85,10 @@ def test_removed_model_equals_gated_eval_model(mode, layer_norm_first, seed):
 def test_removed_wavlm_equals_gated_eval_model(mode, layer_norm_first):
     """WavLM: the kept heads keep their pretrained relative-position-bias columns and input slices; the bias
     table, shared by all layers, outlives the first layer's attention and loses the column no layer keeps."""
-    config = _config(mode, layer_norm_first).replace(model_type="wavlm", num_buckets=32, max_distance=40)
-    gated = _randomly_gated(config, seed=2)
+    config = ragged_config(mode, layer_norm_first).replace(
+        model_type="wavlm", num_buckets=32, max_distance=40
+    )
+    gated = randomly_gated(config, seed=2)
     layers = gated.encoder.layers
     with torch.no_grad():
         for name, parameter in gated.named_parameters():  # attention patterns that depend on the input
@@ -124,7 +134,7 @@ def test_removed_wavlm_equals_gated_eval_model(mode, layer_norm_first):
 
 
 def test_removal_with_multiple_of_8_keeps_aligned_sizes_and_stays_exact():
-    config = _config("layer_norm", True)
+    config = ragged_config("layer_norm", True)
     torch.manual_seed(3)
     gated = attach_gates(Wav2Vec2Model(config), GateConfig(multiple_of=8))
     with torch.no_grad():
@@ -143,7 +153,7 @@ def test_removal_with_multiple_of_8_keeps_aligned_sizes_and_stays_exact():
 
 
 def test_removal_leaves_the_gated_model_unchanged_and_keeps_ungated_structures_whole():
-    config = _config("group_norm", False)
+    config = ragged_config("group_norm", False)
     torch.manual_seed(0)
     model = attach_gates(Wav2Vec2Model(config), GateConfig(conv_channels=False, ffn_units=False))
     before = {k: v.clone() for k, v in model.state_dict().items()}
