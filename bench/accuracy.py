@@ -41,6 +41,7 @@ import argparse
 import copy
 import itertools
 import json
+import multiprocessing
 import statistics
 import sys
 from dataclasses import asdict, dataclass, field
@@ -132,7 +133,10 @@ CLAIMS_GRID: Dict[str, Tuple[float, ...]] = {
     "transformer_only": (0.5,),
     "torch_pruning": (0.5, 0.3),
 }
-TIMING_ROUNDS = 15  # interleaved rounds of the measured latency column (median)
+TIMING_ROUNDS = 15  # interleaved rounds of the measured latency column (median) in each process
+# Fresh processes the latency column is measured in (median): one process's medians moved single rows by up
+# to 0.12 between two writes; the range over the processes is shown beside the column.
+LATENCY_PROCESSES = 3
 # The stand-in's latency (HJ-Latency's table, the measured column) is of one utterance of base's reference
 # length: its forward pass there is compute-bound (README: at 1.875 s the table's whole-model error was 0.15).
 LATENCY_SECONDS = BASE_SECONDS
@@ -217,22 +221,37 @@ def pruning_config(method: str, budget: float, s: Settings) -> PruningConfig:
     )
 
 
-def measured_latency_ratios(rows: List[Dict]) -> None:
-    """Set each row's ``latency_ratio``: its removed model's eval latency over the dense stand-in's on this
-    machine, one utterance of LATENCY_SECONDS, the median of interleaved rounds (random weights: the
-    time depends on the shape only). Rows cached without their shape are left without."""
-    shapes = {"dense": standin_config()}
-    for row in rows:
-        if "encoder_config" in row:
-            shapes.setdefault(
-                cache_key(row["encoder_config"]), Wav2Vec2Config.from_dict(row["encoder_config"])
-            )
+def _latency_ratios_here(configs: Dict[str, Dict], dense: str, threads: int) -> Dict[str, float]:
+    """In this process: each shape's eval latency (median of interleaved rounds) over that of ``dense``."""
+    use_cpu_threads(threads)
     torch.manual_seed(0)
-    models = {key: Wav2Vec2Model(config).eval() for key, config in shapes.items()}
+    models = {key: Wav2Vec2Model(Wav2Vec2Config.from_dict(config)).eval() for key, config in configs.items()}
     medians = interleaved_medians(inference_runs(models, LATENCY_SECONDS), TIMING_ROUNDS)
+    return {key: medians[key] / medians[dense] for key in configs}
+
+
+def measured_latency_ratios(rows: List[Dict], processes: int = LATENCY_PROCESSES) -> None:
+    """Set each row's ``latency_ratio``: its removed model's eval latency over the dense stand-in's on this
+    machine, one utterance of LATENCY_SECONDS (random weights: the time depends on the shape only), the
+    median over ``processes`` fresh interpreters, each timing every shape in interleaved rounds; the ratios
+    of each process are kept as ``latency_ratio_repeats``. Rows cached without their shape are left without."""
+    dense = standin_config().to_dict()
+    configs = {cache_key(dense): dense}  # a row of the dense shape is timed as the dense model itself
     for row in rows:
         if "encoder_config" in row:
-            row["latency_ratio"] = medians[cache_key(row["encoder_config"])] / medians["dense"]
+            configs.setdefault(cache_key(row["encoder_config"]), row["encoder_config"])
+    spawn = multiprocessing.get_context("spawn")  # a fresh allocator and thread pool each time
+    repeats = []
+    for _ in range(processes):
+        with spawn.Pool(1) as pool:
+            repeats.append(
+                pool.apply(_latency_ratios_here, (configs, cache_key(dense), torch.get_num_threads()))
+            )
+    for row in rows:
+        if "encoder_config" in row:
+            ratios = [repeat[cache_key(row["encoder_config"])] for repeat in repeats]
+            row["latency_ratio"] = statistics.median(ratios)
+            row["latency_ratio_repeats"] = ratios
 
 
 # --- one run --------------------------------------------------------------------------------------------
@@ -480,6 +499,12 @@ class Point:
             return "-"
         return f"{self.mean(key):.{digits}f} ± {self.std(key):.{digits}f}"
 
+    def latency_range(self) -> str:
+        """The widest range (max - min) of a row's latency ratio over the processes that measured it."""
+        if any("latency_ratio_repeats" not in row for row in self.rows):
+            return "-"
+        return f"{max(max(row['latency_ratio_repeats']) - min(row['latency_ratio_repeats']) for row in self.rows):.3f}"
+
     def sparsity(self, stage: str) -> str:
         if stage not in self.rows[0]:
             return "-"
@@ -628,6 +653,7 @@ def write_report(
         "exact sparsity (removed)",
         "MAC ratio",
         f"latency ratio (this CPU, {LATENCY_SECONDS:g} s)",
+        "latency range over processes",
         "params (M)",
         *[f"test {m.upper() if m != 'accuracy' else m} % (mean ± std)" for m in metrics],
         *[f"{key.replace('@', ' @ ')} %" for key in extra],
@@ -645,6 +671,7 @@ def write_report(
                 p.sparsity("removed_sparsity"),
                 f"{p.mean('mac_ratio'):.3f}",
                 p.shown("latency_ratio"),
+                p.latency_range(),
                 f"{p.mean('params_m'):.3f}",
                 *[f"{p.mean(m):.1f} ± {p.std(m):.1f}" for m in metrics],
                 *[p.shown(key, digits=1) for key in extra],
@@ -660,7 +687,9 @@ def write_report(
             f"Settings: {json.dumps(asdict(s))}; seeds {seeds}.",
             f"MACs exact (`exact_cost`) at the reference length {REFERENCE_SECONDS:g} s; params of the encoder; "
             f"latency ratio: the removed model's eval time for one {LATENCY_SECONDS:g}-s utterance over the dense "
-            f"stand-in's on this CPU (median of {TIMING_ROUNDS} interleaved rounds). "
+            f"stand-in's on this CPU, the median over {LATENCY_PROCESSES} fresh processes of each one's median of "
+            f"{TIMING_ROUNDS} interleaved rounds, ± over the seeds' shapes; beside it the widest range of one "
+            "shape's ratio over the processes: differences between rows below it are noise. "
             "Sparsities are of each variant's controlled quantities (sep_size: CNN / Transformer params).",
             table,
             "Claims (first metric; spread = the larger standard deviation of the two points; seed for seed = "

@@ -318,3 +318,34 @@ def test_hj_mac_with_attention_ungated_reaches_its_budget_without_cutting_attent
     assert kept.num_heads == config.num_heads and kept.conv_layers != config.conv_layers
     assert results["hj_mac"].num_heads != config.num_heads  # the default HJ-MAC does cut attention here
     assert "hj_mac_keep_attention" not in accuracy.DEFAULT_METHODS
+
+
+def test_the_latency_column_is_the_median_over_fresh_processes_with_their_range_shown() -> None:
+    """Each row's latency ratio is measured in several fresh interpreters: the median is the column and the
+    range over the processes stands beside it (one process's medians moved rows by up to 0.12)."""
+    import bench.accuracy as accuracy
+    from bench.training import standin_config
+
+    dense = standin_config()
+    narrow = standin_config()
+    narrow.num_heads = [2] * len(narrow.num_heads)
+    narrow.ffn_dims = [64] * len(narrow.ffn_dims)
+    rows = [
+        {"method": "hj_mac", "budget": 0.5, "encoder_config": narrow.to_dict()},
+        {"method": "hj_mac", "budget": 0.5, "encoder_config": narrow.to_dict()},  # the same shape: one timing
+        {"method": "dense", "budget": 1.0, "encoder_config": dense.to_dict()},
+        {"method": "torch_pruning", "budget": 0.5},  # cached before shapes were kept: nothing to time
+    ]
+    accuracy.measured_latency_ratios(rows, processes=2)
+    assert rows[2]["latency_ratio_repeats"] == [1.0, 1.0]  # the dense shape over itself, in each process
+    repeats = rows[0]["latency_ratio_repeats"]
+    assert (
+        len(repeats) == 2
+        and all(ratio > 0 for ratio in repeats)
+        and repeats == rows[1]["latency_ratio_repeats"]
+    )
+    assert rows[0]["latency_ratio"] == pytest.approx(sum(repeats) / 2)  # the median of two
+    assert "latency_ratio" not in rows[3]
+    point = accuracy.Point("hj_mac", 0.5, rows[:2])
+    assert point.latency_range() == f"{max(repeats) - min(repeats):.3f}"
+    assert accuracy.Point("torch_pruning", 0.5, rows[3:]).latency_range() == "-"
