@@ -41,6 +41,7 @@ import argparse
 import copy
 import itertools
 import json
+import math
 import multiprocessing
 import statistics
 import sys
@@ -189,15 +190,44 @@ def transformer_mac_share() -> float:
     return 1.0 - cost_proportions(standin_config(), REFERENCE_SECONDS)["CNN share of MACs"]
 
 
+def transformer_param_share() -> float:
+    return 1.0 - cost_proportions(standin_config(), REFERENCE_SECONDS)["CNN share of params"]
+
+
 def targets_for(method: str, budget: float) -> Optional[Dict[str, float]]:
-    """The pruning block's target keys for ``method`` at MAC ``budget``; None when it cannot get there."""
+    """The pruning block's target keys for ``method`` at MAC ``budget``; None when it cannot get there.
+
+    The size variants' targets are chosen to land near the budget's MACs: HJ-SepSize removes ``1 - budget``
+    of the CNN's and of the Transformer's params (each part's MACs follow its params), while Transformer-only
+    and HJ-Size take the MACs to remove from the Transformer (HJ-Size too, as the CNN holds under 5% of the
+    params but 35% of the MACs: cutting it gains little size), which cannot remove over 90% of it."""
     sparsity = 1.0 - budget
     if method == "hj_sep_size":
         return {"cnn_target_sparsity": sparsity, "transformer_target_sparsity": sparsity}
-    if method == "transformer_only":
+    if method in ("transformer_only", "hj_size"):
         transformer = sparsity / transformer_mac_share()
-        return {"target_sparsity": round(transformer, 3)} if transformer <= 0.9 else None
+        if transformer > 0.9:
+            return None
+        share = transformer_param_share() if method == "hj_size" else 1.0  # HJ-Size's target is of all params
+        return {"target_sparsity": round(transformer * share, 3)}
     return {"target_sparsity": sparsity}
+
+
+def read_cached_run(path: Path) -> Dict:
+    """A cached run's row; an HJ run trained at other targets than ``targets_for`` gives it now (the
+    mapping changed) is an error naming the file, never a row shown under the new targets."""
+    row = json.loads(path.read_text())
+    expected = targets_for(row["method"], row["budget"])
+    if row["method"] in HJ_VARIANTS:
+        trained, wanted = sorted(row["targets"].values()), sorted((expected or {}).values())
+        if len(trained) != len(wanted) or not all(
+            math.isclose(a, b, abs_tol=1e-9) for a, b in zip(trained, wanted)
+        ):
+            raise SystemExit(
+                f"{path}: run at the targets {row['targets']}, but {LABELS[row['method']]} at {row['budget']:g} "
+                f"now gets {expected}; delete it and its .pt to run it again"
+            )
+    return row
 
 
 def pruning_config(method: str, budget: float, s: Settings) -> PruningConfig:
@@ -406,7 +436,7 @@ def distillation_teacher(
 def cached_run(task: str, method: str, budget: float, seed: int, load: TaskData, s: Settings) -> Dict:
     path = s.run_file(task, method, budget, seed)
     if path.is_file():
-        return json.loads(path.read_text())
+        return read_cached_run(path)
     data, classes, pretrained = load.get()
     teacher = distillation_teacher(task, method, seed, load, s)
     print(f"{task}: {LABELS[method]} @ {budget:g}, seed {seed} (load {load_average()})", flush=True)
@@ -835,12 +865,12 @@ def main() -> None:
 
         # the report shows every run cached under these settings for these seeds, from this call or earlier ones
         def covered(path: Path) -> bool:
-            row = json.loads(path.read_text())
+            row = read_cached_run(path)
             return row["seed"] in args.seeds and s.covers(row)
 
         results = [path for path in sorted(s.results_dir(task).glob("*.json")) if covered(path)]
         score_extra_tests(task, results, args.extra_test)
-        rows = [json.loads(path.read_text()) for path in results]
+        rows = [read_cached_run(path) for path in results]
         suffix = "_quick" if args.quick else "" if s.gate_lr == Settings.gate_lr else f"_gate_lr{s.gate_lr:g}"
         suffix += args.report_suffix
         measured_latency_ratios(rows)

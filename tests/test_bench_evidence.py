@@ -173,6 +173,57 @@ def test_the_default_plan_is_the_claims_grid_and_methods_run_at_every_budget() -
     assert run_plan(["hj_size"], None) == [("hj_size", 0.7), ("hj_size", 0.5), ("hj_size", 0.3)]
 
 
+def test_size_targets_land_near_the_mac_budget() -> None:
+    """HJ-Size's params target at a MAC budget is one whose Transformer cut costs about the budget's MACs
+    (the exact cost of uniformly narrowed Transformer layers); it cannot reach 0.3 without the CNN."""
+    import copy
+
+    from bench.accuracy import targets_for
+    from bench.training import REFERENCE_SECONDS, standin_config
+
+    dense = standin_config()
+    full = exact_cost(dense, REFERENCE_SECONDS)
+    cuts = []
+    for units in range(dense.ffn_dims[0] + 1):
+        narrow = copy.deepcopy(dense)
+        narrow.ffn_dims = [units] * dense.num_layers
+        narrow.num_heads = [round(heads * units / dense.ffn_dims[0]) for heads in dense.num_heads]
+        cost = exact_cost(narrow, REFERENCE_SECONDS)
+        cuts.append((1 - cost.params / full.params, cost.macs / full.macs))
+    for budget in (0.7, 0.5):
+        target = targets_for("hj_size", budget)["target_sparsity"]
+        _, mac_ratio = min(cuts, key=lambda cut: abs(cut[0] - target))
+        assert abs(mac_ratio - budget) < 0.04, (budget, target, mac_ratio)
+    assert targets_for("hj_size", 0.3) is None and targets_for("transformer_only", 0.3) is None
+
+
+def test_a_cached_run_trained_at_other_targets_is_an_error_naming_the_file(tmp_path) -> None:
+    """When the targets a method gets at a budget change, its cached runs are refused, not shown as new."""
+    import json
+
+    from bench.accuracy import read_cached_run, targets_for
+
+    stale, fresh = tmp_path / "hj_size-0.5-seed0.json", tmp_path / "hj_size-0.5-seed1.json"
+    stale.write_text(json.dumps({"method": "hj_size", "budget": 0.5, "targets": {"params": 0.5}}))
+    fresh.write_text(
+        json.dumps(
+            {
+                "method": "hj_size",
+                "budget": 0.5,
+                "targets": {"params": targets_for("hj_size", 0.5)["target_sparsity"]},
+            }
+        )
+    )
+    with pytest.raises(
+        SystemExit, match=rf"{stale}: run at the targets .*'params': 0.5.*delete it and its .pt"
+    ):
+        read_cached_run(stale)
+    assert read_cached_run(fresh)["targets"] == {"params": targets_for("hj_size", 0.5)["target_sparsity"]}
+    dense = tmp_path / "dense-1-seed0.json"  # ungated runs have no targets
+    dense.write_text(json.dumps({"method": "dense", "budget": 1.0}))
+    assert read_cached_run(dense)["method"] == "dense"
+
+
 def test_extra_test_folders_score_the_kept_models_of_cached_runs(tmp_path, monkeypatch) -> None:
     import json
 
