@@ -580,6 +580,9 @@ def paired(a: Point, b: Point, metric: str) -> str:
 
 
 TIE = "tie (inside the spread)"
+# The other rivals the issue names, compared with HJ-MAC at each budget beside the claims: the size variants
+# (at targets that land near the budget's MACs, their MAC ratio shown) and the same geometry from scratch.
+SIZE_AND_SCRATCH = ("hj_sep_size", "hj_size", "scratch")
 
 
 def verdict(gain: float, spread: float, better: str, tie: str, worse: str) -> str:
@@ -624,6 +627,14 @@ def claims(task: str, pts: List[Point]) -> List[str]:
                     f"C3 {name} beats {LABELS[rival]} at {budget:g}: {said}. {show(hj)} vs {show(other)}."
                     + paired(hj, other, metric)
                 )
+    for budget, rival in itertools.product(BUDGETS, SIZE_AND_SCRATCH):
+        hj, other = find.get(("hj_mac", budget)), find.get((rival, budget))
+        if hj and other:
+            said = verdict(*compare(hj, other, metric), "HJ-MAC better", TIE, "HJ-MAC worse")
+            lines.append(
+                f"Beside the claims, HJ-MAC vs {LABELS[rival]} at {budget:g}: {said}. {show(hj)} vs {show(other)}."
+                + paired(hj, other, metric)
+            )
     return [f"- {line}" for line in lines]
 
 

@@ -114,6 +114,23 @@ def test_claims_call_a_difference_inside_the_spread_a_tie() -> None:
     )
     assert "beats dense" in lower_is_better[0]  # CER 7.75 vs 10.5: lower is better
     assert lower_is_better[0].endswith(" Seed for seed: +2.75 ± 0.35 over seeds 0, 1, ahead in 2 of 2.")
+    # The size variants and the narrowed geometry from scratch are compared with HJ-MAC beside the claims
+    beside = claims(
+        "fsdd",
+        [
+            point("hj_mac", 0.5, [89.0, 89.5, 90.0]),
+            point("hj_size", 0.5, [85.0, 86.0, 87.0]),  # HJ-MAC ahead by 3.5 > spread 1
+            point("scratch", 0.5, [88.0, 90.0, 92.0]),  # -0.5 inside the spread 2
+            point("hj_sep_size", 0.7, [80.0, 81.0, 82.0]),  # no HJ-MAC at 0.7: nothing to compare
+        ],
+    )
+    assert [line.split(":")[:2] for line in beside] == [
+        ["- Beside the claims, HJ-MAC vs HJ-Size at 0.5", " HJ-MAC better. HJ-MAC @ 0.5 (MAC ratio 0.500)"],
+        [
+            "- Beside the claims, HJ-MAC vs From scratch (same geometry) at 0.5",
+            " tie (inside the spread). HJ-MAC @ 0.5 (MAC ratio 0.500)",
+        ],
+    ]
     # One seed in common: no paired difference to state
     assert "Seed for seed" not in claims("fsdd", [dense, point("hj_mac", 0.7, [93.0])])[0]
 
