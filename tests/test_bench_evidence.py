@@ -297,7 +297,7 @@ def test_the_fine_tuned_teacher_is_the_dense_run_of_the_same_seed(tmp_path, monk
     for seed, model in fine_tuned.items():
         run_file = s.run_file("fsdd", "dense", 1.0, seed)
         run_file.parent.mkdir(parents=True, exist_ok=True)
-        run_file.write_text(json.dumps({"seed": seed, "accuracy": 90.0}))
+        run_file.write_text(json.dumps({"method": "dense", "budget": 1.0, "seed": seed, "accuracy": 90.0}))
         accuracy.save_model(model, accuracy.model_file(run_file))
 
     class Loaded:  # the task's data, read on demand: here only the pre-trained model
