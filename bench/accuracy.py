@@ -251,20 +251,23 @@ def pruning_config(method: str, budget: float, s: Settings) -> PruningConfig:
     )
 
 
-def _latency_ratios_here(configs: Dict[str, Dict], dense: str, threads: int) -> Dict[str, float]:
+def _latency_ratios_here(configs: Dict[str, Dict], dense: str, threads: int, rounds: int) -> Dict[str, float]:
     """In this process: each shape's eval latency (median of interleaved rounds) over that of ``dense``."""
     use_cpu_threads(threads)
     torch.manual_seed(0)
     models = {key: Wav2Vec2Model(Wav2Vec2Config.from_dict(config)).eval() for key, config in configs.items()}
-    medians = interleaved_medians(inference_runs(models, LATENCY_SECONDS), TIMING_ROUNDS)
+    medians = interleaved_medians(inference_runs(models, LATENCY_SECONDS), rounds)
     return {key: medians[key] / medians[dense] for key in configs}
 
 
-def measured_latency_ratios(rows: List[Dict], processes: int = LATENCY_PROCESSES) -> None:
+def measured_latency_ratios(
+    rows: List[Dict], processes: int = LATENCY_PROCESSES, rounds: int = TIMING_ROUNDS
+) -> None:
     """Set each row's ``latency_ratio``: its removed model's eval latency over the dense stand-in's on this
     machine, one utterance of LATENCY_SECONDS (random weights: the time depends on the shape only), the
-    median over ``processes`` fresh interpreters, each timing every shape in interleaved rounds; the ratios
-    of each process are kept as ``latency_ratio_repeats``. Rows cached without their shape are left without."""
+    median over ``processes`` fresh interpreters, each timing every shape in ``rounds`` interleaved rounds;
+    the ratios of each process are kept as ``latency_ratio_repeats``. Rows cached without their shape are
+    left without."""
     dense = standin_config().to_dict()
     configs = {cache_key(dense): dense}  # a row of the dense shape is timed as the dense model itself
     for row in rows:
@@ -275,7 +278,7 @@ def measured_latency_ratios(rows: List[Dict], processes: int = LATENCY_PROCESSES
     for _ in range(processes):
         with spawn.Pool(1) as pool:
             repeats.append(
-                pool.apply(_latency_ratios_here, (configs, cache_key(dense), torch.get_num_threads()))
+                pool.apply(_latency_ratios_here, (configs, cache_key(dense), torch.get_num_threads(), rounds))
             )
     for row in rows:
         if "encoder_config" in row:
@@ -884,7 +887,10 @@ def main() -> None:
         rows = [read_cached_run(path) for path in results]
         suffix = "_quick" if args.quick else "" if s.gate_lr == Settings.gate_lr else f"_gate_lr{s.gate_lr:g}"
         suffix += args.report_suffix
-        measured_latency_ratios(rows)
+        if args.quick:  # a smoke run times once, briefly
+            measured_latency_ratios(rows, processes=1, rounds=3)
+        else:
+            measured_latency_ratios(rows)
         write_report(task, rows, s, args.seeds, task_watch.elapsed(), suffix)
     print(f"evidence benchmark took {stopwatch.elapsed()}")
 
