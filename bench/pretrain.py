@@ -94,18 +94,20 @@ def pretrain(s: PretrainSettings) -> Dict:
     s.path().parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(s.path(), "wb") as f:
         torch.save({"config": model.encoder.config.to_dict(), "state": model.state_dict(), "curve": curve}, f)
-    write_curve(curve)
+    write_curve(curve, "" if s == PretrainSettings() else f"_{s.path().stem}")
     return curve
 
 
-def write_curve(curve: Dict) -> None:
+def write_curve(curve: Dict, suffix: str = "") -> None:
+    """The curve as ``pretrain_curve{suffix}.{json,png}``: a pre-training at other settings than the
+    default one (a ``--quick`` smoke run's) names its own files and leaves the published curve alone."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / "pretrain_curve.json").write_text(json.dumps(curve, indent=1))
+    (RESULTS_DIR / f"pretrain_curve{suffix}.json").write_text(json.dumps(curve, indent=1))
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.plot([100 * (i + 1) for i in range(len(curve["loss_every_100"]))], curve["loss_every_100"])
     left.set(xlabel="update", ylabel="CTC loss (mean of 100 updates)", title="pre-training loss")
@@ -114,7 +116,7 @@ def write_curve(curve: Dict) -> None:
     for axis in (left, right):
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(RESULTS_DIR / "pretrain_curve.png", dpi=120)
+    figure.savefig(RESULTS_DIR / f"pretrain_curve{suffix}.png", dpi=120)
     plt.close(figure)
 
 
