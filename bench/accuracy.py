@@ -215,10 +215,11 @@ def targets_for(method: str, budget: float) -> Optional[Dict[str, float]]:
 
 def read_cached_run(path: Path) -> Dict:
     """A cached run's row; an HJ run trained at other targets than ``targets_for`` gives it now (the
-    mapping changed) is an error naming the file, never a row shown under the new targets."""
+    mapping changed) is an error naming the file, never a row shown under the new targets. Rows cached
+    before the targets were recorded are taken as they are."""
     row = json.loads(path.read_text())
     expected = targets_for(row["method"], row["budget"])
-    if row["method"] in HJ_VARIANTS:
+    if row["method"] in HJ_VARIANTS and "targets" in row:
         trained, wanted = sorted(row["targets"].values()), sorted((expected or {}).values())
         if len(trained) != len(wanted) or not all(
             math.isclose(a, b, abs_tol=1e-9) for a, b in zip(trained, wanted)
@@ -536,7 +537,8 @@ class Point:
         """The widest range (max - min) of a row's latency ratio over the processes that measured it."""
         if any("latency_ratio_repeats" not in row for row in self.rows):
             return "-"
-        return f"{max(max(row['latency_ratio_repeats']) - min(row['latency_ratio_repeats']) for row in self.rows):.3f}"
+        ranges = [max(row["latency_ratio_repeats"]) - min(row["latency_ratio_repeats"]) for row in self.rows]
+        return f"{max(ranges):.3f}"
 
     def sparsity(self, stage: str) -> str:
         if stage not in self.rows[0]:
