@@ -186,14 +186,6 @@ class Settings:
         return row["method"] not in HJ_VARIANTS or row.get("gate_lr") == self.gate_lr
 
 
-def transformer_mac_share() -> float:
-    return 1.0 - cost_proportions(standin_config(), REFERENCE_SECONDS)["CNN share of MACs"]
-
-
-def transformer_param_share() -> float:
-    return 1.0 - cost_proportions(standin_config(), REFERENCE_SECONDS)["CNN share of params"]
-
-
 def targets_for(method: str, budget: float) -> Optional[Dict[str, float]]:
     """The pruning block's target keys for ``method`` at MAC ``budget``; None when it cannot get there.
 
@@ -205,11 +197,13 @@ def targets_for(method: str, budget: float) -> Optional[Dict[str, float]]:
     if method == "hj_sep_size":
         return {"cnn_target_sparsity": sparsity, "transformer_target_sparsity": sparsity}
     if method in ("transformer_only", "hj_size"):
-        transformer = sparsity / transformer_mac_share()
+        shares = cost_proportions(standin_config(), REFERENCE_SECONDS)
+        transformer = sparsity / (1.0 - shares["CNN share of MACs"])
         if transformer > 0.9:
             return None
-        share = transformer_param_share() if method == "hj_size" else 1.0  # HJ-Size's target is of all params
-        return {"target_sparsity": round(transformer * share, 3)}
+        # HJ-Size's target is of all params, Transformer-only's of the Transformer's
+        of_all = 1.0 - shares["CNN share of params"] if method == "hj_size" else 1.0
+        return {"target_sparsity": round(transformer * of_all, 3)}
     return {"target_sparsity": sparsity}
 
 
@@ -218,8 +212,8 @@ def read_cached_run(path: Path) -> Dict:
     mapping changed) is an error naming the file, never a row shown under the new targets. Rows cached
     before the targets were recorded are taken as they are."""
     row = json.loads(path.read_text())
-    expected = targets_for(row["method"], row["budget"])
     if row["method"] in HJ_VARIANTS and "targets" in row:
+        expected = targets_for(row["method"], row["budget"])
         trained, wanted = sorted(row["targets"].values()), sorted((expected or {}).values())
         if len(trained) != len(wanted) or not all(
             math.isclose(a, b, abs_tol=1e-9) for a, b in zip(trained, wanted)
